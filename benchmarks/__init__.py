@@ -1,0 +1,1 @@
+"""Benchmarks for trio_realtime (not tests: nothing here asserts a timing)."""

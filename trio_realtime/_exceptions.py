@@ -1,0 +1,140 @@
+"""The exception tree of trio_realtime.
+
+Every error the library raises derives from :class:`RealtimeError`::
+
+    RealtimeError
+    ├── ProtocolError           a frame could not be parsed or built
+    ├── RealtimeConnectionError the connection failed or was lost for good
+    │   └── ConnectionClosed    the WebSocket closed; carries code and reason
+    ├── JoinError               the server refused a ``phx_join``; carries the reason
+    ├── PushTimeout             no reply arrived in time (join, leave, push with ack)
+    ├── PushError               the server answered a push with ``status: error``
+    ├── ChannelClosed           the server closed the channel (``system`` error + ``phx_close``)
+    │                           or the channel was left while a subscription was open
+    └── SubscriptionOverflow    a subscription buffer overflowed with ``overflow="error"``
+
+Exceptions from trio, the WebSocket packages and JSON decoding are mapped to these at the layer
+boundary, so callers only ever need to catch this tree (plus :class:`trio.Cancelled`, which is
+never caught by the library).
+
+Messages never contain an apikey or access token: builders of these exceptions take already
+redacted text.
+"""
+
+from __future__ import annotations
+
+
+class RealtimeError(Exception):
+    """Base class of every error raised by trio_realtime."""
+
+
+class ProtocolError(RealtimeError):
+    """A frame was malformed, or a frame could not be encoded for the chosen serializer."""
+
+
+class RealtimeConnectionError(RealtimeError):
+    """The connection to the server could not be established or was lost for good.
+
+    Raised by :func:`trio_realtime.open_realtime` when the first connection fails (refused,
+    DNS failure, TLS failure, or an HTTP error at upgrade such as 401 or 403), and when
+    reconnection has been disabled or the reconnect policy gave up.
+
+    Attributes:
+        status_code: The HTTP status of a refused upgrade, or ``None``.
+        server_message: The ``error`` text of the server's JSON body, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        server_message: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.server_message = server_message
+
+
+class ConnectionClosed(RealtimeConnectionError):
+    """The WebSocket connection is closed.
+
+    Attributes:
+        code: The WebSocket close code (1006 when the TCP connection dropped without a close
+            frame).
+        reason: The close reason sent by the peer, possibly empty.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        text = f"connection closed with code {code}"
+        if reason:
+            text += f": {reason}"
+        super().__init__(text)
+        self.code = code
+        self.reason = reason
+
+
+class JoinError(RealtimeError):
+    """The server refused to join a channel.
+
+    Attributes:
+        topic: The full topic, with its ``realtime:`` prefix.
+        reason: The server's reason, for example
+            ``"Unauthorized: You do not have permissions to read from this Channel topic: x"``.
+    """
+
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(f"join of {topic!r} refused: {reason}")
+        self.topic = topic
+        self.reason = reason
+
+
+class PushTimeout(RealtimeError):
+    """No reply arrived within the timeout for a join, leave or acknowledged push."""
+
+
+class PushError(RealtimeError):
+    """The server answered a push with ``status: "error"``.
+
+    Attributes:
+        response: The ``response`` value of the reply, as sent by the server.
+    """
+
+    def __init__(self, message: str, response: object = None) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+class ChannelClosed(RealtimeError):
+    """The channel was closed, so a subscription or push on it cannot continue.
+
+    Attributes:
+        topic: The full topic.
+        reason: The server's ``system`` message when the server closed the channel (for
+            example ``"Token has expired 3 seconds ago"``), or a description of a local close.
+        by_server: ``True`` when the server closed the channel, ``False`` when the user left it.
+    """
+
+    def __init__(self, topic: str, reason: str, *, by_server: bool) -> None:
+        super().__init__(f"channel {topic!r} closed: {reason}")
+        self.topic = topic
+        self.reason = reason
+        self.by_server = by_server
+
+
+class SubscriptionOverflow(RealtimeError):
+    """A subscription with ``overflow="error"`` could not keep up.
+
+    Raised by the subscription's ``receive`` after every item buffered before the overflow has
+    been delivered.
+
+    Attributes:
+        dropped: How many items were dropped because the buffer was full.
+    """
+
+    def __init__(self, dropped: int, buffer: int) -> None:
+        super().__init__(
+            f"subscription buffer of {buffer} items overflowed; {dropped} item(s) dropped"
+        )
+        self.dropped = dropped
+        self.buffer = buffer

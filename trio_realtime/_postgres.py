@@ -1,0 +1,475 @@
+"""Postgres changes: value conversion, the filter builder, and filter matching.
+
+Pure functions, shared by the client (which converts the values of each change) and by the local
+server in ``trio_realtime.testing`` (which routes changes by filter, as PROTOCOL.md section 7
+describes).
+
+Value conversion follows realtime-js: the server sends each column's Postgres type name, and
+values that arrive as text are converted by type. Values that already have the right JSON type
+pass through, as do values that cannot be converted and types that are not listed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import orjson
+
+from ._frames import JSONObject, JSONValue
+
+FilterOperator = Literal["eq", "neq", "lt", "lte", "gt", "gte", "in"]
+FILTER_OPERATORS: Final = ("eq", "neq", "lt", "lte", "gt", "gte", "in")
+
+# numeric gives an int when its text is integral, else a float.
+_INTEGER_TYPES: Final = frozenset({"int2", "int4", "int8", "oid", "numeric"})
+_FLOAT_TYPES: Final = frozenset({"float4", "float8"})
+_JSON_TYPES: Final = frozenset({"json", "jsonb"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Value conversion.
+
+
+def _to_bool(value: JSONValue) -> JSONValue:
+    if value == "t":
+        return True
+    if value == "f":
+        return False
+    return value
+
+
+def _to_int(value: JSONValue) -> JSONValue:
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return _to_float(value)
+    return value
+
+
+def _to_float(value: JSONValue) -> JSONValue:
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return number if math.isfinite(number) else value
+    return value
+
+
+def _to_json(value: JSONValue) -> JSONValue:
+    if isinstance(value, str):
+        try:
+            parsed: JSONValue = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+        return parsed
+    return value
+
+
+def _to_timestamp(value: JSONValue) -> JSONValue:
+    if isinstance(value, str):
+        return value.replace(" ", "T")
+    return value
+
+
+def _split_array_literal(body: str) -> list[str | None]:
+    """Split the inside of a Postgres array literal ``{a,"b,c",NULL}`` into its elements."""
+    items: list[str | None] = []
+    current: list[str] = []
+    quoted = False
+    was_quoted = False
+    depth = 0
+    index = 0
+    while index < len(body):
+        char = body[index]
+        if quoted:
+            if char == "\\" and index + 1 < len(body):
+                index += 1
+                current.append(body[index])
+            elif char == '"':
+                quoted = False
+            else:
+                current.append(char)
+        elif char == '"':
+            quoted = True
+            was_quoted = True
+        elif char == "{":
+            depth += 1
+            current.append(char)
+        elif char == "}":
+            depth -= 1
+            current.append(char)
+        elif char == "," and depth == 0:
+            text = "".join(current)
+            items.append(None if text == "NULL" and not was_quoted else text)
+            current = []
+            was_quoted = False
+        else:
+            current.append(char)
+        index += 1
+    text = "".join(current)
+    items.append(None if text == "NULL" and not was_quoted else text)
+    return items
+
+
+def _to_array(value: JSONValue, element_type: str) -> JSONValue:
+    if isinstance(value, list):
+        return [convert_cell(element_type, item) for item in value]
+    if not isinstance(value, str) or len(value) < 2 or value[0] != "{" or value[-1] != "}":
+        return value
+    body = value[1:-1]
+    if not body:
+        return []
+    elements: list[JSONValue] = []
+    for item in _split_array_literal(body):
+        if item is not None and item.startswith("{") and item.endswith("}"):
+            elements.append(_to_array(item, element_type))
+        else:
+            elements.append(convert_cell(element_type, item))
+    return elements
+
+
+def convert_cell(type_name: str, value: JSONValue) -> JSONValue:
+    """Convert one column value according to its Postgres type name.
+
+    ``bool`` ``t``/``f`` become booleans; ``int2``, ``int4``, ``int8`` and ``oid`` become ints;
+    ``float4`` and ``float8`` floats; ``numeric`` an int when integral, else a float; ``json``
+    and ``jsonb`` are parsed; ``timestamp`` gets a ``T`` between date and time; a type starting
+    with ``_`` is an array of the rest (``{1,2,3}`` becomes ``[1, 2, 3]``). ``None`` stays
+    ``None``. Anything that does not convert is returned unchanged.
+    """
+    if value is None:
+        return None
+    if type_name.startswith("_"):
+        return _to_array(value, type_name[1:])
+    if type_name == "bool":
+        return _to_bool(value)
+    if type_name in _INTEGER_TYPES:
+        return _to_int(value)
+    if type_name in _FLOAT_TYPES:
+        return _to_float(value)
+    if type_name in _JSON_TYPES:
+        return _to_json(value)
+    if type_name == "timestamp":
+        return _to_timestamp(value)
+    return value
+
+
+def convert_change_data(
+    columns: object, record: object, *, skip_types: Collection[str] = ()
+) -> JSONObject:
+    """Convert every value of ``record`` by the types listed in ``columns``.
+
+    Args:
+        columns: The change's ``columns``, a list of ``{"name": ..., "type": ...}``.
+        record: The ``record`` or ``old_record`` object.
+        skip_types: Type names to leave unconverted.
+
+    Returns:
+        A new dict. A record that is not an object gives ``{}``; columns without a type entry
+        pass through unchanged.
+    """
+    if not isinstance(record, dict):
+        return {}
+    types: dict[str, str] = {}
+    if isinstance(columns, list):
+        for column in columns:
+            if isinstance(column, dict):
+                name = column.get("name")
+                type_name = column.get("type")
+                if isinstance(name, str) and isinstance(type_name, str):
+                    types[name] = type_name
+    converted: JSONObject = {}
+    for name, value in record.items():
+        type_name = types.get(name)
+        if type_name is None or type_name in skip_types:
+            converted[name] = value
+        else:
+            converted[name] = convert_cell(type_name, value)
+    return converted
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresChange:
+    """One row change, as delivered to a ``postgres_changes`` subscription.
+
+    Attributes:
+        schema: The table's schema, for example ``public``.
+        table: The table name.
+        commit_timestamp: When the transaction committed, ``YYYY-MM-DDTHH:MM:SS.mmmZ``.
+        event_type: ``INSERT``, ``UPDATE`` or ``DELETE``.
+        new: The new row for INSERT and UPDATE, values converted; ``{}`` for DELETE.
+        old: The old row for UPDATE and DELETE (often only the primary key); ``{}`` for INSERT.
+        columns: ``[{"name": ..., "type": ...}]`` as the server sent them.
+        errors: ``None``, or the server's error strings (for example ``"Error 401: Unauthorized"``).
+        ids: The binding ids this change matched.
+    """
+
+    schema: str
+    table: str
+    commit_timestamp: str | None
+    event_type: str
+    new: JSONObject
+    old: JSONObject
+    columns: list[JSONValue]
+    errors: JSONValue
+    ids: tuple[int, ...] = ()
+
+
+def parse_postgres_change(
+    payload: object, *, skip_types: Collection[str] = ()
+) -> PostgresChange | None:
+    """Build a :class:`PostgresChange` from a ``postgres_changes`` frame payload.
+
+    Returns:
+        ``None`` when the payload does not have the ``{"ids": [...], "data": {...}}`` shape.
+    """
+    if not isinstance(payload, dict):
+        return None
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        return None
+    raw_ids = payload.get("ids")
+    ids = tuple(i for i in raw_ids if isinstance(i, int)) if isinstance(raw_ids, list) else ()
+    columns = data.get("columns")
+    column_list: list[JSONValue] = columns if isinstance(columns, list) else []
+    schema = data.get("schema")
+    table = data.get("table")
+    event_type = data.get("type", data.get("eventType"))
+    commit_timestamp = data.get("commit_timestamp")
+    return PostgresChange(
+        schema=schema if isinstance(schema, str) else "",
+        table=table if isinstance(table, str) else "",
+        commit_timestamp=commit_timestamp if isinstance(commit_timestamp, str) else None,
+        event_type=event_type if isinstance(event_type, str) else "",
+        new=convert_change_data(column_list, data.get("record"), skip_types=skip_types),
+        old=convert_change_data(column_list, data.get("old_record"), skip_types=skip_types),
+        columns=column_list,
+        errors=data.get("errors"),
+        ids=ids,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Filter builder.
+
+_NEEDS_QUOTES: Final = frozenset(',()"')
+
+
+def _filter_value(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if any(char in _NEEDS_QUOTES for char in text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def postgres_filter(
+    column: str, operator: FilterOperator, value: object, *, negate: bool = False
+) -> str:
+    """Build a postgres_changes filter such as ``room_id=eq.5``.
+
+    Args:
+        column: The column name.
+        operator: One of ``eq neq lt lte gt gte in``.
+        value: The value; for ``in``, an iterable of values, written as ``(a,b)``. Values that
+            contain a comma, parenthesis or double quote are double-quoted.
+        negate: Prefix the operator with ``not.``.
+
+    Raises:
+        ValueError: for an unknown operator, an empty column, or an ``in`` value that is a
+            string or not iterable.
+    """
+    if operator not in FILTER_OPERATORS:
+        raise ValueError(f"filter operator must be one of {', '.join(FILTER_OPERATORS)}")
+    if not column or any(char in column for char in "=,"):
+        raise ValueError(f"invalid filter column {column!r}")
+    if operator == "in":
+        if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+            raise ValueError("an 'in' filter needs an iterable of values")
+        rendered = "(" + ",".join(_filter_value(item) for item in value) + ")"
+    else:
+        rendered = _filter_value(value)
+    prefix = "not." if negate else ""
+    return f"{column}={prefix}{operator}.{rendered}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Filter parsing and matching (used by the local server).
+
+
+@dataclass(frozen=True, slots=True)
+class FilterCondition:
+    """One parsed ``column=op.value`` condition of a postgres_changes filter."""
+
+    column: str
+    operator: str
+    value: str | tuple[str, ...]
+    negate: bool = False
+
+
+class FilterParseError(ValueError):
+    """A filter string could not be parsed; the message is the server's error text."""
+
+
+def _split_top_level(text: str, separator: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    depth = 0
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if quoted:
+            current.append(char)
+            if char == "\\" and index + 1 < len(text):
+                index += 1
+                current.append(text[index])
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+            current.append(char)
+        elif char == "(":
+            depth += 1
+            current.append(char)
+        elif char == ")":
+            depth -= 1
+            current.append(char)
+        elif char == separator and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        index += 1
+    parts.append("".join(current))
+    return parts
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        inner = text[1:-1]
+        result: list[str] = []
+        index = 0
+        while index < len(inner):
+            if inner[index] == "\\" and index + 1 < len(inner):
+                index += 1
+            result.append(inner[index])
+            index += 1
+        return "".join(result)
+    return text
+
+
+def parse_filter(text: str) -> list[FilterCondition]:
+    """Parse a filter string as the Realtime server does (PROTOCOL.md section 7.2).
+
+    Several conditions joined by commas must all hold. Supported operators are
+    ``eq neq lt lte gt gte in``, each optionally prefixed with ``not.``.
+
+    Raises:
+        FilterParseError: with the server's error text, for example
+            ``Error parsing `filter` params: `in` filter value must be wrapped by parentheses``.
+    """
+    segments = _split_top_level(text, ",")
+    if any(not segment for segment in segments):
+        raise FilterParseError(
+            "Error parsing `filter` params: filter must not contain empty segments "
+            "(check for extra commas)"
+        )
+    conditions: list[FilterCondition] = []
+    for segment in segments:
+        column, sep, rest = segment.partition("=")
+        negate = False
+        if rest.startswith("not."):
+            negate = True
+            rest = rest[4:]
+        operator, dot, raw_value = rest.partition(".")
+        if not sep or not column or not dot or operator not in FILTER_OPERATORS:
+            pieces = [column, rest] if sep else [segment]
+            inspected = ", ".join(orjson.dumps(piece).decode() for piece in pieces if piece)
+            raise FilterParseError(f"Error parsing `filter` params: [{inspected}]")
+        if operator == "in":
+            if not (raw_value.startswith("(") and raw_value.endswith(")")):
+                raise FilterParseError(
+                    "Error parsing `filter` params: "
+                    "`in` filter value must be wrapped by parentheses"
+                )
+            inner = raw_value[1:-1]
+            items = tuple(_unquote(item) for item in _split_top_level(inner, ",")) if inner else ()
+            conditions.append(FilterCondition(column, operator, items, negate))
+        else:
+            conditions.append(FilterCondition(column, operator, _unquote(raw_value), negate))
+    return conditions
+
+
+def _coerce(value: JSONValue, text: str) -> tuple[object, object] | None:
+    """Return ``(value, filter value)`` in comparable form, or ``None`` if they cannot compare."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        lowered = text.lower()
+        if lowered in ("true", "t"):
+            return value, True
+        if lowered in ("false", "f"):
+            return value, False
+        return None
+    if isinstance(value, int | float):
+        try:
+            number = float(text) if isinstance(value, float) or "." in text else int(text)
+        except ValueError:
+            return None
+        return value, number
+    if isinstance(value, str):
+        return value, text
+    return orjson.dumps(value).decode(), text
+
+
+def _holds(condition: FilterCondition, value: JSONValue) -> bool:
+    if condition.operator == "in":
+        items = condition.value if isinstance(condition.value, tuple) else (condition.value,)
+        result = False
+        for item in items:
+            pair = _coerce(value, item)
+            if pair is not None and pair[0] == pair[1]:
+                result = True
+                break
+    else:
+        assert isinstance(condition.value, str)
+        pair = _coerce(value, condition.value)
+        if pair is None:
+            return False  # SQL: a comparison with NULL, or across types, is not true
+        left, right = pair
+        op = condition.operator
+        try:
+            if op == "eq":
+                result = left == right
+            elif op == "neq":
+                result = left != right
+            elif op == "lt":
+                result = left < right  # type: ignore[operator]
+            elif op == "lte":
+                result = left <= right  # type: ignore[operator]
+            elif op == "gt":
+                result = left > right  # type: ignore[operator]
+            else:
+                result = left >= right  # type: ignore[operator]
+        except TypeError:
+            return False
+    return not result if condition.negate else result
+
+
+def filter_matches(conditions: Sequence[FilterCondition], record: Mapping[str, JSONValue]) -> bool:
+    """Return whether ``record`` satisfies every condition (a missing column never matches)."""
+    for condition in conditions:
+        if condition.column not in record:
+            return False
+        if not _holds(condition, record[condition.column]):
+            return False
+    return True

@@ -1,0 +1,90 @@
+"""The sans-I/O layer of trio_realtime: Phoenix/Realtime frames in, frames out.
+
+It does no I/O, imports no trio, reads no clock and keeps no hidden state, so it can be driven
+from anything. :func:`encode` and :func:`parse_frame` are the client's side of the wire;
+:func:`encode_server_frame` and :func:`parse_client_frame` the server's.
+"""
+
+from ._exceptions import ProtocolError as ProtocolError
+from ._frames import Frame as Frame
+from ._frames import JSONObject as JSONObject
+from ._frames import JSONValue as JSONValue
+from ._frames import Payload as Payload
+from ._frames import RefCounter as RefCounter
+from ._frames import access_token_frame as access_token_frame
+from ._frames import broadcast_frame as broadcast_frame
+from ._frames import channel_config as channel_config
+from ._frames import heartbeat_frame as heartbeat_frame
+from ._frames import join_frame as join_frame
+from ._frames import leave_frame as leave_frame
+from ._frames import next_ref as next_ref
+from ._frames import postgres_binding as postgres_binding
+from ._frames import presence_track_frame as presence_track_frame
+from ._frames import presence_untrack_frame as presence_untrack_frame
+from ._frames import realtime_topic as realtime_topic
+from ._frames import ref_counter as ref_counter
+from ._frames import sub_topic as sub_topic
+from ._postgres import FilterCondition as FilterCondition
+from ._postgres import FilterParseError as FilterParseError
+from ._postgres import PostgresChange as PostgresChange
+from ._postgres import convert_cell as convert_cell
+from ._postgres import convert_change_data as convert_change_data
+from ._postgres import filter_matches as filter_matches
+from ._postgres import parse_filter as parse_filter
+from ._postgres import parse_postgres_change as parse_postgres_change
+from ._postgres import postgres_filter as postgres_filter
+from ._presence import PresenceEvent as PresenceEvent
+from ._presence import PresenceTracker as PresenceTracker
+from ._presence import transform_state as transform_state
+from ._serializer import SUPPORTED_VSNS as SUPPORTED_VSNS
+from ._serializer import EventKind as EventKind
+from ._serializer import check_vsn as check_vsn
+from ._serializer import encode as encode
+from ._serializer import encode_server_frame as encode_server_frame
+from ._serializer import encode_wire as encode_wire
+from ._serializer import event_kind as event_kind
+from ._serializer import parse_client_frame as parse_client_frame
+from ._serializer import parse_frame as parse_frame
+
+__all__ = [
+    "SUPPORTED_VSNS",
+    "EventKind",
+    "FilterCondition",
+    "FilterParseError",
+    "Frame",
+    "JSONObject",
+    "JSONValue",
+    "Payload",
+    "PostgresChange",
+    "PresenceEvent",
+    "PresenceTracker",
+    "ProtocolError",
+    "RefCounter",
+    "access_token_frame",
+    "broadcast_frame",
+    "channel_config",
+    "check_vsn",
+    "convert_cell",
+    "convert_change_data",
+    "encode",
+    "encode_server_frame",
+    "encode_wire",
+    "event_kind",
+    "filter_matches",
+    "heartbeat_frame",
+    "join_frame",
+    "leave_frame",
+    "next_ref",
+    "parse_client_frame",
+    "parse_filter",
+    "parse_frame",
+    "parse_postgres_change",
+    "postgres_binding",
+    "postgres_filter",
+    "presence_track_frame",
+    "presence_untrack_frame",
+    "realtime_topic",
+    "ref_counter",
+    "sub_topic",
+    "transform_state",
+]
