@@ -32,6 +32,12 @@ class Endpoint:
         """The URL with every secret query parameter replaced by ``<redacted>``."""
         return redact_url(self.url)
 
+    @property
+    def secrets(self) -> list[str]:
+        """The values of the secret query parameters, for redaction."""
+        query = urlsplit(self.url).query
+        return [value for key, value in parse_qsl(query) if key in _SECRET_PARAMS and value]
+
     def __repr__(self) -> str:
         return f"Endpoint({self.redacted!r})"
 
