@@ -1,26 +1,94 @@
-"""trio_realtime: a trio-native client for Supabase Realtime."""
+"""trio_realtime: a trio-native client for Supabase Realtime.
 
+Open a connection with :func:`open_realtime`, get channels from it, and iterate over their
+subscriptions::
+
+    async with open_realtime(url, apikey=key) as client:
+        channel = client.channel("room:lobby")
+        messages = channel.broadcasts("chat")
+        async with channel, messages:
+            async for message in messages:
+                print(message.event, message.payload)
+
+The wire protocol itself lives in :mod:`trio_realtime.protocol`, and a Realtime-compatible local
+server for tests in :mod:`trio_realtime.testing`.
+"""
+
+from ._channel import Channel as Channel
+from ._channel import ChannelState as ChannelState
+from ._client import ClientStatistics as ClientStatistics
+from ._client import RealtimeClient as RealtimeClient
+from ._client import ReconnectPolicy as ReconnectPolicy
+from ._client import TokenSource as TokenSource
+from ._client import backoff as backoff
+from ._client import open_realtime as open_realtime
+from ._events import Broadcast as Broadcast
+from ._events import ChannelEvent as ChannelEvent
+from ._events import ChannelJoined as ChannelJoined
+from ._events import ChannelJoinFailed as ChannelJoinFailed
+from ._events import Connected as Connected
+from ._events import ConnectionEvent as ConnectionEvent
+from ._events import Disconnected as Disconnected
+from ._events import HeartbeatEvent as HeartbeatEvent
+from ._events import Reconnecting as Reconnecting
+from ._events import SystemMessage as SystemMessage
 from ._exceptions import ChannelClosed as ChannelClosed
 from ._exceptions import ConnectionClosed as ConnectionClosed
 from ._exceptions import JoinError as JoinError
+from ._exceptions import PostgresSubscriptionError as PostgresSubscriptionError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import PushError as PushError
 from ._exceptions import PushTimeout as PushTimeout
 from ._exceptions import RealtimeConnectionError as RealtimeConnectionError
 from ._exceptions import RealtimeError as RealtimeError
 from ._exceptions import SubscriptionOverflow as SubscriptionOverflow
+from ._postgres import PostgresChange as PostgresChange
+from ._postgres import postgres_filter as postgres_filter
+from ._presence import PresenceEvent as PresenceEvent
+from ._subscription import Subscription as Subscription
+from ._subscription import SubscriptionStatistics as SubscriptionStatistics
+from ._transport import Transport as Transport
+from ._transport import TransportFactory as TransportFactory
+from ._transport import TransportOptions as TransportOptions
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Broadcast",
+    "Channel",
     "ChannelClosed",
+    "ChannelEvent",
+    "ChannelJoinFailed",
+    "ChannelJoined",
+    "ChannelState",
+    "ClientStatistics",
+    "Connected",
     "ConnectionClosed",
+    "ConnectionEvent",
+    "Disconnected",
+    "HeartbeatEvent",
     "JoinError",
+    "PostgresChange",
+    "PostgresSubscriptionError",
+    "PresenceEvent",
     "ProtocolError",
     "PushError",
     "PushTimeout",
+    "RealtimeClient",
     "RealtimeConnectionError",
     "RealtimeError",
+    "ReconnectPolicy",
+    "Reconnecting",
+    "Subscription",
     "SubscriptionOverflow",
+    "SubscriptionStatistics",
+    "SystemMessage",
+    "TokenSource",
+    "Transport",
+    "TransportFactory",
+    "TransportOptions",
     "__version__",
+    "backoff",
+    "open_realtime",
+    "postgres_filter",
 ]

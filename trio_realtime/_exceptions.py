@@ -11,6 +11,7 @@ Every error the library raises derives from :class:`RealtimeError`::
     ├── PushError               the server answered a push with ``status: error``
     ├── ChannelClosed           the server closed the channel (``system`` error + ``phx_close``)
     │                           or the channel was left while a subscription was open
+    ├── PostgresSubscriptionError  the server could not start the postgres_changes stream
     └── SubscriptionOverflow    a subscription buffer overflowed with ``overflow="error"``
 
 Exceptions from trio, the WebSocket packages and JSON decoding are mapped to these at the layer
@@ -120,6 +121,20 @@ class ChannelClosed(RealtimeError):
         self.topic = topic
         self.reason = reason
         self.by_server = by_server
+
+
+class PostgresSubscriptionError(RealtimeError):
+    """The server reported that it could not subscribe to Postgres changes for a channel.
+
+    Attributes:
+        topic: The full topic.
+        message: The server's ``system`` message, for example a filter parse error.
+    """
+
+    def __init__(self, topic: str, message: str) -> None:
+        super().__init__(f"postgres_changes on {topic!r} failed: {message}")
+        self.topic = topic
+        self.message = message
 
 
 class SubscriptionOverflow(RealtimeError):

@@ -1,0 +1,167 @@
+"""One live WebSocket connection: its outgoing queue, writer task and reply waiters.
+
+A :class:`Connection` exists from the moment the transport is open until it is lost or closed;
+each reconnect makes a new one. Everything tied to a connection dies with it: frames still in
+the outgoing queue are reported as not written (so pushes wait for the rejoin and try again),
+and waiters for replies fail with :class:`ConnectionClosed` (the push may or may not have
+reached the server, so it is not sent twice).
+
+The queue is a bounded trio memory channel with exactly one reader, the writer task, which
+batches whatever is queued into one transport write. A full queue makes senders wait:
+backpressure, never unbounded growth.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import trio
+
+from ._exceptions import ConnectionClosed
+from ._frames import Frame
+from ._transport import CLOSE_ABNORMAL, Transport
+
+logger = logging.getLogger("trio_realtime.connection")
+
+T = TypeVar("T")
+
+WRITE_BATCH = 256
+
+
+class Waiter(Generic[T]):
+    """A one-shot result that one task sets and another awaits."""
+
+    __slots__ = ("_error", "_event", "_value")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether a value or an error has been set."""
+        return self._event.is_set()
+
+    def set(self, value: T) -> None:
+        """Set the value, unless already done."""
+        if not self._event.is_set():
+            self._value = value
+            self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        """Set an error that :meth:`wait` raises, unless already done."""
+        if not self._event.is_set():
+            self._error = error
+            self._event.set()
+
+    async def wait(self) -> T:
+        """Wait for the result; raise the error if one was set."""
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """An encoded frame waiting for the writer, and who wants to know it was written."""
+
+    data: bytes
+    binary: bool
+    written: Waiter[None] | None = None
+
+
+class Connection:
+    """The state of one open connection; see the module docstring."""
+
+    def __init__(
+        self, transport: Transport, nursery: trio.Nursery, *, outgoing_buffer: int
+    ) -> None:
+        self.transport = transport
+        self.nursery = nursery
+        self._send, self._receive = trio.open_memory_channel[Outgoing](outgoing_buffer)
+        self.replies: dict[str, Waiter[Frame]] = {}
+        self.pending_heartbeat: tuple[str, float] | None = None
+        self.lost: ConnectionClosed | None = None
+        self.frames_sent = 0
+
+    def expect_reply(self, ref: str) -> Waiter[Frame]:
+        """Register interest in the reply to ``ref``; register before sending."""
+        waiter: Waiter[Frame] = Waiter()
+        if self.lost is not None:
+            waiter.fail(ConnectionClosed(self.lost.code, self.lost.reason))
+        else:
+            self.replies[ref] = waiter
+        return waiter
+
+    def forget_reply(self, ref: str) -> None:
+        """Stop waiting for the reply to ``ref`` (after a timeout)."""
+        self.replies.pop(ref, None)
+
+    async def send(self, data: bytes, binary: bool, written: Waiter[None] | None = None) -> None:
+        """Queue an encoded frame for the writer; wait while the queue is full.
+
+        Raises:
+            ConnectionClosed: when the connection is already lost.
+        """
+        if self.lost is not None:
+            await trio.lowlevel.checkpoint()
+            raise ConnectionClosed(self.lost.code, self.lost.reason)
+        try:
+            await self._send.send(Outgoing(data, binary, written))
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
+            raise ConnectionClosed(lost.code, lost.reason) from None
+
+    def lose(self, code: int, reason: str) -> None:
+        """Mark the connection lost and stop its tasks. Idempotent; the first reason wins."""
+        if self.lost is None:
+            self.lost = ConnectionClosed(code, reason)
+            self.nursery.cancel_scope.cancel()
+
+    def fail_pending(self) -> None:
+        """Fail every reply waiter and every frame not yet written. Call once, after loss."""
+        lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
+        replies, self.replies = self.replies, {}
+        for waiter in replies.values():
+            waiter.fail(ConnectionClosed(lost.code, lost.reason))
+        self._send.close()
+        while True:
+            try:
+                item = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if item.written is not None:
+                item.written.fail(ConnectionClosed(lost.code, lost.reason))
+        self._receive.close()
+
+    async def run_writer(self) -> None:
+        """The writer task: write queued frames in batches until the connection is lost."""
+        receive = self._receive
+        transport = self.transport
+        while True:
+            try:
+                first = await receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            batch = [first]
+            while len(batch) < WRITE_BATCH:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    break
+            try:
+                await transport.send_messages([(item.data, item.binary) for item in batch])
+            except ConnectionClosed as exc:
+                for item in batch:
+                    if item.written is not None:
+                        item.written.fail(ConnectionClosed(exc.code, exc.reason))
+                self.lose(exc.code, exc.reason or "connection lost while sending")
+                return
+            self.frames_sent += len(batch)
+            for item in batch:
+                if item.written is not None:
+                    item.written.set(None)

@@ -1,0 +1,290 @@
+"""Bounded subscriptions: a ``trio.abc.ReceiveChannel`` fed by the reader without blocking.
+
+Theory of operation
+-------------------
+The reader task must never wait for a consumer: one stalled consumer would delay heartbeats and
+every other subscription. So the producer side, :meth:`Subscription.put`, is synchronous. It
+appends to a bounded deque and wakes a waiting consumer. When the deque is full, the overflow
+policy decides:
+
+* ``"error"`` (the default): the new item is dropped and counted. Once the consumer has taken
+  every item buffered before the overflow, ``receive`` raises :class:`SubscriptionOverflow`
+  with the number dropped; items that arrive after that point are delivered again.
+* ``"drop_oldest"``: the oldest buffered item is dropped to make room (latest state wins).
+* ``"drop_newest"``: the new item is dropped.
+
+Drops are always counted in :meth:`Subscription.statistics`, and logged at warning level once
+per overflow episode.
+
+The producer ends a subscription with :meth:`Subscription.end`: a clean end (the channel was
+left) makes ``receive`` raise ``trio.EndOfChannel`` after the buffered items, so an ``async
+for`` loop just stops; an end with an error (the server closed the channel) raises that error
+after the buffered items.
+
+``receive`` is always a cancellation point. When items are buffered it yields to the scheduler
+once every :data:`SCHEDULE_EVERY` items rather than on every item: a full schedule point costs
+several microseconds, as much as parsing the frame, and a consumer that keeps up should not pay
+it per message. :meth:`Subscription.receive_batch` takes everything buffered in one call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Generic, Literal, TypeVar
+
+import trio
+
+from ._exceptions import SubscriptionOverflow
+
+logger = logging.getLogger("trio_realtime.subscription")
+
+T = TypeVar("T")
+
+Overflow = Literal["error", "drop_oldest", "drop_newest"]
+OVERFLOW_POLICIES: Final = ("error", "drop_oldest", "drop_newest")
+DEFAULT_BUFFER: Final = 4096
+SCHEDULE_EVERY: Final = 32
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionStatistics:
+    """Figures of one subscription.
+
+    Attributes:
+        name: What the subscription receives, for example ``"broadcast 'cursor' on realtime:x"``.
+        buffered: Items waiting to be received.
+        buffer: The capacity.
+        overflow: The overflow policy.
+        delivered: Items put into the buffer so far.
+        dropped: Items dropped by the overflow policy so far.
+        closed: Whether the subscription has ended or been closed.
+    """
+
+    name: str
+    buffered: int
+    buffer: int
+    overflow: Overflow
+    delivered: int
+    dropped: int
+    closed: bool
+
+
+def check_subscription_options(buffer: int, overflow: str) -> Overflow:
+    """Validate ``buffer`` and ``overflow``.
+
+    Raises:
+        ValueError: for a buffer below 1 or an unknown policy.
+    """
+    if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 1:
+        raise ValueError(f"buffer must be a positive int, not {buffer!r}")
+    if overflow == "error":
+        return "error"
+    if overflow == "drop_oldest":
+        return "drop_oldest"
+    if overflow == "drop_newest":
+        return "drop_newest"
+    raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, not {overflow!r}")
+
+
+class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
+    """A bounded stream of items of one kind; see the module docstring.
+
+    Created by the channel and client factories (``channel.broadcasts()`` and so on), never
+    directly. It is registered from the moment it is created, so nothing is missed before the
+    first ``receive``. Use it as ``async with sub: async for item in sub: ...``; closing it
+    unregisters it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        buffer: int = DEFAULT_BUFFER,
+        overflow: str = "error",
+        on_close: Callable[[Subscription[T]], None] | None = None,
+    ) -> None:
+        self._policy = check_subscription_options(buffer, overflow)
+        self._name = name
+        self._capacity = buffer
+        self._items: deque[T] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._on_close = on_close
+        self._since_yield = 0
+        self._delivered = 0
+        self._dropped = 0
+        self._overflowed = 0  # drops in the current "error" episode, not yet raised
+        self._end_error: BaseException | None = None
+        self._ended = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self._name} buffered={len(self._items)}/{self._capacity}>"
+
+    # -- producer side (the reader task; never blocks) ------------------------------------------
+
+    def put(self, item: T) -> None:
+        """Add an item, applying the overflow policy when the buffer is full."""
+        if self._ended or self._closed:
+            return
+        items = self._items
+        if len(items) < self._capacity and not self._overflowed:
+            items.append(item)
+            self._delivered += 1
+        else:
+            self._overflow(item)
+        if self._lot:
+            self._lot.unpark()
+
+    def _overflow(self, item: T) -> None:
+        policy = self._policy
+        if policy == "drop_oldest":
+            if len(self._items) >= self._capacity:
+                self._items.popleft()
+                self._dropped += 1
+            self._items.append(item)
+            self._delivered += 1
+            return
+        if policy == "error" and not self._overflowed:
+            logger.warning(
+                "subscription %s overflowed its buffer of %d items; dropping until it catches up",
+                self._name,
+                self._capacity,
+            )
+        self._dropped += 1
+        if policy == "error":
+            self._overflowed += 1
+
+    def end(self, error: BaseException | None = None) -> None:
+        """End the stream: after the buffered items, raise ``error`` or ``trio.EndOfChannel``."""
+        if self._ended:
+            return
+        self._ended = True
+        self._end_error = error
+        self._lot.unpark_all()
+
+    @property
+    def ended(self) -> bool:
+        """Whether the producer has ended the stream (items may still be buffered)."""
+        return self._ended
+
+    # -- consumer side --------------------------------------------------------------------------
+
+    def receive_nowait(self) -> T:
+        """Take the next item without waiting.
+
+        Raises:
+            trio.WouldBlock: when nothing is buffered.
+            SubscriptionOverflow: as described in the module docstring.
+            ChannelClosed: after the buffered items, when the server closed the channel.
+            trio.EndOfChannel: after the buffered items, when the channel was left.
+            trio.ClosedResourceError: after :meth:`aclose`.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("subscription is closed")
+        if self._items:
+            return self._items.popleft()
+        self._raise_if_finished()
+        raise trio.WouldBlock
+
+    def _raise_if_finished(self) -> None:
+        if self._overflowed:
+            dropped, self._overflowed = self._overflowed, 0
+            raise SubscriptionOverflow(dropped, self._capacity)
+        if self._ended:
+            if self._end_error is not None:
+                raise self._end_error
+            raise trio.EndOfChannel
+
+    async def receive(self) -> T:
+        """Wait for and return the next item.
+
+        Always a cancellation point; yields to the scheduler when it has to wait and at least
+        once every :data:`SCHEDULE_EVERY` items otherwise. Cancelling it never loses an item.
+
+        Raises:
+            The same as :meth:`receive_nowait`, except ``trio.WouldBlock``.
+        """
+        if self._items and not self._closed:
+            self._since_yield += 1
+            if self._since_yield >= SCHEDULE_EVERY:
+                self._since_yield = 0
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            if self._items and not self._closed:
+                return self._items.popleft()
+        parked = False
+        while True:
+            try:
+                item = self.receive_nowait()
+            except trio.WouldBlock:
+                await self._lot.park()
+                parked = True
+                continue
+            except BaseException:
+                if not parked:
+                    await trio.lowlevel.checkpoint()
+                raise
+            if not parked:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return item
+
+    async def receive_batch(self, max_items: int | None = None) -> list[T]:
+        """Wait for at least one item, then return every buffered item (up to ``max_items``).
+
+        One checkpoint per batch, which makes it the cheapest way to drain a busy stream.
+
+        Raises:
+            The same as :meth:`receive`; an overflow or end is raised only when the batch would
+            otherwise be empty.
+        """
+        if max_items is not None and max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._items:
+            try:
+                self.receive_nowait()
+            except trio.WouldBlock:
+                await self._lot.park()
+                continue
+        items = self._items
+        if self._closed:
+            raise trio.ClosedResourceError("subscription is closed")
+        if max_items is None or max_items >= len(items):
+            batch = list(items)
+            items.clear()
+        else:
+            batch = [items.popleft() for _ in range(max_items)]
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return batch
+
+    def close(self) -> None:
+        """Close and unregister the subscription; buffered items are discarded. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._items.clear()
+        self._lot.unpark_all()
+        if self._on_close is not None:
+            callback, self._on_close = self._on_close, None
+            callback(self)
+
+    async def aclose(self) -> None:
+        """Close and unregister the subscription; see :meth:`close`. A checkpoint."""
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def statistics(self) -> SubscriptionStatistics:
+        """Return the subscription's figures."""
+        return SubscriptionStatistics(
+            name=self._name,
+            buffered=len(self._items),
+            buffer=self._capacity,
+            overflow=self._policy,
+            delivered=self._delivered,
+            dropped=self._dropped,
+            closed=self._closed or self._ended,
+        )
