@@ -298,7 +298,8 @@ async def connect_sansio(
     try:
         protocol = ClientProtocol(parse_uri(endpoint.url), max_size=options.max_message_size)
         request = protocol.connect()
-        del request.headers["User-Agent"]
+        if "User-Agent" in request.headers:  # websockets' sans-I/O connect() may not set one
+            del request.headers["User-Agent"]
         request.headers["User-Agent"] = USER_AGENT
         protocol.send_request(request)
         await stream.send_all(b"".join(protocol.data_to_send()))
