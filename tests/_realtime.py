@@ -1,0 +1,53 @@
+"""Helpers for client tests: a client connected to the in-process local server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+from conftest import APIKEY
+
+from trio_realtime import RealtimeClient, Subscription, open_realtime
+from trio_realtime.testing import RealtimeServer
+
+T = Any
+
+
+@asynccontextmanager
+async def connect(server: RealtimeServer, **options: Any) -> AsyncIterator[RealtimeClient]:
+    """Open a client on ``server``'s in-memory transport (no sockets, MockClock friendly)."""
+    options.setdefault("apikey", APIKEY)
+    options.setdefault("transport", server.memory_transport)
+    async with open_realtime(server.url, **options) as client:
+        yield client
+
+
+def drain(subscription: Subscription[T]) -> list[T]:
+    """Everything buffered in ``subscription`` right now."""
+    items: list[T] = []
+    while True:
+        try:
+            items.append(subscription.receive_nowait())
+        except trio.WouldBlock:
+            return items
+
+
+async def settle() -> None:
+    """Let every task run until all are blocked (under MockClock autojump: no time passes)."""
+    await trio.testing.wait_all_tasks_blocked()
+
+
+def task_count() -> int:
+    """How many tasks exist in this trio run (to show that nothing leaked)."""
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    stack = [root]
+    count = 0
+    while stack:
+        task = stack.pop()
+        count += 1
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return count
