@@ -72,13 +72,19 @@ def _to_json(value: JSONValue) -> JSONValue:
 
 def _to_timestamp(value: JSONValue) -> JSONValue:
     if isinstance(value, str):
-        return value.replace(" ", "T")
+        # Only the date/time separator: a BC timestamp has a second space before "BC".
+        return value.replace(" ", "T", 1)
     return value
 
 
-def _split_array_literal(body: str) -> list[str | None]:
-    """Split the inside of a Postgres array literal ``{a,"b,c",NULL}`` into its elements."""
-    items: list[str | None] = []
+def _split_array_literal(body: str) -> list[tuple[str | None, bool]]:
+    """Split the inside of a Postgres array literal ``{a,"b,c",NULL}`` into its elements.
+
+    Returns ``(text, nested)`` pairs: ``text`` is ``None`` for an unquoted ``NULL``, and
+    ``nested`` tells an unquoted sub-array ``{...}``, kept verbatim (quotes and escapes
+    included) for the recursive split. A quoted element is always a string.
+    """
+    items: list[tuple[str | None, bool]] = []
     current: list[str] = []
     quoted = False
     was_quoted = False
@@ -88,15 +94,22 @@ def _split_array_literal(body: str) -> list[str | None]:
         char = body[index]
         if quoted:
             if char == "\\" and index + 1 < len(body):
+                if depth:
+                    current.append(char)
                 index += 1
                 current.append(body[index])
             elif char == '"':
                 quoted = False
+                if depth:
+                    current.append(char)
             else:
                 current.append(char)
         elif char == '"':
             quoted = True
-            was_quoted = True
+            if depth:
+                current.append(char)
+            else:
+                was_quoted = True
         elif char == "{":
             depth += 1
             current.append(char)
@@ -104,16 +117,22 @@ def _split_array_literal(body: str) -> list[str | None]:
             depth -= 1
             current.append(char)
         elif char == "," and depth == 0:
-            text = "".join(current)
-            items.append(None if text == "NULL" and not was_quoted else text)
+            items.append(_array_item("".join(current), was_quoted))
             current = []
             was_quoted = False
         else:
             current.append(char)
         index += 1
-    text = "".join(current)
-    items.append(None if text == "NULL" and not was_quoted else text)
+    items.append(_array_item("".join(current), was_quoted))
     return items
+
+
+def _array_item(text: str, quoted: bool) -> tuple[str | None, bool]:
+    if quoted:
+        return text, False
+    if text == "NULL":
+        return None, False
+    return text, text.startswith("{") and text.endswith("}")
 
 
 def _to_array(value: JSONValue, element_type: str) -> JSONValue:
@@ -124,13 +143,10 @@ def _to_array(value: JSONValue, element_type: str) -> JSONValue:
     body = value[1:-1]
     if not body:
         return []
-    elements: list[JSONValue] = []
-    for item in _split_array_literal(body):
-        if item is not None and item.startswith("{") and item.endswith("}"):
-            elements.append(_to_array(item, element_type))
-        else:
-            elements.append(convert_cell(element_type, item))
-    return elements
+    return [
+        _to_array(item, element_type) if nested else convert_cell(element_type, item)
+        for item, nested in _split_array_literal(body)
+    ]
 
 
 def convert_cell(type_name: str, value: JSONValue) -> JSONValue:
@@ -257,16 +273,23 @@ def parse_postgres_change(
 # ---------------------------------------------------------------------------------------------
 # Filter builder.
 
-_NEEDS_QUOTES: Final = frozenset(',()"')
+# Characters that make a value need double quotes: the filter's own syntax, plus what a
+# Postgres array literal gives meaning to (the server turns ``in.(a,b)`` into ``{a,b}``).
+_NEEDS_QUOTES: Final = frozenset(',()"\\{}')
 
 
-def _filter_value(value: object) -> str:
+def _filter_value(value: object, *, in_list: bool = False) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)
-    if any(char in _NEEDS_QUOTES for char in text):
+    if (
+        not text
+        or text != text.strip()
+        or any(char in _NEEDS_QUOTES for char in text)
+        or (in_list and text.upper() == "NULL")
+    ):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
 
@@ -279,8 +302,11 @@ def postgres_filter(
     Args:
         column: The column name.
         operator: One of ``eq neq lt lte gt gte in``.
-        value: The value; for ``in``, an iterable of values, written as ``(a,b)``. Values that
-            contain a comma, parenthesis or double quote are double-quoted.
+        value: The value; for ``in``, an iterable of values, written as ``(a,b)``. ``None``
+            is written ``null``. A value that is empty, has surrounding whitespace, or contains
+            a comma, parenthesis, brace, backslash or double quote is double-quoted with
+            backslash escapes (in an ``in`` list, so is the text ``NULL``), so the server reads
+            back exactly the value given.
         negate: Prefix the operator with ``not.``.
 
     Raises:
@@ -294,7 +320,7 @@ def postgres_filter(
     if operator == "in":
         if isinstance(value, str | bytes) or not isinstance(value, Iterable):
             raise ValueError("an 'in' filter needs an iterable of values")
-        rendered = "(" + ",".join(_filter_value(item) for item in value) + ")"
+        rendered = "(" + ",".join(_filter_value(item, in_list=True) for item in value) + ")"
     else:
         rendered = _filter_value(value)
     prefix = "not." if negate else ""
@@ -319,11 +345,22 @@ class FilterParseError(ValueError):
     """A filter string could not be parsed; the message is the server's error text."""
 
 
-def _split_top_level(text: str, separator: str) -> list[str]:
+_FILTER_ERROR = "Error parsing `filter` params: "
+_QUOTE_OPENERS = frozenset(".(,")
+
+
+def _split_top_level(text: str, *, start: str = "") -> list[str]:
+    """Split ``text`` at the commas outside parentheses and double quotes, as the server does.
+
+    A double quote opens a quoted part only right after ``.``, ``(`` or ``,`` (``start`` is
+    taken as the character before the text and before each part); inside it a backslash
+    escapes the next character. A ``)`` never takes the depth below zero.
+    """
     parts: list[str] = []
     current: list[str] = []
     quoted = False
     depth = 0
+    previous = start
     index = 0
     while index < len(text):
         char = text[index]
@@ -334,75 +371,100 @@ def _split_top_level(text: str, separator: str) -> list[str]:
                 current.append(text[index])
             elif char == '"':
                 quoted = False
-        elif char == '"':
+        elif char == '"' and previous in _QUOTE_OPENERS:
             quoted = True
             current.append(char)
         elif char == "(":
             depth += 1
             current.append(char)
         elif char == ")":
-            depth -= 1
+            depth = max(0, depth - 1)
             current.append(char)
-        elif char == separator and depth == 0:
+        elif char == "," and depth == 0:
             parts.append("".join(current))
             current = []
+            char = start  # the next part starts after ``start``, like the text
         else:
             current.append(char)
+        previous = char
         index += 1
     parts.append("".join(current))
     return parts
 
 
 def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-        inner = text[1:-1]
-        result: list[str] = []
-        index = 0
-        while index < len(inner):
-            if inner[index] == "\\" and index + 1 < len(inner):
-                index += 1
-            result.append(inner[index])
+    """Strip the double quotes around a value and undo its backslash escapes.
+
+    As the server does, a value whose quotes do not close exactly at its end is kept verbatim.
+    """
+    if not text.startswith('"'):
+        return text
+    result: list[str] = []
+    index = 1
+    while index < len(text):
+        char = text[index]
+        if char == "\\" and index + 1 < len(text):
             index += 1
-        return "".join(result)
+            result.append(text[index])
+        elif char == '"':
+            return "".join(result) if index == len(text) - 1 else text
+        else:
+            result.append(char)
+        index += 1
     return text
+
+
+def _inspected(pieces: list[str]) -> FilterParseError:
+    """The server's error for a segment it cannot split, with the pieces Elixir-inspected."""
+    listed = ", ".join(orjson.dumps(piece).decode() for piece in pieces)
+    return FilterParseError(f"{_FILTER_ERROR}[{listed}]")
 
 
 def parse_filter(text: str) -> list[FilterCondition]:
     """Parse a filter string as the Realtime server does (PROTOCOL.md section 7.2).
 
-    Several conditions joined by commas must all hold. Supported operators are
-    ``eq neq lt lte gt gte in``, each optionally prefixed with ``not.``.
+    Several conditions joined by commas must all hold; whitespace around each is ignored and
+    a blank filter has no conditions. Supported operators are ``eq neq lt lte gt gte in``,
+    each optionally prefixed with ``not.``. A double-quoted value may hold commas and
+    parentheses, with backslash escapes.
 
     Raises:
         FilterParseError: with the server's error text, for example
-            ``Error parsing `filter` params: `in` filter value must be wrapped by parentheses``.
+            ``Error parsing `filter` params: `in` filter value must be wrapped by parentheses``
+            or, for an unknown operator, ``Error parsing `filter` params: ["fts", "hey"]``.
     """
-    segments = _split_top_level(text, ",")
-    if any(not segment for segment in segments):
-        raise FilterParseError(
-            "Error parsing `filter` params: filter must not contain empty segments "
-            "(check for extra commas)"
-        )
+    text = text.strip()
+    if not text:
+        return []
     conditions: list[FilterCondition] = []
-    for segment in segments:
+    for part in _split_top_level(text):
+        segment = part.strip()
+        if not segment:
+            raise FilterParseError(
+                _FILTER_ERROR + "filter must not contain empty segments (check for extra commas)"
+            )
         column, sep, rest = segment.partition("=")
-        negate = False
-        if rest.startswith("not."):
-            negate = True
+        if not sep:
+            raise _inspected([segment])
+        negate = rest.startswith("not.")
+        if negate:
             rest = rest[4:]
         operator, dot, raw_value = rest.partition(".")
-        if not sep or not column or not dot or operator not in FILTER_OPERATORS:
-            pieces = [column, rest] if sep else [segment]
-            inspected = ", ".join(orjson.dumps(piece).decode() for piece in pieces if piece)
-            raise FilterParseError(f"Error parsing `filter` params: [{inspected}]")
+        if not dot:
+            raise _inspected([rest])
+        if operator not in FILTER_OPERATORS:
+            raise _inspected([operator, raw_value])
         if operator == "in":
             if not (raw_value.startswith("(") and raw_value.endswith(")")):
                 raise FilterParseError(
-                    "Error parsing `filter` params: "
-                    "`in` filter value must be wrapped by parentheses"
+                    _FILTER_ERROR + "`in` filter value must be wrapped by parentheses"
                 )
             inner = raw_value[1:-1]
-            items = tuple(_unquote(item) for item in _split_top_level(inner, ",")) if inner else ()
+            items = (
+                tuple(_unquote(item.strip()) for item in _split_top_level(inner, start=","))
+                if inner
+                else ()
+            )
             conditions.append(FilterCondition(column, operator, items, negate))
         else:
             conditions.append(FilterCondition(column, operator, _unquote(raw_value), negate))
@@ -411,8 +473,6 @@ def parse_filter(text: str) -> list[FilterCondition]:
 
 def _coerce(value: JSONValue, text: str) -> tuple[object, object] | None:
     """Return ``(value, filter value)`` in comparable form, or ``None`` if they cannot compare."""
-    if value is None:
-        return None
     if isinstance(value, bool):
         lowered = text.lower()
         if lowered in ("true", "t"):
@@ -432,6 +492,8 @@ def _coerce(value: JSONValue, text: str) -> tuple[object, object] | None:
 
 
 def _holds(condition: FilterCondition, value: JSONValue) -> bool:
+    if value is None:
+        return False  # SQL: a comparison with NULL is never true, negated or not
     if condition.operator == "in":
         items = condition.value if isinstance(condition.value, tuple) else (condition.value,)
         result = False
@@ -444,7 +506,7 @@ def _holds(condition: FilterCondition, value: JSONValue) -> bool:
         assert isinstance(condition.value, str)
         pair = _coerce(value, condition.value)
         if pair is None:
-            return False  # SQL: a comparison with NULL, or across types, is not true
+            return False  # values that cannot be compared never match
         left, right = pair
         op = condition.operator
         try:

@@ -55,8 +55,12 @@ class PresenceEvent:
 def transform_state(raw: object) -> PresenceMap:
     """Convert a server presence map (``{key: {"metas": [...]}}``) to the user-facing form.
 
+    A key with an empty list of metas is left out: a key is present while it has metas.
+
     Raises:
-        ProtocolError: when ``raw`` is not a map of keys to ``{"metas": [object, ...]}``.
+        ProtocolError: when ``raw`` is not a map of keys to ``{"metas": [object, ...]}``, or a
+            meta's ``phx_ref`` is a list or object (refs are compared, so they must be
+            scalars).
     """
     if not isinstance(raw, dict):
         raise ProtocolError(f"presence map must be an object, not {type(raw).__name__}")
@@ -72,8 +76,11 @@ def transform_state(raw: object) -> PresenceMap:
             item = {k: v for k, v in meta.items() if k not in _PHX_REF_KEYS}
             if "phx_ref" in meta:
                 item["presence_ref"] = meta["phx_ref"]
+            if isinstance(item.get("presence_ref"), list | dict):
+                raise ProtocolError(f"presence meta for {key!r} has a ref that is not a scalar")
             converted.append(item)
-        state[str(key)] = converted
+        if converted:
+            state[str(key)] = converted
     return state
 
 
@@ -117,11 +124,12 @@ class PresenceTracker:
         return copy.deepcopy(self._state)
 
     def clear(self) -> list[PresenceEvent]:
-        """Forget all state (for example when the channel is left); return the leaves."""
-        events = self.sync_state({}, None)
-        self._synced_join_ref = None
+        """Forget all state (for example when the channel is left); return the leaves.
+
+        Pending diffs are dropped, not applied.
+        """
         self._pending.clear()
-        return events
+        return self.sync_state({}, None)
 
     def sync_state(self, raw_state: object, join_ref: str | None) -> list[PresenceEvent]:
         """Apply a ``presence_state`` received while the channel's join_ref is ``join_ref``.

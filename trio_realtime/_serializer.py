@@ -340,8 +340,8 @@ class _Reader:
 
 
 def _parse_binary(data: WireData, *, from_server: bool) -> Frame:
-    if isinstance(data, str):
-        raise ProtocolError("binary frame expected")
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ProtocolError(f"binary frame data must be bytes, not {type(data).__name__}")
     raw = bytes(data)
     if not raw:
         raise ProtocolError("binary frame is empty")

@@ -1,0 +1,581 @@
+"""Postgres changes in the protocol layer: value conversion, the filter builder, filter parsing.
+
+Value conversion follows realtime-js (SCENARIOS TR-*). One ID per distinct behaviour, in the
+order SCENARIOS.md lists them:
+
+* TR-01 ``bool``: ``t`` / ``f`` become ``True`` / ``False``.
+* TR-02 ``int2``, ``int4``, ``int8`` and ``oid`` become ints.
+* TR-03 ``float4`` and ``float8`` become floats.
+* TR-04 ``numeric`` becomes an int when integral, else a float.
+* TR-05 non-numeric strings in numeric columns pass through unchanged.
+* TR-06 ``json`` and ``jsonb`` text is parsed.
+* TR-07 invalid JSON text passes through unchanged.
+* TR-08 ``timestamp``: the space between date and time becomes ``T``.
+* TR-09 arrays (``_int4``, ``_text``, ...) ``{1,2,3}`` become lists of converted elements.
+* TR-10 the empty array ``{}`` becomes ``[]``.
+* TR-11 ``null`` stays ``None`` for every type.
+* TR-12 the ``skip_types`` option leaves the listed types unconverted.
+* TR-13 unknown types pass through unchanged.
+
+PF-01 covers the filter builder :func:`postgres_filter`; :func:`parse_filter` and
+:func:`filter_matches` are what the local server uses to route changes (PROTOCOL.md 7.2, 7.3).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trio_realtime._postgres import FilterOperator
+from trio_realtime.protocol import (
+    FilterCondition,
+    FilterParseError,
+    JSONValue,
+    PostgresChange,
+    convert_cell,
+    convert_change_data,
+    filter_matches,
+    parse_filter,
+    parse_postgres_change,
+    postgres_filter,
+)
+
+PROPERTY_SETTINGS = settings(
+    max_examples=200,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+# ---------------------------------------------------------------------------------------------
+# Value conversion (TR-01 .. TR-13).
+
+
+def test_tr01_bool_t_and_f_become_booleans() -> None:
+    """TR-01: ``t``/``f`` are booleans; a value that is already a boolean is kept."""
+    assert convert_cell("bool", "t") is True
+    assert convert_cell("bool", "f") is False
+    assert convert_cell("bool", True) is True
+    assert convert_cell("bool", False) is False
+
+
+@pytest.mark.parametrize("type_name", ["int2", "int4", "int8", "oid"])
+def test_tr02_integer_types_become_ints(type_name: str) -> None:
+    """TR-02: integer columns sent as text become ints; ints pass through."""
+    assert convert_cell(type_name, "42") == 42
+    assert type(convert_cell(type_name, "42")) is int
+    assert convert_cell(type_name, "-7") == -7
+    assert convert_cell(type_name, 5) == 5
+    # int8 values beyond 2**53 stay exact.
+    assert convert_cell(type_name, "9223372036854775807") == 9223372036854775807
+
+
+@pytest.mark.parametrize("type_name", ["float4", "float8"])
+def test_tr03_float_types_become_floats(type_name: str) -> None:
+    """TR-03: float columns sent as text become floats; numbers pass through."""
+    assert convert_cell(type_name, "1.5") == 1.5
+    assert type(convert_cell(type_name, "1.5")) is float
+    assert convert_cell(type_name, "-0.25") == -0.25
+    assert convert_cell(type_name, "3") == 3.0
+    assert convert_cell(type_name, 2.5) == 2.5
+
+
+def test_tr04_numeric_becomes_int_or_float() -> None:
+    """TR-04: ``numeric`` is an int when integral, else a float."""
+    assert convert_cell("numeric", "10") == 10
+    assert type(convert_cell("numeric", "10")) is int
+    assert convert_cell("numeric", "10.25") == 10.25
+    assert type(convert_cell("numeric", "10.25")) is float
+    assert convert_cell("numeric", "123456789012345678901234567890") == (
+        123456789012345678901234567890
+    )
+
+
+@pytest.mark.parametrize(
+    "type_name", ["int2", "int4", "int8", "oid", "float4", "float8", "numeric"]
+)
+@pytest.mark.parametrize("text", ["abc", "", "12abc", "NaN", "Infinity", "-Infinity", "1.2.3"])
+def test_tr05_non_numeric_strings_pass_through(type_name: str, text: str) -> None:
+    """TR-05: text that is not a finite number is returned unchanged, never NaN or inf."""
+    assert convert_cell(type_name, text) == text
+
+
+@pytest.mark.parametrize("type_name", ["json", "jsonb"])
+def test_tr06_json_and_jsonb_are_parsed(type_name: str) -> None:
+    """TR-06: JSON text becomes the decoded value; already-decoded values pass through."""
+    assert convert_cell(type_name, '{"a": [1, 2, {"b": null}]}') == {"a": [1, 2, {"b": None}]}
+    assert convert_cell(type_name, "[1,2]") == [1, 2]
+    assert convert_cell(type_name, '"text"') == "text"
+    assert convert_cell(type_name, "3") == 3
+    assert convert_cell(type_name, {"already": "decoded"}) == {"already": "decoded"}
+
+
+@pytest.mark.parametrize("type_name", ["json", "jsonb"])
+@pytest.mark.parametrize("text", ["{not json", "", "'single'", "[1,", "nul"])
+def test_tr07_invalid_json_passes_through(type_name: str, text: str) -> None:
+    """TR-07: text that is not valid JSON is returned unchanged."""
+    assert convert_cell(type_name, text) == text
+
+
+def test_tr08_timestamp_space_becomes_t() -> None:
+    """TR-08: ``timestamp`` gets a ``T`` between date and time, and only there."""
+    assert convert_cell("timestamp", "2026-08-21 12:00:00.123") == "2026-08-21T12:00:00.123"
+    assert convert_cell("timestamp", "2026-08-21T12:00:00") == "2026-08-21T12:00:00"
+    # Postgres writes BC dates with a second space; only the date/time separator changes,
+    # as realtime-js does (String.replace replaces the first occurrence).
+    assert convert_cell("timestamp", "0044-03-15 12:00:00 BC") == "0044-03-15T12:00:00 BC"
+
+
+def test_tr09_arrays_become_typed_lists() -> None:
+    """TR-09: array literals become lists whose elements are converted by the element type."""
+    assert convert_cell("_int4", "{1,2,3}") == [1, 2, 3]
+    assert convert_cell("_float8", "{1.5,-2}") == [1.5, -2.0]
+    assert convert_cell("_bool", "{t,f}") == [True, False]
+    assert convert_cell("_text", '{a,"b,c","with \\"quote\\"",NULL,"NULL"}') == [
+        "a",
+        "b,c",
+        'with "quote"',
+        None,
+        "NULL",
+    ]
+    assert convert_cell("_int4", "{{1,2},{3,4}}") == [[1, 2], [3, 4]]
+    assert convert_cell("_int4", [1, "2"]) == [1, 2]
+
+
+def test_tr09_quoted_array_elements_are_strings_never_nested_arrays() -> None:
+    """TR-09: a quoted element keeps its text: braces or commas inside quotes are data."""
+    assert convert_cell("_text", '{"{x}",y}') == ["{x}", "y"]
+    assert convert_cell("_jsonb", '{"{\\"a\\": 1}","[1]"}') == [{"a": 1}, [1]]
+    assert convert_cell("_text", '{{"a,b",c},{d,"}"}}') == [["a,b", "c"], ["d", "}"]]
+
+
+def test_tr10_empty_array_becomes_empty_list() -> None:
+    """TR-10: ``{}`` is ``[]`` for any element type."""
+    assert convert_cell("_int4", "{}") == []
+    assert convert_cell("_text", "{}") == []
+    assert convert_cell("_jsonb", "{}") == []
+
+
+@pytest.mark.parametrize(
+    "type_name",
+    ["bool", "int4", "float8", "numeric", "json", "jsonb", "timestamp", "_int4", "text", "x"],
+)
+def test_tr11_null_stays_null(type_name: str) -> None:
+    """TR-11: ``None`` is ``None`` whatever the column type."""
+    assert convert_cell(type_name, None) is None
+
+
+def test_tr12_skip_types_leaves_those_columns_unconverted() -> None:
+    """TR-12: ``skip_types`` names types whose values are handed over as sent."""
+    columns: list[JSONValue] = [
+        {"name": "id", "type": "int4"},
+        {"name": "ok", "type": "bool"},
+        {"name": "at", "type": "timestamp"},
+    ]
+    record = {"id": "1", "ok": "t", "at": "2026-01-01 00:00:00"}
+    assert convert_change_data(columns, record) == {
+        "id": 1,
+        "ok": True,
+        "at": "2026-01-01T00:00:00",
+    }
+    assert convert_change_data(columns, record, skip_types={"int4", "timestamp"}) == {
+        "id": "1",
+        "ok": True,
+        "at": "2026-01-01 00:00:00",
+    }
+    change = parse_postgres_change(
+        {"ids": [1], "data": {"type": "INSERT", "columns": columns, "record": record}},
+        skip_types=("bool",),
+    )
+    assert change is not None
+    assert change.new == {"id": 1, "ok": "t", "at": "2026-01-01T00:00:00"}
+
+
+@pytest.mark.parametrize(
+    "type_name", ["text", "varchar", "uuid", "timestamptz", "date", "money", "no_such_type"]
+)
+def test_tr13_unknown_types_pass_through(type_name: str) -> None:
+    """TR-13: types without a conversion (or unknown ones) are handed over unchanged."""
+    for value in ("t", "42", "2026-01-01 00:00:00", "{1,2}", '{"a":1}'):
+        assert convert_cell(type_name, value) == value
+    columns: list[JSONValue] = [{"name": "a", "type": "int4"}]
+    # A column with no type entry passes through as well.
+    assert convert_change_data(columns, {"a": "1", "b": "2"}) == {"a": 1, "b": "2"}
+
+
+@PROPERTY_SETTINGS
+@given(
+    type_name=st.sampled_from(
+        [
+            "bool",
+            "int2",
+            "int4",
+            "int8",
+            "oid",
+            "float4",
+            "float8",
+            "numeric",
+            "json",
+            "jsonb",
+            "timestamp",
+            "_int4",
+            "_text",
+            "_jsonb",
+            "_bool",
+            "text",
+        ]
+    ),
+    value=st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=30)),
+)
+def test_tr05_tr13_conversion_never_raises_and_never_yields_nan(
+    type_name: str, value: JSONValue
+) -> None:
+    """TR-05, TR-07, TR-13: conversion of any text is total; it never produces NaN or inf."""
+    result = convert_cell(type_name, value)
+
+    def finite(item: object) -> bool:
+        if isinstance(item, float):
+            return math.isfinite(item)
+        if isinstance(item, list):
+            return all(finite(element) for element in item)
+        if isinstance(item, dict):
+            return all(finite(element) for element in item.values())
+        return True
+
+    assert finite(result)
+
+
+def test_parse_postgres_change_converts_new_and_old() -> None:
+    """TR-02, TR-06: the PROTOCOL.md 7.4 example converts; UPDATE fills ``new`` and ``old``."""
+    payload: JSONValue = {
+        "ids": [38791245],
+        "data": {
+            "schema": "public",
+            "table": "messages",
+            "commit_timestamp": "2026-08-21T12:00:00.123Z",
+            "type": "UPDATE",
+            "errors": None,
+            "columns": [
+                {"name": "id", "type": "int4"},
+                {"name": "body", "type": "text"},
+                {"name": "extra", "type": "jsonb"},
+            ],
+            "record": {"id": "1", "body": "hi", "extra": '{"k":true}'},
+            "old_record": {"id": "1"},
+        },
+    }
+    change = parse_postgres_change(payload)
+    assert change == PostgresChange(
+        schema="public",
+        table="messages",
+        commit_timestamp="2026-08-21T12:00:00.123Z",
+        event_type="UPDATE",
+        new={"id": 1, "body": "hi", "extra": {"k": True}},
+        old={"id": 1},
+        columns=[
+            {"name": "id", "type": "int4"},
+            {"name": "body", "type": "text"},
+            {"name": "extra", "type": "jsonb"},
+        ],
+        errors=None,
+        ids=(38791245,),
+    )
+
+
+def test_parse_postgres_change_rejects_other_shapes() -> None:
+    """PG-03 (protocol side): no ``data``, no change; a DELETE has only ``old``."""
+    assert parse_postgres_change([]) is None
+    assert parse_postgres_change({"ids": [1]}) is None
+    change = parse_postgres_change(
+        {"ids": [1, "x"], "data": {"type": "DELETE", "old_record": {"id": 3}}}
+    )
+    assert change is not None
+    assert (change.new, change.old, change.ids) == ({}, {"id": 3}, (1,))
+
+
+# ---------------------------------------------------------------------------------------------
+# Filter builder (PF-01).
+
+
+@pytest.mark.parametrize(
+    ("operator", "value", "expected"),
+    [
+        ("eq", 5, "room_id=eq.5"),
+        ("neq", "x", "room_id=neq.x"),
+        ("lt", 10, "room_id=lt.10"),
+        ("lte", 1.5, "room_id=lte.1.5"),
+        ("gt", -3, "room_id=gt.-3"),
+        ("gte", "2026-01-01", "room_id=gte.2026-01-01"),
+        ("in", [1, 2, 3], "room_id=in.(1,2,3)"),
+        ("in", ("a", "b"), "room_id=in.(a,b)"),
+        ("eq", True, "room_id=eq.true"),
+        ("eq", None, "room_id=eq.null"),
+    ],
+)
+def test_pf01_operators_produce_col_op_value(
+    operator: FilterOperator, value: object, expected: str
+) -> None:
+    """PF-01: ``eq neq lt lte gt gte in`` produce ``col=op.value``; ``in`` wraps ``(a,b)``."""
+    assert postgres_filter("room_id", operator, value) == expected
+
+
+def test_pf01_values_with_commas_are_quoted() -> None:
+    """PF-01: a value with a comma (or parenthesis, or quote) is double-quoted."""
+    assert postgres_filter("name", "eq", "a,b") == 'name=eq."a,b"'
+    assert postgres_filter("name", "in", ["a,b", "c"]) == 'name=in.("a,b",c)'
+    assert postgres_filter("name", "eq", "f(x)") == 'name=eq."f(x)"'
+    assert postgres_filter("name", "eq", 'say "hi"') == 'name=eq."say \\"hi\\""'
+    assert postgres_filter("name", "eq", "back\\slash,") == 'name=eq."back\\\\slash,"'
+
+
+def test_pf01_values_the_server_would_misread_are_quoted() -> None:
+    """PF-01: blanks, edge spaces, backslashes, braces and ``NULL`` in lists are quoted."""
+    assert postgres_filter("c", "eq", "") == 'c=eq.""'
+    assert postgres_filter("c", "eq", " x ") == 'c=eq." x "'
+    assert postgres_filter("c", "eq", "a\\b") == 'c=eq."a\\\\b"'
+    assert postgres_filter("c", "in", ["{a}", "NULL", "null", "x y"]) == (
+        'c=in.("{a}","NULL","null",x y)'
+    )
+    assert postgres_filter("c", "in", [None, 1]) == "c=in.(null,1)"
+    assert postgres_filter("c", "eq", "NULL") == "c=eq.NULL"
+
+
+def test_pf01_negation_and_errors() -> None:
+    """PF-01: ``negate`` prefixes ``not.``; bad operators, columns and ``in`` values raise."""
+    assert postgres_filter("id", "eq", 5, negate=True) == "id=not.eq.5"
+    assert postgres_filter("id", "in", [1], negate=True) == "id=not.in.(1)"
+    with pytest.raises(ValueError, match="operator"):
+        postgres_filter("id", "like", "x")  # type: ignore[arg-type]
+    for column in ("", "a=b", "a,b"):
+        with pytest.raises(ValueError, match="column"):
+            postgres_filter(column, "eq", 1)
+    with pytest.raises(ValueError, match="iterable"):
+        postgres_filter("id", "in", "abc")
+    with pytest.raises(ValueError, match="iterable"):
+        postgres_filter("id", "in", 5)
+
+
+def test_pf01_empty_in_item_is_distinct_from_an_empty_list() -> None:
+    """PF-01: ``in [""]`` and ``in []`` build different filters that parse back apart."""
+    assert postgres_filter("c", "in", []) == "c=in.()"
+    assert parse_filter(postgres_filter("c", "in", []))[0].value == ()
+    assert parse_filter(postgres_filter("c", "in", [""]))[0].value == ("",)
+
+
+_COLUMNS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=10)
+_OPERATORS: st.SearchStrategy[FilterOperator] = st.sampled_from(
+    ["eq", "neq", "lt", "lte", "gt", "gte"]
+)
+# Mostly the characters the filter syntax gives meaning to, plus anything else.
+_VALUES = st.one_of(
+    st.text(alphabet=st.one_of(st.sampled_from(list(',()"\\{}=. \tN')), st.characters())),
+    st.sampled_from(["", "NULL", "null", "not.eq.1", " x ", '"q"', "a\\"]),
+)
+
+
+@PROPERTY_SETTINGS
+@given(column=_COLUMNS, operator=_OPERATORS, value=_VALUES, negate=st.booleans())
+def test_pf01_builder_and_parser_round_trip(
+    column: str, operator: FilterOperator, value: str, negate: bool
+) -> None:
+    """PF-01: whatever the value, the server-side parser reads back exactly what was built."""
+    text = postgres_filter(column, operator, value, negate=negate)
+    assert parse_filter(text) == [FilterCondition(column, operator, value, negate)]
+
+
+@PROPERTY_SETTINGS
+@given(column=_COLUMNS, values=st.lists(_VALUES, max_size=5), negate=st.booleans())
+def test_pf01_in_builder_and_parser_round_trip(
+    column: str, values: list[str], negate: bool
+) -> None:
+    """PF-01: ``in`` lists survive quoting, commas, parentheses and blanks."""
+    text = postgres_filter(column, "in", values, negate=negate)
+    assert parse_filter(text) == [FilterCondition(column, "in", tuple(values), negate)]
+
+
+@PROPERTY_SETTINGS
+@given(
+    parts=st.lists(
+        st.tuples(_COLUMNS, _OPERATORS, _VALUES, st.booleans()),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_pf01_conditions_joined_by_commas_parse_apart(
+    parts: list[tuple[str, FilterOperator, str, bool]],
+) -> None:
+    """PF-01 / LS-03: several built conditions joined by commas are several conditions."""
+    text = ",".join(
+        postgres_filter(column, op, value, negate=negate) for column, op, value, negate in parts
+    )
+    assert parse_filter(text) == [FilterCondition(*part) for part in parts]
+
+
+# ---------------------------------------------------------------------------------------------
+# Filter parsing (PROTOCOL.md 7.2) and its errors (7.3).
+
+
+def test_parse_filter_examples_from_the_server() -> None:
+    """LS-03: the server's doctest examples parse to the same conditions."""
+    assert parse_filter("subject=eq.hey") == [FilterCondition("subject", "eq", "hey")]
+    assert parse_filter("subject=in.(hidee,ho)") == [
+        FilterCondition("subject", "in", ("hidee", "ho"))
+    ]
+    assert parse_filter("id=gt.0,id=lt.100") == [
+        FilterCondition("id", "gt", "0"),
+        FilterCondition("id", "lt", "100"),
+    ]
+    assert parse_filter("id=not.eq.5") == [FilterCondition("id", "eq", "5", negate=True)]
+    assert parse_filter('name=eq."a,b",id=in.(1,2)') == [
+        FilterCondition("name", "eq", "a,b"),
+        FilterCondition("id", "in", ("1", "2")),
+    ]
+
+
+def test_parse_filter_blank_filter_is_no_filter() -> None:
+    """LS-03: like the server, an empty or whitespace-only filter has no conditions."""
+    assert parse_filter("") == []
+    assert parse_filter("   ") == []
+
+
+def test_parse_filter_trims_segments() -> None:
+    """LS-03: whitespace around each comma-separated condition is ignored, as on the server."""
+    assert parse_filter(" a=eq.1 , b=gt.2 ") == [
+        FilterCondition("a", "eq", "1"),
+        FilterCondition("b", "gt", "2"),
+    ]
+
+
+def test_parse_filter_quoting_rules() -> None:
+    """LS-03: quotes protect commas and parentheses; backslash escapes inside quotes."""
+    assert parse_filter('a=eq."x,(y"') == [FilterCondition("a", "eq", "x,(y")]
+    assert parse_filter('a=eq."say \\"hi\\""') == [FilterCondition("a", "eq", 'say "hi"')]
+    assert parse_filter('a=in.("x,y",z)') == [FilterCondition("a", "in", ("x,y", "z"))]
+    # A quote in the middle of a value does not open a quoted part (server rule: only after
+    # '.', '(' or ','), so the comma still separates the conditions.
+    assert parse_filter('a=eq.x"y,b=eq.1') == [
+        FilterCondition("a", "eq", 'x"y'),
+        FilterCondition("b", "eq", "1"),
+    ]
+    # A stray ')' does not make the depth negative.
+    assert parse_filter("a=eq.),b=eq.1") == [
+        FilterCondition("a", "eq", ")"),
+        FilterCondition("b", "eq", "1"),
+    ]
+    # A value whose quotes do not close at its end is kept verbatim.
+    assert parse_filter('a=eq."x"y"') == [FilterCondition("a", "eq", '"x"y"')]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("undefined", 'Error parsing `filter` params: ["undefined"]'),
+        ("subject=fts.hey", 'Error parsing `filter` params: ["fts", "hey"]'),
+        ("subject=foo.hey", 'Error parsing `filter` params: ["foo", "hey"]'),
+        ("id=not.foo.5", 'Error parsing `filter` params: ["foo", "5"]'),
+        ("id=5", 'Error parsing `filter` params: ["5"]'),
+        (
+            "id=in.1,2",
+            "Error parsing `filter` params: `in` filter value must be wrapped by parentheses",
+        ),
+        (
+            "id=eq.1,,id=eq.2",
+            "Error parsing `filter` params: "
+            "filter must not contain empty segments (check for extra commas)",
+        ),
+        (
+            "id=eq.1,",
+            "Error parsing `filter` params: "
+            "filter must not contain empty segments (check for extra commas)",
+        ),
+    ],
+)
+def test_parse_filter_errors_use_the_servers_words(text: str, message: str) -> None:
+    """LS-03: PROTOCOL.md 7.3 error strings, with the inspected pieces the server reports."""
+    with pytest.raises(FilterParseError) as info:
+        parse_filter(text)
+    assert str(info.value) == message
+    assert isinstance(info.value, ValueError)
+
+
+# ---------------------------------------------------------------------------------------------
+# Filter matching (used by the local server to route changes).
+
+_RECORD: dict[str, JSONValue] = {
+    "id": 5,
+    "score": 2.5,
+    "name": "alice",
+    "active": True,
+    "gone": None,
+    "tags": ["a"],
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("id=eq.5", True),
+        ("id=eq.6", False),
+        ("id=neq.6", True),
+        ("id=neq.5", False),
+        ("id=lt.6", True),
+        ("id=lt.5", False),
+        ("id=lte.5", True),
+        ("id=lte.4", False),
+        ("id=gt.4", True),
+        ("id=gt.5", False),
+        ("id=gte.5", True),
+        ("id=gte.6", False),
+        ("id=in.(1,5,9)", True),
+        ("id=in.(1,9)", False),
+        ("id=in.()", False),
+        ("id=not.eq.5", False),
+        ("id=not.eq.6", True),
+        ("id=not.in.(1,9)", True),
+        ("id=not.in.(5)", False),
+        ("id=gt.4.5", True),
+        ("score=gt.2", True),
+        ("score=eq.2.5", True),
+        ("name=eq.alice", True),
+        ("name=lt.bob", True),
+        ("name=in.(bob,alice)", True),
+        ('name=in.("alice",x)', True),
+        ("active=eq.true", True),
+        ("active=eq.t", True),
+        ("active=eq.false", False),
+        ("id=eq.5,name=eq.alice", True),
+        ("id=eq.5,name=eq.bob", False),
+        ("missing=eq.1", False),
+        ("id=eq.abc", False),
+        ('tags=eq.["a"]', True),
+    ],
+)
+def test_filter_matches_operators(text: str, expected: bool) -> None:
+    """LS-03: ``eq neq lt lte gt gte in`` and ``not.`` against typed record values."""
+    assert filter_matches(parse_filter(text), _RECORD) is expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "gone=eq.null",
+        "gone=neq.1",
+        "gone=not.eq.1",
+        "gone=in.(1,2)",
+        "gone=not.in.(1,2)",
+        "gone=lt.1",
+    ],
+)
+def test_filter_matches_null_never_matches(text: str) -> None:
+    """LS-03: as in the server's SQL, a NULL column value never passes a filter, negated or not."""
+    assert filter_matches(parse_filter(text), _RECORD) is False
+
+
+def test_filter_matches_without_conditions() -> None:
+    """LS-03: without conditions every record matches."""
+    assert filter_matches([], _RECORD) is True
+    assert filter_matches(parse_filter(""), {}) is True

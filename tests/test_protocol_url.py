@@ -1,0 +1,139 @@
+"""Endpoint URLs: the accepted URL forms (CL-02) and redaction of secrets (SE-01)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from trio_realtime._url import Endpoint, redact_url, websocket_url
+
+KEY = "anon-key-SECRET"
+
+
+def query(endpoint: Endpoint) -> list[tuple[str, str]]:
+    return parse_qsl(urlsplit(endpoint.url).query)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://ref.supabase.co", "wss://ref.supabase.co/realtime/v1/websocket"),
+        ("https://ref.supabase.co/", "wss://ref.supabase.co/realtime/v1/websocket"),
+        ("HTTPS://ref.supabase.co", "wss://ref.supabase.co/realtime/v1/websocket"),
+        ("http://127.0.0.1:4000", "ws://127.0.0.1:4000/realtime/v1/websocket"),
+        ("https://ref.supabase.co/realtime/v1", "wss://ref.supabase.co/realtime/v1/websocket"),
+        ("ws://h/socket", "ws://h/socket/websocket"),
+        ("ws://h/socket/", "ws://h/socket/websocket"),
+        ("wss://h:4443/socket", "wss://h:4443/socket/websocket"),
+        ("ws://h/socket/websocket", "ws://h/socket/websocket"),
+        (
+            "wss://ref.supabase.co/realtime/v1/websocket",
+            "wss://ref.supabase.co/realtime/v1/websocket",
+        ),
+        ("ws://h/websocket", "ws://h/websocket"),
+        ("http://[::1]:4000", "ws://[::1]:4000/realtime/v1/websocket"),
+    ],
+)
+def test_cl02_url_forms(url: str, expected: str) -> None:
+    """CL-02: project URL -> ``/realtime/v1/websocket``; ``/socket`` -> ``/socket/websocket``;
+    a full ``/websocket`` URL is kept; http(s) becomes ws(s)."""
+    endpoint = websocket_url(url, apikey=KEY, vsn="1.0.0")
+    assert endpoint.url.partition("?")[0] == expected
+    assert query(endpoint) == [("apikey", KEY), ("vsn", "1.0.0")]
+
+
+def test_cl02_query_has_apikey_vsn_and_log_level_when_set() -> None:
+    """CL-02: ``apikey`` and ``vsn`` always, ``log_level`` only when given."""
+    endpoint = websocket_url("https://ref.supabase.co", apikey=KEY, vsn="2.0.0", log_level="info")
+    assert endpoint.url == (
+        f"wss://ref.supabase.co/realtime/v1/websocket?apikey={KEY}&vsn=2.0.0&log_level=info"
+    )
+    endpoint = websocket_url("https://ref.supabase.co", apikey=KEY, vsn="2.0.0")
+    assert "log_level" not in endpoint.url
+
+
+def test_cl02_existing_query_is_kept_and_our_parameters_replace_theirs() -> None:
+    """CL-02: other parameters survive; a stale apikey / vsn / log_level in the URL is replaced."""
+    endpoint = websocket_url(
+        "ws://localhost:4000/socket/websocket?apikey=old&x=1&vsn=9&log_level=debug",
+        apikey=KEY,
+        vsn="1.0.0",
+    )
+    assert query(endpoint) == [("x", "1"), ("apikey", KEY), ("vsn", "1.0.0")]
+
+
+def test_cl02_apikey_is_url_encoded() -> None:
+    """CL-02: an apikey with reserved characters survives the query string."""
+    endpoint = websocket_url("https://h", apikey="a b&c=d/+", vsn="1.0.0")
+    assert dict(query(endpoint))["apikey"] == "a b&c=d/+"
+
+
+@pytest.mark.parametrize(
+    ("url", "secure", "host", "port", "resource"),
+    [
+        ("https://ref.supabase.co", True, "ref.supabase.co", 443, "/realtime/v1/websocket"),
+        ("http://127.0.0.1:4000", False, "127.0.0.1", 4000, "/realtime/v1/websocket"),
+        ("ws://h/socket", False, "h", 80, "/socket/websocket"),
+        ("wss://h:8443/socket/websocket", True, "h", 8443, "/socket/websocket"),
+        ("http://[::1]:4000/socket", False, "::1", 4000, "/socket/websocket"),
+    ],
+)
+def test_cl02_endpoint_parts(url: str, secure: bool, host: str, port: int, resource: str) -> None:
+    """CL-02: the parts a transport needs: TLS or not, host, port and request resource."""
+    endpoint = websocket_url(url, apikey=KEY, vsn="1.0.0")
+    assert (endpoint.secure, endpoint.host, endpoint.port) == (secure, host, port)
+    assert endpoint.resource == f"{resource}?apikey={KEY}&vsn=1.0.0"
+    assert endpoint.url.startswith("wss://" if secure else "ws://")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"ftp://h/socket?apikey={KEY}",
+        f"h/socket?apikey={KEY}",
+        f"http:///socket?apikey={KEY}",
+        f"http://h:99999/?apikey={KEY}",
+        f"http://h:port/?apikey={KEY}",
+        f"http://[::1/?apikey={KEY}",
+        f"http://user:{KEY}@:80/",
+    ],
+)
+def test_cl02_se01_bad_urls_raise_without_the_apikey(url: str) -> None:
+    """CL-02, SE-01: a bad URL is a ValueError whose message holds no apikey or password."""
+    with pytest.raises(ValueError, match="URL") as info:
+        websocket_url(url, apikey=KEY, vsn="1.0.0")
+    assert KEY not in str(info.value)
+    assert KEY not in repr(info.value)
+
+
+def test_se01_endpoint_repr_and_redacted_form_hide_the_apikey() -> None:
+    """SE-01: an Endpoint in a log or traceback shows ``<redacted>``, not the key."""
+    endpoint = websocket_url("https://ref.supabase.co?token=T0KEN", apikey=KEY, vsn="1.0.0")
+    for text in (repr(endpoint), str(endpoint), endpoint.redacted):
+        assert KEY not in text
+        assert "T0KEN" not in text
+        assert "apikey=<redacted>" in text
+    assert KEY in endpoint.url  # the real URL, for the transport only
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            f"wss://h/realtime/v1/websocket?apikey={KEY}&vsn=1.0.0",
+            "wss://h/realtime/v1/websocket?apikey=<redacted>&vsn=1.0.0",
+        ),
+        (
+            "https://h/x?access_token=abc&token=def&keep=1",
+            "https://h/x?access_token=<redacted>&token=<redacted>&keep=1",
+        ),
+        ("https://h/x?APIKEY=abc", "https://h/x?APIKEY=<redacted>"),
+        (f"https://user:{KEY}@h/x", "https://<redacted>@h/x"),
+        ("https://h/x", "https://h/x"),
+        ("http://[bad", "<redacted>"),
+    ],
+)
+def test_se01_redact_url(url: str, expected: str) -> None:
+    """SE-01: secret query values and user info are replaced by ``<redacted>``."""
+    assert redact_url(url) == expected
