@@ -12,26 +12,16 @@ subscriptions::
 
 The wire protocol itself lives in :mod:`trio_realtime.protocol`, and a Realtime-compatible local
 server for tests in :mod:`trio_realtime.testing`.
+
+The runtime names are imported on first use, so that ``import trio_realtime.protocol`` loads
+only the sans-I/O layer, without trio.
 """
 
-from ._channel import Channel as Channel
-from ._channel import ChannelState as ChannelState
-from ._client import ClientStatistics as ClientStatistics
-from ._client import RealtimeClient as RealtimeClient
-from ._client import ReconnectPolicy as ReconnectPolicy
-from ._client import TokenSource as TokenSource
-from ._client import backoff as backoff
-from ._client import open_realtime as open_realtime
-from ._events import Broadcast as Broadcast
-from ._events import ChannelEvent as ChannelEvent
-from ._events import ChannelJoined as ChannelJoined
-from ._events import ChannelJoinFailed as ChannelJoinFailed
-from ._events import Connected as Connected
-from ._events import ConnectionEvent as ConnectionEvent
-from ._events import Disconnected as Disconnected
-from ._events import HeartbeatEvent as HeartbeatEvent
-from ._events import Reconnecting as Reconnecting
-from ._events import SystemMessage as SystemMessage
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._exceptions import ChannelClosed as ChannelClosed
 from ._exceptions import ConnectionClosed as ConnectionClosed
 from ._exceptions import JoinError as JoinError
@@ -42,14 +32,77 @@ from ._exceptions import PushTimeout as PushTimeout
 from ._exceptions import RealtimeConnectionError as RealtimeConnectionError
 from ._exceptions import RealtimeError as RealtimeError
 from ._exceptions import SubscriptionOverflow as SubscriptionOverflow
-from ._postgres import PostgresChange as PostgresChange
-from ._postgres import postgres_filter as postgres_filter
-from ._presence import PresenceEvent as PresenceEvent
-from ._subscription import Subscription as Subscription
-from ._subscription import SubscriptionStatistics as SubscriptionStatistics
-from ._transport import Transport as Transport
-from ._transport import TransportFactory as TransportFactory
-from ._transport import TransportOptions as TransportOptions
+
+if TYPE_CHECKING:
+    from ._channel import Channel as Channel
+    from ._channel import ChannelState as ChannelState
+    from ._client import ClientStatistics as ClientStatistics
+    from ._client import RealtimeClient as RealtimeClient
+    from ._client import ReconnectPolicy as ReconnectPolicy
+    from ._client import TokenSource as TokenSource
+    from ._client import backoff as backoff
+    from ._client import open_realtime as open_realtime
+    from ._events import Broadcast as Broadcast
+    from ._events import ChannelEvent as ChannelEvent
+    from ._events import ChannelJoined as ChannelJoined
+    from ._events import ChannelJoinFailed as ChannelJoinFailed
+    from ._events import Connected as Connected
+    from ._events import ConnectionEvent as ConnectionEvent
+    from ._events import Disconnected as Disconnected
+    from ._events import HeartbeatEvent as HeartbeatEvent
+    from ._events import Reconnecting as Reconnecting
+    from ._events import SystemMessage as SystemMessage
+    from ._postgres import PostgresChange as PostgresChange
+    from ._postgres import postgres_filter as postgres_filter
+    from ._presence import PresenceEvent as PresenceEvent
+    from ._subscription import Subscription as Subscription
+    from ._subscription import SubscriptionStatistics as SubscriptionStatistics
+    from ._transport import Transport as Transport
+    from ._transport import TransportFactory as TransportFactory
+    from ._transport import TransportOptions as TransportOptions
+
+_LAZY = {
+    "Channel": "_channel",
+    "ChannelState": "_channel",
+    "ClientStatistics": "_client",
+    "RealtimeClient": "_client",
+    "ReconnectPolicy": "_client",
+    "TokenSource": "_client",
+    "backoff": "_client",
+    "open_realtime": "_client",
+    "Broadcast": "_events",
+    "ChannelEvent": "_events",
+    "ChannelJoined": "_events",
+    "ChannelJoinFailed": "_events",
+    "Connected": "_events",
+    "ConnectionEvent": "_events",
+    "Disconnected": "_events",
+    "HeartbeatEvent": "_events",
+    "Reconnecting": "_events",
+    "SystemMessage": "_events",
+    "PostgresChange": "_postgres",
+    "postgres_filter": "_postgres",
+    "PresenceEvent": "_presence",
+    "Subscription": "_subscription",
+    "SubscriptionStatistics": "_subscription",
+    "Transport": "_transport",
+    "TransportFactory": "_transport",
+    "TransportOptions": "_transport",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trio_realtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 
