@@ -28,7 +28,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame as WSFrame
 from websockets.frames import Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import Protocol, State
+from websockets.protocol import SEND_EOF, Protocol, State
 from websockets.server import ServerProtocol
 from websockets.typing import BytesLike
 from websockets.uri import parse_uri
@@ -105,6 +105,17 @@ class SansIOWebSocket(Transport):
         async with self._send_lock:
             if data:
                 await self._stream.send_all(data)
+            if chunks[-1] == SEND_EOF:
+                # The protocol asks to half-close: a server does after the closing handshake,
+                # and the client waits for that EOF before it releases the connection.
+                await self._send_eof()
+
+    async def _send_eof(self) -> None:
+        stream = self._stream
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+        else:
+            await self._release()
 
     async def send_messages(self, messages: Sequence[OutgoingMessage]) -> None:
         protocol = self._protocol
