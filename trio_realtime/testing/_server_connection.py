@@ -1,0 +1,588 @@
+"""One client connection to the local server: a reader, a writer and a bounded send buffer.
+
+Theory of operation
+-------------------
+Each connection runs two tasks in its own nursery:
+
+* the **reader** takes batches of messages from the transport, parses each with the shared
+  ``parse_client_frame`` and handles it synchronously (a join may sleep first: the real server
+  blocks the connection while a refused join backs off, PROTOCOL.md section 3.2);
+* the **writer** is the only task that writes to the transport. It takes everything queued in the
+  send buffer at once and hands it over as one batch.
+
+Everything that sends to a client, whatever task it runs in (this connection's reader, another
+connection's reader during a fan-out, a test calling the server API), calls :meth:`enqueue`,
+which never blocks: it appends to the buffer and wakes the writer.
+
+Send buffer policy: the buffer holds at most ``send_buffer`` frames. When a frame arrives at a
+full buffer the client is not reading fast enough, and the connection is dropped at once, with no
+close frame, and counted in ``ServerStatistics.dropped_slow_connections``. This is what the real
+server does to a socket whose process heap passes 50 MB (a TCP drop, section 3.6), and it keeps
+the server's memory bounded by ``send_buffer`` frames per connection however hard it is flooded.
+
+Control items share the buffer so they keep their place in line: a delay marker (``reply_delay``:
+the writer holds everything behind it until the marker's time) and a close request (the writer
+stops the reader, then closes the transport with the given code after the frames before it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import cast
+
+import trio
+
+from .._exceptions import ConnectionClosed, ProtocolError
+from .._frames import (
+    ACCESS_TOKEN,
+    BROADCAST,
+    HEARTBEAT,
+    PHOENIX_TOPIC,
+    PHX_JOIN,
+    PHX_LEAVE,
+    PHX_REPLY,
+    PRESENCE,
+    PRESENCE_DIFF,
+    PRESENCE_STATE,
+    SYSTEM,
+    TOPIC_PREFIX,
+    Frame,
+    JSONObject,
+    JSONValue,
+    make_frame,
+    sub_topic,
+)
+from .._postgres import FilterParseError
+from .._serializer import encode_server_frame, parse_client_frame
+from .._transport import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, OutgoingMessage, Transport
+from ._payloads import SB_PREFIX, JoinParams, channel_token, parse_join
+from ._postgres_changes import SUBSCRIBED, parse_bindings, reply_entries
+from ._state import Channel, Hub
+
+logger = logging.getLogger("trio_realtime.testing")
+
+WRITE_BATCH = 1024
+"""Most frames the writer hands to the transport in one call."""
+
+UNMATCHED_TOPIC: JSONObject = {"reason": "unmatched topic"}
+CHANNEL_LIMIT = "ChannelRateLimitReached: Too many channels"
+TOPIC_REQUIRED = "TopicNameRequired: You must provide a topic name"
+
+
+@dataclass(frozen=True, slots=True)
+class _Delay:
+    """Hold everything queued behind this marker until trio time ``due``."""
+
+    due: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    """Close the connection with ``code`` once everything queued before has been written."""
+
+    code: int
+    reason: str
+
+
+_Item = OutgoingMessage | _Delay | _Close
+
+
+class ServerConnection:
+    """One client connection to the local server, as tests see it.
+
+    Attributes:
+        answer_heartbeats: Overrides the server's ``answer_heartbeats`` for this connection
+            when not ``None``.
+        reply_delay: Overrides the server's ``reply_delay`` for this connection when not
+            ``None``.
+        frames_received: Well-formed frames received (malformed ones are counted by the server).
+        frames_sent: Frames handed to the transport.
+        close_code: The close code once the connection has ended (1006 when it was dropped).
+    """
+
+    def __init__(self, hub: Hub, *, connection_id: int, vsn: str, token: str | None) -> None:
+        self._id = connection_id
+        self._vsn = vsn
+        self._hub = hub
+        self._token = token
+        self.answer_heartbeats: bool | None = None
+        self.reply_delay: float | None = None
+        self.frames_received = 0
+        self.frames_sent = 0
+        self.close_code: int | None = None
+        self._channels: dict[str, Channel] = {}
+        self._recent: deque[Frame] = deque(maxlen=hub.config.record_frames)
+        self._queue: deque[_Item] = deque()
+        self._capacity = hub.config.send_buffer
+        self._controls = 0
+        self._in_flight = 0
+        self._writer_parked = False
+        self._writer_lot = trio.lowlevel.ParkingLot()
+        self._flush_lot = trio.lowlevel.ParkingLot()
+        self._reader_scope = trio.CancelScope()
+        self._reader_done = trio.Event()
+        self._scope = trio.CancelScope()
+        self._closing = False
+        self._dead = False
+        self._finished = trio.Event()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._dead else "open"
+        return (
+            f"<ServerConnection id={self._id} vsn={self._vsn} {state} "
+            f"channels={len(self._channels)} pending={self.pending_frames}>"
+        )
+
+    @property
+    def id(self) -> int:
+        """The connection's number, from 1 in order of acceptance."""
+        return self._id
+
+    @property
+    def vsn(self) -> str:
+        """The serializer version, ``"1.0.0"`` or ``"2.0.0"``."""
+        return self._vsn
+
+    @property
+    def joined_topics(self) -> list[str]:
+        """The topics of the channels joined now, in join order."""
+        return list(self._channels)
+
+    @property
+    def received_frames(self) -> list[Frame]:
+        """The most recent well-formed frames received (``record_frames`` of them at most)."""
+        return list(self._recent)
+
+    @property
+    def pending_frames(self) -> int:
+        """Frames queued for this client and not yet handed to the transport."""
+        return len(self._queue) - self._controls + self._in_flight
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection has ended (or is being torn down)."""
+        return self._dead
+
+    # -- the send buffer ------------------------------------------------------------------------
+
+    def enqueue(self, item: OutgoingMessage) -> bool:
+        """Queue an encoded frame for the writer; never blocks.
+
+        Returns:
+            ``False`` when the frame was not accepted: the connection is closed, or the buffer
+            was full, in which case the connection is dropped (see the module docstring).
+        """
+        queue = self._queue
+        if len(queue) < self._capacity:
+            queue.append(item)
+            if self._writer_parked:
+                self._writer_parked = False
+                self._writer_lot.unpark()
+            return True
+        if not self._dead:
+            self._hub.dropped_slow_connections += 1
+            logger.warning(
+                "connection %d: send buffer full (%d frames), dropping the slow client",
+                self._id,
+                self._capacity,
+            )
+            self.kill()
+        return False
+
+    def _enqueue_control(self, item: _Delay | _Close) -> None:
+        # Control items are few (one per reply or per fault call), so they bypass the bound.
+        if self._dead:
+            return
+        self._queue.append(item)
+        self._controls += 1
+        if self._writer_parked:
+            self._writer_parked = False
+            self._writer_lot.unpark()
+
+    def send_raw(self, data: str | bytes) -> bool:
+        """Queue ``data`` as it is: ``str`` as a text frame, ``bytes`` as a binary frame."""
+        if isinstance(data, str):
+            return self.enqueue((data.encode(), False))
+        return self.enqueue((bytes(data), True))
+
+    def close_soon(self, code: int, reason: str = "") -> None:
+        """Close with ``code`` after the frames already queued have been written."""
+        if not self._closing:
+            self._closing = True
+            self._enqueue_control(_Close(code, reason))
+
+    def kill(self) -> None:
+        """Drop the connection now, without a close frame (what a TCP drop looks like)."""
+        if not self._dead:
+            self._die()
+            self._scope.cancel()
+
+    def _die(self) -> None:
+        self._dead = True
+        self._capacity = 0
+        self._queue.clear()
+        self._controls = 0
+        self._flush_lot.unpark_all()
+
+    async def wait_finished(self) -> None:
+        """Wait until the connection has ended and left its channels."""
+        await self._finished.wait()
+
+    async def wait_flushed(self, max_pending: int = 0) -> None:
+        """Wait until at most ``max_pending`` frames wait for this client (or it has closed)."""
+        while not self._dead and self.pending_frames > max_pending:
+            await self._flush_lot.park()
+        await trio.lowlevel.checkpoint()
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def abandon(self) -> None:
+        """Give up on a connection that will never run (its upgrade failed)."""
+        self._die()
+        self._finished.set()
+
+    async def run(self, transport: Transport) -> None:
+        """Serve the connection over ``transport`` until it ends, then leave every channel.
+
+        Frames queued (and faults injected) before this is called wait for it.
+        """
+        try:
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_loop, transport)
+                    await self._read_loop(transport)
+                    if not self._reader_scope.cancelled_caught:
+                        nursery.cancel_scope.cancel()  # the client closed or vanished
+                    elif not self._closing:
+                        logger.info("connection %d: idle timeout, closing", self._id)
+                        self.close_soon(CLOSE_NORMAL)
+                    # else the writer is closing the transport, and returns when done
+        except Exception:
+            logger.exception("connection %d: internal error, dropping the connection", self._id)
+        finally:
+            self._die()
+            for channel in list(self._channels.values()):
+                self._hub.remove_channel(channel)
+            self._channels.clear()
+            if self.close_code is None:
+                self.close_code = 1006
+            with trio.CancelScope(shield=True):
+                await transport.abort()
+            self._finished.set()
+
+    async def _read_loop(self, transport: Transport) -> None:
+        vsn = self._vsn
+        hub = self._hub
+        record = self._recent.append
+        idle = hub.config.idle_timeout
+        scope = self._reader_scope
+        try:
+            with scope:
+                while True:
+                    if idle is not None:
+                        scope.deadline = trio.current_time() + idle
+                    try:
+                        messages = await transport.receive_messages()
+                    except ConnectionClosed as exc:
+                        self.close_code = exc.code
+                        return
+                    for data in messages:
+                        try:
+                            frame, user_broadcast = parse_client_frame(data, vsn)
+                        except ProtocolError as exc:
+                            hub.malformed_frames += 1
+                            logger.warning(
+                                "connection %d: MalformedWebSocketMessage (%d bytes): %s",
+                                self._id,
+                                len(data),
+                                exc,
+                            )
+                            continue
+                        self.frames_received += 1
+                        hub.count_received(frame.topic)
+                        record(frame)
+                        if frame.event == PHX_JOIN:
+                            await self._join(frame)
+                        else:
+                            self._handle(frame, user_broadcast)
+        finally:
+            self._reader_done.set()
+
+    async def _write_loop(self, transport: Transport) -> None:
+        queue = self._queue
+        hub = self._hub
+        try:
+            while True:
+                if not queue:
+                    self._writer_parked = True
+                    await self._writer_lot.park()
+                    continue
+                if not self._controls:
+                    if len(queue) <= WRITE_BATCH:
+                        batch = cast("list[OutgoingMessage]", list(queue))
+                        queue.clear()
+                    else:
+                        batch = cast(
+                            "list[OutgoingMessage]", [queue.popleft() for _ in range(WRITE_BATCH)]
+                        )
+                else:
+                    # Only tuples before the first control item; then the control item itself.
+                    batch = []
+                    while queue and type(queue[0]) is tuple and len(batch) < WRITE_BATCH:
+                        batch.append(cast("OutgoingMessage", queue.popleft()))
+                    if not batch:
+                        control = queue.popleft()
+                        self._controls -= 1
+                        if isinstance(control, _Delay):
+                            await trio.sleep_until(control.due)
+                            continue
+                        assert isinstance(control, _Close)
+                        await self._close_transport(transport, control)
+                        return
+                self._in_flight = len(batch)
+                await transport.send_messages(batch)
+                self._in_flight = 0
+                self.frames_sent += len(batch)
+                hub.frames_sent += len(batch)
+                self._flush_lot.unpark_all()
+        except ConnectionClosed as exc:
+            self.close_code = exc.code
+            self._scope.cancel()
+
+    async def _close_transport(self, transport: Transport, control: _Close) -> None:
+        self._closing = True
+        self._reader_scope.cancel()
+        await self._reader_done.wait()
+        logger.debug("connection %d: closing with code %d", self._id, control.code)
+        self.close_code = control.code
+        await transport.aclose(control.code, control.reason)
+
+    # -- sending helpers ------------------------------------------------------------------------
+
+    def _reply(
+        self, topic: str, ref: str | None, join_ref: str | None, status: str, response: JSONValue
+    ) -> None:
+        delay = self.reply_delay if self.reply_delay is not None else self._hub.reply_delay
+        if delay > 0:
+            self._enqueue_control(_Delay(trio.current_time() + delay))
+        frame = make_frame(
+            topic, PHX_REPLY, {"response": response, "status": status}, ref, join_ref
+        )
+        self.enqueue(encode_server_frame(frame, self._vsn))
+
+    def remove_channel(self, topic: str) -> Channel | None:
+        """Forget the channel joined to ``topic`` (no frame is sent); return it."""
+        channel = self._channels.pop(topic, None)
+        if channel is not None:
+            self._hub.remove_channel(channel)
+        return channel
+
+    def channel(self, topic: str) -> Channel | None:
+        """Return the channel joined to ``topic``, if any."""
+        return self._channels.get(topic)
+
+    # -- frame handling -------------------------------------------------------------------------
+
+    def _handle(self, frame: Frame, user_broadcast: bool) -> None:
+        topic = frame.topic
+        event = frame.event
+        channel = self._channels.get(topic)
+        if channel is None:
+            if event == HEARTBEAT and topic == PHOENIX_TOPIC:
+                answer = self.answer_heartbeats
+                if answer is None:
+                    answer = self._hub.answer_heartbeats
+                if answer:
+                    self._reply(topic, frame.ref, None, "ok", {})
+            elif event == PHX_LEAVE:
+                self._reply(topic, frame.ref, frame.join_ref, "ok", {})
+            else:
+                self._reply(topic, frame.ref, None, "error", UNMATCHED_TOPIC)
+            return
+        if event == BROADCAST:
+            self._broadcast(channel, frame, user_broadcast)
+        elif event == PRESENCE:
+            self._presence(channel, frame)
+        elif event == PHX_LEAVE:
+            self._leave(channel, frame)
+        elif event == ACCESS_TOKEN:
+            self._access_token(channel, frame)
+        # Any other event on a joined topic is ignored, as on the real server.
+
+    def _broadcast(self, channel: Channel, frame: Frame, user_broadcast: bool) -> None:
+        room = channel.room
+        assert room is not None
+        exclude = None if channel.broadcast_self else channel
+        payload = frame.payload
+        if user_broadcast and isinstance(payload, dict):
+            if "meta" in payload:  # the server drops a kind-3 push's metadata
+                payload = {key: value for key, value in payload.items() if key != "meta"}
+            room.fan_out_user_broadcast(payload, exclude)
+        elif not isinstance(payload, bytes):
+            room.fan_out(BROADCAST, payload, exclude)
+        else:  # a kind-0 binary push: the real server would relay it as kind 2 (derived)
+            logger.debug("connection %d: ignoring a kind-0 binary broadcast", self._id)
+        if channel.broadcast_ack:
+            self._reply(channel.topic, frame.ref, channel.join_ref, "ok", {})
+
+    def _presence(self, channel: Channel, frame: Frame) -> None:
+        room = channel.room
+        assert room is not None
+        body = frame.payload if isinstance(frame.payload, dict) else {}
+        event = body.get("event")
+        topic, ref, join_ref = channel.topic, frame.ref, channel.join_ref
+        if "event" not in body:
+            self._reply(topic, ref, join_ref, "ok", {})
+            return
+        name = event.lower() if isinstance(event, str) else None
+        if name == "track":
+            state = body.get("payload", {})
+            if not isinstance(state, dict):
+                reason: JSONObject = {"reason": "Presence track payload must be a map"}
+                self._reply(topic, ref, join_ref, "error", reason)
+                return
+            channel.presence_enabled = True
+            diff = room.track(channel, state)
+        elif name == "untrack":
+            diff = room.untrack(channel)
+        else:
+            self._reply(topic, ref, join_ref, "error", {})
+            return
+        self._reply(topic, ref, join_ref, "ok", {})
+        if diff is not None:
+            room.fan_out(PRESENCE_DIFF, diff)
+
+    def _leave(self, channel: Channel, frame: Frame) -> None:
+        if channel.raw_join_ref is not None and frame.join_ref != channel.raw_join_ref:
+            return  # a leave for an older join of this topic: ignored, no reply
+        self._reply(channel.topic, frame.ref, channel.join_ref, "ok", {})
+        self.remove_channel(channel.topic)
+        channel.push_close()
+
+    def _access_token(self, channel: Channel, frame: Frame) -> None:
+        body = frame.payload
+        if not isinstance(body, dict) or "access_token" not in body:
+            return
+        token = body["access_token"]
+        if not isinstance(token, str) or token.startswith(SB_PREFIX) or token == channel.token:
+            return
+        check = self._hub.config.token_check
+        message = check(token) if check is not None else None
+        if message is not None:
+            self.system_close(channel, message)
+            return
+        channel.token = token
+        if channel.bindings:
+            channel.push(SYSTEM, _postgres_system(channel, "ok", SUBSCRIBED))
+
+    def system_close(self, channel: Channel, message: str) -> None:
+        """Close ``channel`` as the server does on an error: ``system`` error, then close."""
+        payload: JSONObject = {
+            "channel": sub_topic(channel.topic),
+            "extension": "system",
+            "message": message,
+            "status": "error",
+        }
+        self.remove_channel(channel.topic)
+        channel.push(SYSTEM, payload)
+        channel.push_close()
+
+    def request_disconnect(self) -> None:
+        """Send "Server requested disconnect" on every joined channel, then close with 1012.
+
+        The ``system`` frames are fan-out frames (join_ref null, no ``channel`` key), as the real
+        server's ``UserSocket.disconnect/1`` sends them (PROTOCOL.md section 3.6).
+        """
+        payload: JSONObject = {
+            "extension": "system",
+            "message": "Server requested disconnect",
+            "status": "ok",
+        }
+        for topic in self._channels:
+            self.enqueue(encode_server_frame(make_frame(topic, SYSTEM, payload), self._vsn))
+        self.close_soon(CLOSE_SERVICE_RESTART)
+
+    # -- joins ----------------------------------------------------------------------------------
+
+    def _refusal(self, topic: str, params: JoinParams, token: str | None) -> tuple[str, float]:
+        hub = self._hub
+        config = hub.config
+        rejection = hub.rejections.get(topic)
+        if rejection is not None:
+            return rejection
+        delay = config.join_error_delay
+        if topic == TOPIC_PREFIX:
+            return TOPIC_REQUIRED, delay
+        if len(self._channels) >= config.max_channels_per_client:
+            return CHANNEL_LIMIT, delay
+        if token is not None and config.token_check is not None:
+            message = config.token_check(token)
+            if message is not None:
+                return f"InvalidJWTToken: {message}", delay
+        if params.replay_error is not None:
+            return params.replay_error, delay
+        return "", 0.0
+
+    async def _join(self, frame: Frame) -> None:
+        topic, ref, raw_join_ref = frame.topic, frame.ref, frame.join_ref
+        if not topic.startswith(TOPIC_PREFIX):
+            self._reply(topic, ref, None, "error", UNMATCHED_TOPIC)
+            return
+        hub = self._hub
+        old = self.remove_channel(topic)  # a duplicate join replaces the old channel
+        params = parse_join(frame.payload)
+        token = channel_token(params.token, self._token)
+        reason, delay = self._refusal(topic, params, token)
+        if reason:
+            hub.joins_refused += 1
+            logger.debug("connection %d: refusing join of %s: %s", self._id, topic, reason)
+            if delay > 0:
+                await trio.sleep(delay)
+            self._reply(topic, ref, raw_join_ref, "error", {"reason": reason})
+            if old is not None:
+                old.push_close()
+            return
+        channel = Channel(
+            peer=self,
+            vsn=self._vsn,
+            topic=topic,
+            private=params.private,
+            join_ref=raw_join_ref or ref,
+            raw_join_ref=raw_join_ref,
+            broadcast_self=params.broadcast_self,
+            broadcast_ack=params.broadcast_ack,
+            presence_enabled=params.presence_enabled,
+            presence_key=params.presence_key,
+            token=token,
+        )
+        bindings_error: str | None = None
+        if params.bindings:
+            try:
+                channel.bindings = parse_bindings(params.bindings)
+            except FilterParseError as exc:
+                bindings_error = str(exc)
+        self._channels[topic] = channel
+        hub.add_channel(channel)
+        logger.debug("connection %d: joined %s", self._id, topic)
+        response: JSONObject = {"postgres_changes": reply_entries(params.bindings)}
+        self._reply(topic, ref, raw_join_ref, "ok", response)
+        if old is not None:
+            old.push_close()
+        if channel.presence_enabled and channel.room is not None:
+            channel.push(PRESENCE_STATE, channel.room.presence_state())
+        if params.bindings:
+            if bindings_error is None:
+                channel.push(SYSTEM, _postgres_system(channel, "ok", SUBSCRIBED))
+            else:
+                channel.push(SYSTEM, _postgres_system(channel, "error", bindings_error))
+
+
+def _postgres_system(channel: Channel, status: str, message: str) -> JSONObject:
+    return {
+        "channel": sub_topic(channel.topic),
+        "extension": "postgres_changes",
+        "message": message,
+        "status": status,
+    }
