@@ -444,43 +444,63 @@ class RealtimeClient:
     async def _run_connection(
         self, first: bool, task_status: trio.TaskStatus[None]
     ) -> ConnectionClosed | None:
-        """Open one connection and serve it until it ends; return why it ended."""
+        """Open one connection and serve it until it ends; return why it ended.
+
+        Two nurseries: the outer one holds whatever the transport runs for itself (trio-websocket
+        has its own reader task), the inner one our reader, writer, heartbeat and join loops.
+        Losing the connection cancels only the inner one, so the transport can still perform
+        its closing handshake before the outer one is cancelled.
+        """
         connection: Connection | None = None
         connect_error: RealtimeConnectionError | None = None
-        try:
-            async with trio.open_nursery() as nursery:
-                if self._token_source is not None and not first:
-                    await self._refresh_token()
+        async with trio.open_nursery() as transport_nursery:
+            if self._token_source is not None and not first:
+                await self._refresh_token()
+            try:
+                transport = await self._factory(
+                    self._endpoint, self._transport_options, transport_nursery
+                )
+            except RealtimeConnectionError as exc:
+                # Raised outside the nursery, so that it is not wrapped in a group.
+                connect_error = exc
+                transport_nursery.cancel_scope.cancel()
+            else:
                 try:
-                    transport = await self._factory(
-                        self._endpoint, self._transport_options, nursery
-                    )
-                except RealtimeConnectionError as exc:
-                    # Raised outside the nursery, so that it is not wrapped in a group.
-                    connect_error = exc
-                    nursery.cancel_scope.cancel()
-                    return None
-                connection = Connection(transport, nursery, outgoing_buffer=self._outgoing_buffer)
-                self._connection = connection
-                self._connects += 1
-                nursery.start_soon(self._writer, connection)
-                nursery.start_soon(self._reader, connection)
-                if self._heartbeat_interval:
-                    nursery.start_soon(self._heartbeat, connection)
-                logger.info("connected to %s", self._endpoint.redacted)
-                self._emit(Connected(self._endpoint.redacted, reconnect=not first))
-                self._connected.set()
-                if first:
-                    task_status.started()
-                for channel in list(self._channels.values()):
-                    channel.start_join_loop()
-        finally:
-            if connection is not None:
-                await self._connection_ended(connection)
-            if connect_error is not None:
-                raise connect_error
+                    async with trio.open_nursery() as nursery:
+                        connection = Connection(
+                            transport, nursery, outgoing_buffer=self._outgoing_buffer
+                        )
+                        self._serve(connection, first, task_status)
+                finally:
+                    if connection is not None:
+                        await self._connection_ended(connection)
+                    else:
+                        with trio.CancelScope(shield=True):
+                            await transport.abort()
+                    transport_nursery.cancel_scope.cancel()
+        if connect_error is not None:
+            raise connect_error
         assert connection is not None
         return connection.lost
+
+    def _serve(
+        self, connection: Connection, first: bool, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Start the connection's tasks and tell everyone that it is open."""
+        self._connection = connection
+        self._connects += 1
+        nursery = connection.nursery
+        nursery.start_soon(self._writer, connection)
+        nursery.start_soon(self._reader, connection)
+        if self._heartbeat_interval:
+            nursery.start_soon(self._heartbeat, connection)
+        logger.info("connected to %s", self._endpoint.redacted)
+        self._emit(Connected(self._endpoint.redacted, reconnect=not first))
+        self._connected.set()
+        if first:
+            task_status.started()
+        for channel in list(self._channels.values()):
+            channel.start_join_loop()
 
     async def _connection_ended(self, connection: Connection) -> None:
         self._connection = None

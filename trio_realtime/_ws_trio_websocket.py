@@ -1,20 +1,22 @@
 """A transport built on trio-websocket (``transport="trio-websocket"``).
 
 trio-websocket runs its own reader task, which needs a nursery that lives as long as the
-connection and which raises a rejected handshake from inside that task. So the factory starts
-one task in the runtime's connection nursery: it opens an inner nursery, connects, reports the
-connection with ``task_status.started``, and maps every failure before that point to a
-library exception, which ``nursery.start`` hands to the caller.
+connection and which raises a rejected handshake from inside that task. So the factory opens
+the TCP (and TLS) stream itself, with the same helper as the default transport, then starts one
+task in the transport nursery it is given: that task opens an inner nursery, runs
+trio-websocket's handshake on the stream, reports the connection with ``task_status.started``,
+and maps every failure before that point to a library exception, which ``nursery.start`` hands
+to the caller. Owning the stream means it is closed whatever the handshake does.
 """
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Sequence
 
 import orjson
 import trio
 import trio_websocket
+from wsproto import ConnectionType, WSConnection
 
 from ._exceptions import ConnectionClosed, RealtimeConnectionError
 from ._transport import (
@@ -26,6 +28,7 @@ from ._transport import (
     TransportOptions,
 )
 from ._url import Endpoint, redact
+from ._ws_sansio import USER_AGENT, open_tcp_or_tls
 
 _QUEUE_SIZE = 1024
 
@@ -93,22 +96,6 @@ def _refusal(endpoint: Endpoint, exc: trio_websocket.ConnectionRejected) -> Real
     )
 
 
-def _map_failure(endpoint: Endpoint, exc: BaseException) -> BaseException:
-    where = f"{endpoint.host}:{endpoint.port}"
-    if isinstance(exc, trio_websocket.ConnectionRejected):
-        return _refusal(endpoint, exc)
-    if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, ssl.SSLError):
-        cause = exc.__cause__
-        text = str(getattr(cause, "verify_message", "") or cause)
-        return RealtimeConnectionError(f"TLS handshake with {where} failed: {text}")
-    if isinstance(exc, OSError | trio.BrokenResourceError | trio_websocket.HandshakeError):
-        text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        return RealtimeConnectionError(f"cannot connect to {where}: {text}")
-    if isinstance(exc, trio_websocket.ConnectionClosed):
-        return RealtimeConnectionError(f"connection to {where} closed during the handshake")
-    return exc
-
-
 async def connect_trio_websocket(
     endpoint: Endpoint, options: TransportOptions, nursery: trio.Nursery
 ) -> TrioWebSocketTransport:
@@ -118,46 +105,55 @@ async def connect_trio_websocket(
         RealtimeConnectionError: for a refused connection, a TLS failure or an HTTP error at the
             upgrade.
     """
-    transport: TrioWebSocketTransport = await nursery.start(_run_connection, endpoint, options)
+    stream = await open_tcp_or_tls(endpoint, options)
+    try:
+        transport: TrioWebSocketTransport = await nursery.start(
+            _run_connection, stream, endpoint, options
+        )
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
     return transport
 
 
 async def _run_connection(
+    stream: trio.abc.Stream,
     endpoint: Endpoint,
     options: TransportOptions,
     *,
     task_status: trio.TaskStatus[TrioWebSocketTransport] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    use_ssl: bool | ssl.SSLContext = False
-    if endpoint.secure:
-        use_ssl = options.ssl_context or ssl.create_default_context()
+    # What trio_websocket.connect_websocket does, on a stream this module opened itself, so
+    # that the stream is closed whatever happens during the handshake.
+    port = endpoint.port
+    host_header = endpoint.host if port in (80, 443) else f"{endpoint.host}:{port}"
     started = False
     try:
         async with trio.open_nursery() as inner:
-            connection = await trio_websocket.connect_websocket(
-                inner,
-                endpoint.host,
-                endpoint.port,
-                endpoint.resource,
-                use_ssl=use_ssl,
+            connection = trio_websocket.WebSocketConnection(
+                stream,
+                WSConnection(ConnectionType.CLIENT),
+                host=host_header,
+                path=endpoint.resource,
+                client_extra_headers=[(b"User-Agent", USER_AGENT.encode())],
                 message_queue_size=_QUEUE_SIZE,
                 max_message_size=options.max_message_size,
-                extra_headers=[(b"User-Agent", b"trio_realtime/0.1.0")],
             )
+            inner.start_soon(connection._reader_task)
+            await connection._open_handshake.wait()
             task_status.started(TrioWebSocketTransport(connection))
             started = True
     except BaseExceptionGroup as group:
         if started:
             raise
         for exc in _leaves(group):
-            mapped = _map_failure(endpoint, exc)
-            if mapped is not exc:
-                raise mapped from None
+            if isinstance(exc, trio_websocket.ConnectionRejected):
+                raise _refusal(endpoint, exc) from None
+            if isinstance(exc, trio_websocket.HandshakeError | trio_websocket.ConnectionClosed):
+                raise RealtimeConnectionError(
+                    f"WebSocket handshake with {endpoint.redacted} failed"
+                ) from None
         raise
-    except (OSError, trio.BrokenResourceError, trio_websocket.HandshakeError) as exc:
-        if started:
-            raise
-        raise _map_failure(endpoint, exc) from None
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
