@@ -538,11 +538,7 @@ class Channel:
         if self._join_scope is not None:
             self._join_scope.cancel()
             self._join_scope = None
-        connection = self._host.connection
-        if connection is not None and self._join_ref is not None and connection.lost is None:
-            frame = leave_frame(self._host.next_ref(), self._join_ref, self.topic)
-            data, binary = encode_wire(frame, self._host.vsn)
-            connection.nursery.start_soon(_send_quietly, connection, data, binary)
+        self._send_leave_quietly()
         self._stop(None)
 
     def _stop(self, error: RealtimeError | None) -> None:
@@ -584,12 +580,27 @@ class Channel:
                     pass
             connection.forget_reply(ref)
         else:
+            # A join may be in flight: tell the server, without waiting, in case it joins us.
+            self._send_leave_quietly()
             await trio.lowlevel.checkpoint()
         self._finish(None)
+
+    def _send_leave_quietly(self) -> None:
+        connection = self._host.connection
+        if (
+            self._state is ChannelState.JOINING
+            and connection is not None
+            and connection.lost is None
+            and self._join_ref is not None
+        ):
+            frame = leave_frame(self._host.next_ref(), self._join_ref, self.topic)
+            data, binary = encode_wire(frame, self._host.vsn)
+            connection.nursery.start_soon(_send_quietly, connection, data, binary)
 
     def _finish(self, error: ChannelClosed | None) -> None:
         """Close the channel: end subscriptions (cleanly, or with ``error``), fail pushes."""
         self._want_joined = False
+        self._ever_joined = False
         if self._join_scope is not None:
             self._join_scope.cancel()
             self._join_scope = None

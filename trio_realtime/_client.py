@@ -580,7 +580,9 @@ class RealtimeClient:
             connection.pending_heartbeat = (ref, trio.current_time())
             data, binary = encode_wire(heartbeat_frame(ref), self._vsn)
             try:
-                await connection.send(data, binary)
+                # A queue that stays full for a whole interval means a dead connection too.
+                with trio.move_on_after(interval):
+                    await connection.send(data, binary)
             except ConnectionClosed:
                 return
 
