@@ -135,9 +135,17 @@ async def connect(
 async def connect_socket(
     server: RealtimeServer, vsn: str, nursery: trio.Nursery, *, apikey: str = APIKEY
 ) -> RawClient:
-    """Connect over a real loopback socket."""
+    """Connect over a real loopback socket; it is released when ``nursery`` is cancelled."""
     transport = await connect_sansio(endpoint(server, vsn, apikey), TransportOptions(), nursery)
+    nursery.start_soon(_release_at_exit, transport)
     return RawClient(transport, vsn)
+
+
+async def _release_at_exit(transport: Transport) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        await transport.abort()
 
 
 def config(**options: object) -> JSONObject:

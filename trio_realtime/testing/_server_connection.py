@@ -14,9 +14,10 @@ Everything that sends to a client, whatever task it runs in (this connection's r
 connection's reader during a fan-out, a test calling the server API), calls :meth:`enqueue`,
 which never blocks: it appends to the buffer and wakes the writer.
 
-Send buffer policy: the buffer holds at most ``send_buffer`` frames. When a frame arrives at a
-full buffer the client is not reading fast enough, and the connection is dropped at once, with no
-close frame, and counted in ``ServerStatistics.dropped_slow_connections``. This is what the real
+Send buffer policy: the buffer holds at most ``send_buffer`` frames, counting the batch the
+writer is handing to the transport. When a frame arrives at a full buffer the client is not
+reading fast enough, and the connection is dropped at once, with no close frame, and counted in
+``ServerStatistics.dropped_slow_connections``. This is what the real
 server does to a socket whose process heap passes 50 MB (a TCP drop, section 3.6), and it keeps
 the server's memory bounded by ``send_buffer`` frames per connection however hard it is flooded.
 
@@ -175,7 +176,7 @@ class ServerConnection:
             was full, in which case the connection is dropped (see the module docstring).
         """
         queue = self._queue
-        if len(queue) < self._capacity:
+        if len(queue) + self._in_flight < self._capacity:
             queue.append(item)
             if self._writer_parked:
                 self._writer_parked = False
@@ -224,6 +225,7 @@ class ServerConnection:
         self._capacity = 0
         self._queue.clear()
         self._controls = 0
+        self._in_flight = 0
         self._flush_lot.unpark_all()
 
     async def wait_finished(self) -> None:
