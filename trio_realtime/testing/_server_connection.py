@@ -56,11 +56,11 @@ from .._frames import (
     sub_topic,
 )
 from .._postgres import FilterParseError
-from .._serializer import encode_server_frame, parse_client_frame
+from .._serializer import parse_client_frame
 from .._transport import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, OutgoingMessage, Transport
 from ._payloads import SB_PREFIX, JoinParams, channel_token, parse_join
 from ._postgres_changes import SUBSCRIBED, parse_bindings, reply_entries
-from ._state import Channel, Hub
+from ._state import Channel, Hub, encode
 
 logger = logging.getLogger("trio_realtime.testing")
 
@@ -372,7 +372,7 @@ class ServerConnection:
         frame = make_frame(
             topic, PHX_REPLY, {"response": response, "status": status}, ref, join_ref
         )
-        self.enqueue(encode_server_frame(frame, self._vsn))
+        self.enqueue(encode(frame, self._vsn))
 
     def remove_channel(self, topic: str) -> Channel | None:
         """Forget the channel joined to ``topic`` (no frame is sent); return it."""
@@ -503,7 +503,7 @@ class ServerConnection:
             "status": "ok",
         }
         for topic in self._channels:
-            self.enqueue(encode_server_frame(make_frame(topic, SYSTEM, payload), self._vsn))
+            self.enqueue(encode(make_frame(topic, SYSTEM, payload), self._vsn))
         self.close_soon(CLOSE_SERVICE_RESTART)
 
     # -- joins ----------------------------------------------------------------------------------
