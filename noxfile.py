@@ -32,3 +32,15 @@ def typecheck(session: nox.Session) -> None:
     """Type-check the package, tests and benchmarks with mypy --strict."""
     session.install(".[test]", "mypy>=1.13", "nox")
     session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the benchmark suite against a local flood/echo peer (not part of the default run).
+
+    realtime-py, the comparison client, goes into its own virtualenv
+    (benchmarks/.venv-realtime-py), created by the suite and never installed here. Pass flags
+    through: ``nox -s bench -- --quick``, ``-- --only throughput,latency``.
+    """
+    session.install(".")
+    session.run("python", "-m", "benchmarks", *session.posargs)
