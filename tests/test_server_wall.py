@@ -12,8 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import trio_realtime
 import trio_realtime.testing
+from trio_realtime.testing import serve_realtime
 
 PACKAGE = Path(trio_realtime.__file__).parent
 RUNTIME = {"_client", "_channel", "_subscription", "_connection", "_events", "_auth"}
@@ -93,3 +96,17 @@ def test_public_surface() -> None:
     ]
     for name in trio_realtime.testing.__all__:
         assert getattr(trio_realtime.testing, name) is not None
+
+
+async def test_an_exception_in_the_body_comes_out_unwrapped() -> None:
+    """The caller's own exception leaves ``serve_realtime`` as is, not in an ExceptionGroup."""
+    with pytest.raises(KeyError, match="mine"):
+        async with serve_realtime():
+            raise KeyError("mine")
+
+
+async def test_invalid_settings_are_refused() -> None:
+    """Settings that cannot work are refused before anything is bound."""
+    with pytest.raises(ValueError, match="send_buffer"):
+        async with serve_realtime(send_buffer=0):
+            pass  # pragma: no cover

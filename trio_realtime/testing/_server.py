@@ -645,8 +645,10 @@ async def serve_realtime(
         OSError: if the port cannot be bound.
         ValueError: for a non-positive ``send_buffer`` or a negative delay.
     """
-    if send_buffer < 1 or max_message_size < 1 or record_frames < 0:
+    if send_buffer < 1 or max_message_size < 1:
         raise ValueError("send_buffer and max_message_size must be positive")
+    if record_frames < 0:
+        raise ValueError("record_frames must not be negative")
     if join_error_delay < 0 or connect_error_delay < 0:
         raise ValueError("delays must not be negative")
     config = ServerConfig(
@@ -661,6 +663,12 @@ async def serve_realtime(
         record_frames=record_frames,
     )
     listeners = await trio.open_tcp_listeners(port, host=host)
+    if port == 0 and len(listeners) > 1:
+        # Each address of the host (IPv4 and IPv6 "localhost") got its own random port; keep
+        # one, so that the server has a single URL.
+        for extra in listeners[1:]:
+            await extra.aclose()
+        del listeners[1:]
     bound_port: int = listeners[0].socket.getsockname()[1]
     body_error: BaseException | None = None
     try:

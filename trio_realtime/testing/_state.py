@@ -67,15 +67,15 @@ def encode(frame: Frame, vsn: str, *, user_broadcast: bool = False) -> OutgoingM
 class ServerConfig:
     """Settings fixed for the server's lifetime; see :func:`serve_realtime` for each."""
 
-    apikey: str | None = None
-    token_check: TokenCheck | None = None
-    join_error_delay: float = 0.0
-    connect_error_delay: float = 0.0
-    max_channels_per_client: int = 100
-    max_message_size: int = 5_000_000
-    send_buffer: int = 10_000
-    idle_timeout: float | None = 60.0
-    record_frames: int = 1000
+    apikey: str | None
+    token_check: TokenCheck | None
+    join_error_delay: float
+    connect_error_delay: float
+    max_channels_per_client: int
+    max_message_size: int
+    send_buffer: int
+    idle_timeout: float | None
+    record_frames: int
 
 
 class Peer(Protocol):
