@@ -84,7 +84,9 @@ def _serve(args: argparse.Namespace) -> int:
             await trio.sleep_forever()
 
     try:
-        trio.run(run)
+        # Ctrl-C then interrupts the main task, asleep in the server's body, which shuts the
+        # server down in order, rather than whichever connection task happens to be running.
+        trio.run(run, restrict_keyboard_interrupt_to_checkpoints=True)
     except KeyboardInterrupt:
         return 0
     except OSError as exc:
