@@ -203,12 +203,14 @@ async def test_ls02_request_disconnect_over_a_socket(vsn: str, nursery: trio.Nur
     async with serve_realtime() as server:
         client = await connect_socket(server, vsn, nursery)
         await client.join("room1")
+        (connection,) = server.connections
         await server.request_disconnect()
         assert (await client.receive()).event == "system"
         with pytest.raises(ConnectionClosed) as caught:
             await client.receive()
         assert caught.value.code == 1012
-        await server.wait_until_connected(0)
+        await connection.wait_finished()
+        assert connection.close_code == 1012
 
 
 async def test_ls02_close_connections(vsn: str, nursery: trio.Nursery) -> None:

@@ -60,9 +60,13 @@ async def test_ls01_100_connections_1000_channels_over_tcp(nursery: trio.Nursery
                 for client in clients:
                     drainers.start_soon(drain, client)
             delivered = time.perf_counter()
+            connections = server.connections
             for client in clients:
                 await client.aclose()
-            await server.wait_until_connected(0)
+            for connection in connections:
+                await connection.wait_finished()
+                assert connection.close_code == 1000
+            assert server.statistics().channels_joined == 0
     print(
         f"\n{CONNECTIONS} connections, {CONNECTIONS * CHANNELS_PER_CONNECTION} channels: "
         f"connected and joined in {joined - started:.3f} s; "
