@@ -28,6 +28,7 @@ from ._common import (
     JSON,
     REALTIME_PY_REQUIREMENT,
     REALTIME_PY_VENV,
+    REPO,
     RESULTS_DIR,
     cpus,
     running_peer,
@@ -59,6 +60,19 @@ def _version(python: str, module: str) -> str:
     code = f"import importlib.metadata as m; print(m.version({module!r}))"
     done = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False)
     return done.stdout.strip() or "?"
+
+
+def source_state() -> JSON:
+    """The commit measured, and the package files that differed from it (uncommitted work)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted": git("status", "--short", "--", "trio_realtime").splitlines(),
+    }
 
 
 def machine() -> JSON:
@@ -115,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "mode": "quick" if quick else "full",
         "command": " ".join(["python -m benchmarks", *(argv or sys.argv[1:])]),
         "machine": machine(),
+        "source": source_state(),
         "pinning": {"peer_cpu": peer_cpu, "client_cpu": client_cpu},
         "versions": {
             "trio_realtime": _version(sys.executable, "trio-realtime"),
