@@ -21,10 +21,14 @@ left) makes ``receive`` raise ``trio.EndOfChannel`` after the buffered items, so
 for`` loop just stops; an end with an error (the server closed the channel) raises that error
 after the buffered items.
 
-``receive`` is always a cancellation point. When items are buffered it yields to the scheduler
-once every :data:`SCHEDULE_EVERY` items rather than on every item: a full schedule point costs
-several microseconds, as much as parsing the frame, and a consumer that keeps up should not pay
-it per message. :meth:`Subscription.receive_batch` takes everything buffered in one call.
+``receive`` is always a cancellation point, but it yields to the scheduler only when it has to
+wait for an item. A full schedule point costs several microseconds, as much as parsing the
+frame, and there is a second reason: the reader puts a whole network read's worth of messages
+(hundreds) into the buffer in one step, so a consumer that yielded after every few items would
+get one short turn per reader step and fall behind until its buffer overflowed. Draining the
+buffer before yielding keeps a consumer that can keep up, caught up; it cannot starve other
+tasks, because only the reader refills the buffer and it needs a turn to do so.
+:meth:`Subscription.receive_batch` takes everything buffered in one call.
 """
 
 from __future__ import annotations
@@ -46,7 +50,6 @@ T = TypeVar("T")
 Overflow = Literal["error", "drop_oldest", "drop_newest"]
 OVERFLOW_POLICIES: Final = ("error", "drop_oldest", "drop_newest")
 DEFAULT_BUFFER: Final = 4096
-SCHEDULE_EVERY: Final = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +115,6 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
         self._items: deque[T] = deque()
         self._lot = trio.lowlevel.ParkingLot()
         self._on_close = on_close
-        self._since_yield = 0
         self._delivered = 0
         self._dropped = 0
         self._overflowed = 0  # drops in the current "error" episode, not yet raised
@@ -201,21 +203,15 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
     async def receive(self) -> T:
         """Wait for and return the next item.
 
-        Always a cancellation point; yields to the scheduler when it has to wait and at least
-        once every :data:`SCHEDULE_EVERY` items otherwise. Cancelling it never loses an item.
+        Always a cancellation point; a schedule point only when it has to wait (see the module
+        docstring). Cancelling it never loses an item.
 
         Raises:
             The same as :meth:`receive_nowait`, except ``trio.WouldBlock``.
         """
         if self._items and not self._closed:
-            self._since_yield += 1
-            if self._since_yield >= SCHEDULE_EVERY:
-                self._since_yield = 0
-                await trio.lowlevel.checkpoint()
-            else:
-                await trio.lowlevel.checkpoint_if_cancelled()
-            if self._items and not self._closed:
-                return self._items.popleft()
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return self._items.popleft()
         parked = False
         while True:
             try:
