@@ -1,19 +1,48 @@
 """Shared fixtures.
 
-Every test runs with the ``trio_realtime`` loggers at DEBUG, and afterwards checks that no log
-record mentions a secret (SE-01): test apikeys and tokens all contain ``SECRET``.
+Every test runs with the ``trio_realtime`` loggers, and those of the WebSocket packages under
+it (``websockets``, ``trio-websocket``), at DEBUG, and afterwards checks that no log record
+mentions a secret (SE-01): test apikeys and tokens all contain ``SECRET``. A record is checked
+as a handler would write it: message, traceback (with chained exceptions and exception group
+members) and stack. An exception that fails a test is checked the same way, so a secret in a
+library error reaching pytest is reported as such.
+
+Hypothesis runs under the deterministic ``ci`` profile unless ``HYPOTHESIS_PROFILE`` names
+another one (``fuzz``: see ``tests/_fuzzing.py`` and ``nox -s fuzz``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import os
+import traceback
+from collections.abc import Generator, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 SECRET_MARKER = "SECRET"
 APIKEY = "anon-SECRET-apikey"
 TOKEN = "user-SECRET-token"
+
+LOGGERS = ("trio_realtime", "websockets", "trio-websocket")
+"""Loggers captured at DEBUG in every test."""
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "fuzz",
+    derandomize=False,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 class _Collector(logging.Handler):
@@ -25,24 +54,48 @@ class _Collector(logging.Handler):
         self.records.append(record)
 
 
+_FORMATTER = logging.Formatter("%(name)s %(levelname)s %(message)s")
+
+
+def record_text(record: logging.LogRecord) -> str:
+    """A record as a handler writes it: message, traceback (chains, group members), stack."""
+    return _FORMATTER.format(record)
+
+
+def exception_text(error: BaseException) -> str:
+    """An exception as a traceback prints it, with its causes, contexts and group members."""
+    return "".join(traceback.format_exception(error))
+
+
 @pytest.fixture(autouse=True)
 def _no_secrets_in_logs() -> Iterator[None]:
     """SE-01: apikeys and tokens never appear in any log record of any test."""
     collector = _Collector()
-    root = logging.getLogger("trio_realtime")
-    previous = root.level
-    root.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    loggers = [logging.getLogger(name) for name in LOGGERS]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.DEBUG)
     root.addHandler(collector)
     try:
         yield
     finally:
         root.removeHandler(collector)
-        root.setLevel(previous)
-    leaks = []
-    for record in collector.records:
-        text = record.getMessage()
-        if record.exc_info and record.exc_info[1] is not None:
-            text += " " + repr(record.exc_info[1])
-        if SECRET_MARKER in text:
-            leaks.append(text)
+        for logger, level in zip(loggers, previous, strict=True):
+            logger.setLevel(level)
+    leaks = [text for text in map(record_text, collector.records) if SECRET_MARKER in text]
     assert not leaks, f"secrets in log records: {leaks[:3]}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """SE-01: flag a test whose failing exception text contains a secret."""
+    report = yield
+    if call.excinfo is not None and SECRET_MARKER in exception_text(call.excinfo.value):
+        report.outcome = "failed"
+        report.sections.append(
+            ("SE-01", f"a secret appears in the exception that failed {item.nodeid}")
+        )
+    return report

@@ -241,6 +241,16 @@ class SansIOWebSocket(Transport):
         await self._release()
 
 
+def _quiet(protocol: Protocol) -> None:
+    """Turn off websockets' own DEBUG logging for ``protocol``.
+
+    With the ``websockets`` logger at DEBUG, the protocol logs the request line (whose query
+    holds the apikey) and a preview of every frame (``access_token`` frames hold the token).
+    Our own DEBUG logging shows frames with secrets redacted instead (SE-01).
+    """
+    protocol.debug = False
+
+
 # ---------------------------------------------------------------------------------------------
 # Client handshake.
 
@@ -308,6 +318,7 @@ async def connect_sansio(
     stream = await open_tcp_or_tls(endpoint, options)
     try:
         protocol = ClientProtocol(parse_uri(endpoint.url), max_size=options.max_message_size)
+        _quiet(protocol)
         request = protocol.connect()
         if "User-Agent" in request.headers:  # websockets' sans-I/O connect() may not set one
             del request.headers["User-Agent"]
@@ -368,6 +379,7 @@ async def server_handshake(
         not a valid upgrade (the HTTP response has been sent and the stream closed then).
     """
     protocol = ServerProtocol(max_size=max_message_size)
+    _quiet(protocol)
     request: Request | None = None
     try:
         while request is None:
