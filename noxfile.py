@@ -35,6 +35,16 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session
+def demo(session: nox.Session) -> None:
+    """Run ``trio-realtime demo``: a local server and two clients over loopback, no account needed.
+
+    Pass flags through: ``nox -s demo -- --vsn 2.0.0``.
+    """
+    session.install(".")
+    session.run("trio-realtime", "demo", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmark suite against a local flood/echo peer (not part of the default run).
 
