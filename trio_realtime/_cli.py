@@ -492,14 +492,15 @@ def _add_listen(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "listen",
         help="print a channel's events until interrupted",
         description=(
-            "Join a channel and print its broadcasts, and optionally Postgres changes and "
-            "presence, until Ctrl-C. Connection and channel events (disconnected, "
-            "reconnecting, rejoined) are printed too, so gaps are visible. With --json, each "
+            "Join a channel and print its broadcasts, and optionally Postgres changes and\n"
+            "presence, until Ctrl-C. Connection and channel events (disconnected,\n"
+            "reconnecting, rejoined) are printed too, so gaps are visible. With --json, each\n"
             "event is one JSON object per line, with a 'type' field, for jq."
         ),
         epilog=(
             "examples:\n"
-            "  trio-realtime listen --channel room1 --json | jq .payload\n"
+            "  trio-realtime listen --channel room1 --json \\\n"
+            "      | jq -c 'select(.type == \"broadcast\") | .payload'\n"
             "  trio-realtime listen https://<ref>.supabase.co --channel db \\\n"
             "      --postgres 'INSERT:public.messages' --postgres '*:public.todos:id=eq.5'"
         ),
