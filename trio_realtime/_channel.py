@@ -562,28 +562,40 @@ class Channel:
             await trio.lowlevel.checkpoint()
             return
         connection = self._host.connection
-        if (
-            self._state is ChannelState.JOINED
-            and connection is not None
-            and connection.lost is None
-            and self._join_ref is not None
-        ):
-            self._set_state(ChannelState.LEAVING)
-            ref = self._host.next_ref()
-            waiter = connection.expect_reply(ref)
-            data, binary = encode_wire(leave_frame(ref, self._join_ref, self.topic), self._host.vsn)
-            with trio.move_on_after(self._host.timeout):
+        try:
+            if (
+                self._state is ChannelState.JOINED
+                and connection is not None
+                and connection.lost is None
+                and self._join_ref is not None
+            ):
+                self._set_state(ChannelState.LEAVING)
+                ref = self._host.next_ref()
+                waiter = connection.expect_reply(ref)
+                frame = leave_frame(ref, self._join_ref, self.topic)
+                data, binary = encode_wire(frame, self._host.vsn)
+                queued = False
                 try:
-                    await connection.send(data, binary)
-                    await waiter.wait()
+                    with trio.move_on_after(self._host.timeout):
+                        await connection.send(data, binary)
+                        queued = True
+                        await waiter.wait()
                 except ConnectionClosed:
                     pass
-            connection.forget_reply(ref)
-        else:
-            # A join may be in flight: tell the server, without waiting, in case it joins us.
-            self._send_leave_quietly()
-            await trio.lowlevel.checkpoint()
-        self._finish(None)
+                finally:
+                    connection.forget_reply(ref)
+                    if not queued and connection.lost is None:
+                        # Cancelled (or timed out) before the leave was queued: still tell the
+                        # server, without waiting, so that it does not keep the channel.
+                        connection.nursery.start_soon(_send_quietly, connection, data, binary)
+            else:
+                # A join may be in flight: tell the server, without waiting, in case it joins us.
+                self._send_leave_quietly()
+                await trio.lowlevel.checkpoint()
+        finally:
+            # Even when cancelled: the user asked to leave, so the channel does not stay LEAVING
+            # (where it could neither join again nor be left) waiting for a reply (CL-05).
+            self._finish(None)
 
     def _send_leave_quietly(self) -> None:
         connection = self._host.connection
@@ -828,7 +840,18 @@ class Channel:
         all_subs = self._broadcast_all
         if not subs and not all_subs:
             return
-        item = _make_broadcast(event, payload.get("payload"), self.topic, payload.get("meta"))
+        # Built in one step, like make_frame: this is the reader's hot path.
+        item: Broadcast = _new_object(Broadcast)
+        _set_attribute(
+            item,
+            "__dict__",
+            {
+                "event": event,
+                "payload": payload.get("payload"),
+                "topic": self.topic,
+                "meta": payload.get("meta"),
+            },
+        )
         if subs:
             for sub in subs:
                 sub.put(item)
@@ -972,15 +995,6 @@ def _fresh(error: RealtimeError) -> RealtimeError:
 
 _new_object = object.__new__
 _set_attribute = object.__setattr__
-
-
-def _make_broadcast(event: object, payload: object, topic: str, meta: object) -> Broadcast:
-    """Build a :class:`Broadcast` in one step (the reader's hot path; see ``make_frame``)."""
-    item: Broadcast = _new_object(Broadcast)
-    _set_attribute(
-        item, "__dict__", {"event": event, "payload": payload, "topic": topic, "meta": meta}
-    )
-    return item
 
 
 def _reply_parts(reply: Frame) -> tuple[str, JSONValue]:

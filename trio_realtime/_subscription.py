@@ -121,6 +121,8 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
         self._end_error: BaseException | None = None
         self._ended = False
         self._closed = False
+        self._fast = True
+        self._parked = 0
 
     def __repr__(self) -> str:
         return f"<Subscription {self._name} buffered={len(self._items)}/{self._capacity}>"
@@ -129,16 +131,27 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
 
     def put(self, item: T) -> None:
         """Add an item, applying the overflow policy when the buffer is full."""
-        if self._ended or self._closed:
-            return
         items = self._items
-        if len(items) < self._capacity and not self._overflowed:
+        if self._fast and len(items) < self._capacity:
             items.append(item)
             self._delivered += 1
+        elif self._ended or self._closed:
+            return
         else:
             self._overflow(item)
-        if self._lot:
+        if self._parked:
             self._lot.unpark()
+
+    def _update_fast(self) -> None:
+        # put()'s fast path: open, and not in an unreported "error" overflow episode.
+        self._fast = not (self._ended or self._closed or self._overflowed)
+
+    async def _park(self) -> None:
+        self._parked += 1
+        try:
+            await self._lot.park()
+        finally:
+            self._parked -= 1
 
     def _overflow(self, item: T) -> None:
         policy = self._policy
@@ -158,12 +171,14 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
         self._dropped += 1
         if policy == "error":
             self._overflowed += 1
+            self._fast = False
 
     def end(self, error: BaseException | None = None) -> None:
         """End the stream: after the buffered items, raise ``error`` or ``trio.EndOfChannel``."""
         if self._ended:
             return
         self._ended = True
+        self._fast = False
         self._end_error = error
         self._lot.unpark_all()
 
@@ -194,6 +209,7 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
     def _raise_if_finished(self) -> None:
         if self._overflowed:
             dropped, self._overflowed = self._overflowed, 0
+            self._update_fast()
             raise SubscriptionOverflow(dropped, self._capacity)
         if self._ended:
             if self._end_error is not None:
@@ -217,7 +233,7 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
             try:
                 item = self.receive_nowait()
             except trio.WouldBlock:
-                await self._lot.park()
+                await self._park()
                 parked = True
                 continue
             except BaseException:
@@ -244,7 +260,7 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
             try:
                 self.receive_nowait()
             except trio.WouldBlock:
-                await self._lot.park()
+                await self._park()
                 continue
         items = self._items
         if self._closed:
@@ -262,6 +278,7 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
         if self._closed:
             return
         self._closed = True
+        self._fast = False
         self._items.clear()
         self._lot.unpark_all()
         if self._on_close is not None:
