@@ -64,7 +64,6 @@ from ._frames import (
 )
 from ._postgres import PostgresChange, parse_postgres_change
 from ._presence import PresenceEvent, PresenceMap, PresenceTracker
-from ._serializer import encode_wire
 from ._subscription import DEFAULT_BUFFER, Subscription
 
 logger = logging.getLogger("trio_realtime.channel")
@@ -134,6 +133,8 @@ class ChannelHost(Protocol):
     def connection(self) -> Connection | None: ...
 
     def next_ref(self) -> str: ...
+
+    def encode(self, frame: Frame) -> tuple[bytes, bool]: ...
 
     async def token_for_join(self) -> str | None: ...
 
@@ -486,7 +487,7 @@ class Channel:
         self._join_ref = ref
         frame = join_frame(ref, self.topic, self._config(), [b.spec for b in self._bindings], token)
         waiter = connection.expect_reply(ref)
-        data, binary = encode_wire(frame, self._host.vsn)
+        data, binary = self._host.encode(frame)
         await connection.send(data, binary)
         timeout = self._host.timeout
         reply: Frame | None = None
@@ -573,7 +574,7 @@ class Channel:
                 ref = self._host.next_ref()
                 waiter = connection.expect_reply(ref)
                 frame = leave_frame(ref, self._join_ref, self.topic)
-                data, binary = encode_wire(frame, self._host.vsn)
+                data, binary = self._host.encode(frame)
                 queued = False
                 try:
                     with trio.move_on_after(self._host.timeout):
@@ -606,7 +607,7 @@ class Channel:
             and self._join_ref is not None
         ):
             frame = leave_frame(self._host.next_ref(), self._join_ref, self.topic)
-            data, binary = encode_wire(frame, self._host.vsn)
+            data, binary = self._host.encode(frame)
             connection.nursery.start_soon(_send_quietly, connection, data, binary)
 
     def _finish(self, error: ChannelClosed | None) -> None:
@@ -785,7 +786,7 @@ class Channel:
         what: str,
     ) -> JSONValue:
         ref = self._host.next_ref()
-        data, binary = encode_wire(build(ref, join_ref), self._host.vsn)
+        data, binary = self._host.encode(build(ref, join_ref))
         reply_waiter = connection.expect_reply(ref) if ack else None
         written: Waiter[None] = Waiter()
         try:
@@ -967,7 +968,7 @@ class Channel:
             await trio.lowlevel.checkpoint()
             return
         frame = access_token_frame(self._host.next_ref(), self._join_ref, self.topic, token)
-        data, binary = encode_wire(frame, self._host.vsn)
+        data, binary = self._host.encode(frame)
         with contextlib.suppress(ConnectionClosed):
             await connection.send(data, binary)
 

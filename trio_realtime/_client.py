@@ -242,6 +242,16 @@ class RealtimeClient:
         """Return a fresh ref for an outgoing frame."""
         return next_ref(self._refs)
 
+    def encode(self, frame: Frame) -> tuple[bytes, bool]:
+        """Encode an outgoing frame for this connection's vsn; log it at DEBUG (redacted).
+
+        Raises:
+            ProtocolError: when the frame cannot be encoded (for example bytes under 1.0.0).
+        """
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("> %r", frame)
+        return encode_wire(frame, self._vsn)
+
     def rejoin_delay(self, attempt: int) -> float:
         """Seconds before channel rejoin attempt ``attempt``."""
         delay = self._rejoin(attempt)
@@ -578,7 +588,7 @@ class RealtimeClient:
                 return
             ref = self.next_ref()
             connection.pending_heartbeat = (ref, trio.current_time())
-            data, binary = encode_wire(heartbeat_frame(ref), self._vsn)
+            data, binary = self.encode(heartbeat_frame(ref))
             try:
                 # A queue that stays full for a whole interval means a dead connection too.
                 with trio.move_on_after(interval):
