@@ -425,3 +425,52 @@ async def test_reconnect_policy_giving_up_is_visible(
                 gate.open = False
                 await server.drop_connections()
                 await trio.sleep_forever()
+
+
+async def test_connect_timeout_bounds_a_hanging_upgrade(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Opening a connection is bounded by connect_timeout; a hang fails like a refusal."""
+
+    async def never(
+        endpoint: Endpoint, options: TransportOptions, nursery: trio.Nursery
+    ) -> Transport:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    start = trio.current_time()
+    with pytest.raises(RealtimeConnectionError, match=r"within 7\.5 s"):
+        async with open_realtime(
+            "http://127.0.0.1:1", apikey=APIKEY, transport=never, connect_timeout=7.5
+        ):
+            pass  # pragma: no cover
+    assert trio.current_time() - start == pytest.approx(7.5)
+
+    async with serve_realtime() as server:
+        gate = Gate(server)
+        hanging = False
+
+        async def sometimes_hang(
+            endpoint: Endpoint, options: TransportOptions, nursery: trio.Nursery
+        ) -> Transport:
+            if hanging:
+                await trio.sleep_forever()
+            return await gate(endpoint, options, nursery)
+
+        async with connect(
+            server, transport=sometimes_hang, reconnect=EXACT, connect_timeout=3.0
+        ) as client:
+            events = client.connection_events()
+            hanging = True
+            start = trio.current_time()
+            await server.drop_connections()
+            assert isinstance(await events.receive(), Disconnected)
+            assert isinstance(await events.receive(), Reconnecting)
+            second = await events.receive()
+            assert isinstance(second, Reconnecting)
+            # 1 s of backoff, then a 3 s attempt that hung, then the next backoff.
+            assert trio.current_time() - start == pytest.approx(4.0)
+            assert second.delay == 2.0
+            hanging = False
+            assert isinstance(await events.receive(), Connected)
+            assert trio.current_time() - start == pytest.approx(6.0)

@@ -172,6 +172,7 @@ class RealtimeClient:
         transport: TransportFactory,
         transport_options: TransportOptions,
         close_timeout: float,
+        connect_timeout: float,
         outgoing_buffer: int,
     ) -> None:
         self._endpoint = endpoint
@@ -190,6 +191,7 @@ class RealtimeClient:
         self._factory = transport
         self._transport_options = transport_options
         self._close_timeout = close_timeout
+        self._connect_timeout = connect_timeout
         self._outgoing_buffer = outgoing_buffer
         self._refs = ref_counter()
         self._channels: dict[str, Channel] = {}
@@ -467,9 +469,15 @@ class RealtimeClient:
             if self._token_source is not None and not first:
                 await self._refresh_token()
             try:
-                transport = await self._factory(
-                    self._endpoint, self._transport_options, transport_nursery
-                )
+                with trio.move_on_after(self._connect_timeout) as connect_scope:
+                    transport = await self._factory(
+                        self._endpoint, self._transport_options, transport_nursery
+                    )
+                if connect_scope.cancelled_caught:
+                    raise RealtimeConnectionError(
+                        f"no connection to {self._endpoint.redacted} "
+                        f"within {self._connect_timeout} s"
+                    )
             except RealtimeConnectionError as exc:
                 # Raised outside the nursery, so that it is not wrapped in a group.
                 connect_error = exc
@@ -665,6 +673,7 @@ async def open_realtime(
     log_level: str | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     close_timeout: float = 5.0,
+    connect_timeout: float = 10.0,
     outgoing_buffer: int = 1024,
 ) -> AsyncIterator[RealtimeClient]:
     """Connect to Supabase Realtime; the body runs once the connection is open.
@@ -690,6 +699,8 @@ async def open_realtime(
         max_message_size: The largest incoming message accepted; a larger one closes the
             connection (code 1009), which is then reconnected.
         close_timeout: Bound on the graceful part of closing (leaves and close handshake).
+        connect_timeout: Bound on opening a connection (TCP, TLS and the HTTP upgrade); past
+            it the attempt fails like a refused connection.
         outgoing_buffer: Frames queued for the writer before senders wait.
 
     Raises:
@@ -726,6 +737,7 @@ async def open_realtime(
             ssl_context=ssl_context, max_message_size=max_message_size
         ),
         close_timeout=close_timeout,
+        connect_timeout=connect_timeout,
         outgoing_buffer=outgoing_buffer,
     )
     # The body's exception is caught inside the nursery and re-raised outside it, so that it
