@@ -54,6 +54,7 @@ from ._exceptions import (
     ProtocolError,
     RealtimeConnectionError,
     RealtimeError,
+    leaf_exceptions,
 )
 from ._frames import Frame, heartbeat_frame, next_ref, realtime_topic, ref_counter
 from ._serializer import check_vsn, encode_wire, parse_frame
@@ -647,16 +648,6 @@ class RealtimeClient:
             sub.end()
 
 
-def _collapse(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    leaves: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            leaves.extend(_collapse(exc))
-        else:
-            leaves.append(exc)
-    return leaves
-
-
 @asynccontextmanager
 async def open_realtime(
     url: str,
@@ -756,7 +747,7 @@ async def open_realtime(
     except BaseExceptionGroup as group:
         if user_error is not None and not isinstance(user_error, trio.Cancelled):
             raise user_error from None
-        leaves = _collapse(group)
+        leaves = leaf_exceptions(group)
         failures = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
         if not failures:
             raise leaves[0] from None

@@ -153,3 +153,18 @@ class SubscriptionOverflow(RealtimeError):
         )
         self.dropped = dropped
         self.buffer = buffer
+
+
+def leaf_exceptions(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """Every exception in ``group`` and its nested groups, in order (the ones that are not groups).
+
+    Used where trio's nurseries hand back an ExceptionGroup and the library maps its contents to
+    one exception of this tree.
+    """
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            leaves.extend(leaf_exceptions(exc))
+        else:
+            leaves.append(exc)
+    return leaves

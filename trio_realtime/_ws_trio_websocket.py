@@ -18,7 +18,7 @@ import trio
 import trio_websocket
 from wsproto import ConnectionType, WSConnection
 
-from ._exceptions import ConnectionClosed, RealtimeConnectionError
+from ._exceptions import ConnectionClosed, RealtimeConnectionError, leaf_exceptions
 from ._transport import (
     CLOSE_ABNORMAL,
     CLOSE_NORMAL,
@@ -146,7 +146,7 @@ async def _run_connection(
     except BaseExceptionGroup as group:
         if started:
             raise
-        for exc in _leaves(group):
+        for exc in leaf_exceptions(group):
             if isinstance(exc, trio_websocket.ConnectionRejected):
                 raise _refusal(endpoint, exc) from None
             if isinstance(exc, trio_websocket.HandshakeError | trio_websocket.ConnectionClosed):
@@ -154,13 +154,3 @@ async def _run_connection(
                     f"WebSocket handshake with {endpoint.redacted} failed"
                 ) from None
         raise
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    leaves: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            leaves.extend(_leaves(exc))
-        else:
-            leaves.append(exc)
-    return leaves
