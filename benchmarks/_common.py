@@ -16,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,3 +168,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def module_main(
+    measurement: str, worker_main: Callable[[list[str]], None], argv: Sequence[str] | None
+) -> None:
+    """Entry point of one measurement module.
+
+    ``worker ...`` runs one client worker (the suite starts them as subprocesses); anything
+    else runs the suite for this measurement alone.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "worker":
+        worker_main(args[1:])
+        return
+    from .run_all import main as run_all_main
+
+    run_all_main(["--only", measurement, *args])

@@ -26,6 +26,7 @@ from ._common import (
     WorkerError,
     emit,
     fmt,
+    module_main,
     pin,
     rss_kib,
     run_worker,
@@ -168,13 +169,7 @@ def worker_main(argv: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the channel-scaling measurement alone (see ``python -m benchmarks``)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "worker":
-        worker_main(argv[1:])
-        return
-    from .run_all import main as run_all_main
-
-    run_all_main(["--only", "channels", *argv])
+    module_main("channels", worker_main, argv)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,18 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from ._common import JSON, WorkerError, emit, fmt, percentile, pin, run_worker, summary, table
+from ._common import (
+    JSON,
+    WorkerError,
+    emit,
+    fmt,
+    module_main,
+    percentile,
+    pin,
+    run_worker,
+    summary,
+    table,
+)
 
 
 async def trio_realtime_latency(
@@ -270,13 +281,7 @@ def worker_main(argv: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the latency measurement alone (see ``python -m benchmarks`` for the suite)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "worker":
-        worker_main(argv[1:])
-        return
-    from .run_all import main as run_all_main
-
-    run_all_main(["--only", "latency", *argv])
+    module_main("latency", worker_main, argv)
 
 
 if __name__ == "__main__":

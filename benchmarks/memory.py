@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
 from collections.abc import Callable, Sequence
 
 import trio
 
-from ._common import JSON, WorkerError, emit, fmt, pin, rss_kib, run_worker, table
+from ._common import JSON, WorkerError, emit, fmt, module_main, pin, rss_kib, run_worker, table
 
 
 async def stalled_consumer(port: int, *, n: int, vsn: str, transport: str) -> JSON:
@@ -233,13 +232,7 @@ def worker_main(argv: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the memory measurements alone (see ``python -m benchmarks``)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "worker":
-        worker_main(argv[1:])
-        return
-    from .run_all import main as run_all_main
-
-    run_all_main(["--only", "memory", *argv])
+    module_main("memory", worker_main, argv)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 import trio
 
-from ._common import JSON, WorkerError, emit, fmt, pin, run_worker, summary, table
+from ._common import JSON, WorkerError, emit, fmt, module_main, pin, run_worker, summary, table
 from ._peer import flood_frame
 
 
@@ -424,13 +424,7 @@ def worker_main(argv: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the throughput measurement alone (see ``python -m benchmarks`` for the suite)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "worker":
-        worker_main(argv[1:])
-        return
-    from .run_all import main as run_all_main
-
-    run_all_main(["--only", "throughput", *argv])
+    module_main("throughput", worker_main, argv)
 
 
 if __name__ == "__main__":
