@@ -10,6 +10,7 @@ import trio
 from conftest import APIKEY
 
 from trio_realtime import RealtimeClient, Subscription, open_realtime
+from trio_realtime._presence import PresenceMap, transform_state
 from trio_realtime.testing import RealtimeServer
 
 T = Any
@@ -51,3 +52,8 @@ def task_count() -> int:
         for nursery in task.child_nurseries:
             stack.extend(nursery.child_tasks)
     return count
+
+
+def expected_presence(server: RealtimeServer, topic: str) -> PresenceMap:
+    """The server's presence state for ``topic``, in the form ``channel.presence_state()`` has."""
+    return transform_state(server.presence_state(topic))

@@ -7,6 +7,9 @@ as a handler would write it: message, traceback (with chained exceptions and exc
 members) and stack. An exception that fails a test is checked the same way, so a secret in a
 library error reaching pytest is reported as such.
 
+Tests that measure something (recovery times, cancellation points...) put it in the
+``figures`` fixture; the figures are printed in a section at the end of the run.
+
 Hypothesis runs under the deterministic ``ci`` profile unless ``HYPOTHESIS_PROFILE`` names
 another one (``fuzz``: see ``tests/_fuzzing.py`` and ``nox -s fuzz``).
 """
@@ -17,6 +20,7 @@ import logging
 import os
 import traceback
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -99,3 +103,23 @@ def pytest_runtest_makereport(
             ("SE-01", f"a secret appears in the exception that failed {item.nodeid}")
         )
     return report
+
+
+_FIGURES: dict[str, dict[str, Any]] = {}
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """A dict for the test's measured figures, printed at the end of the run."""
+    return _FIGURES.setdefault(request.node.nodeid, {})
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the figures tests measured."""
+    measured = {nodeid: values for nodeid, values in _FIGURES.items() if values}
+    if not measured:
+        return
+    terminalreporter.section("figures")
+    for nodeid, values in measured.items():
+        text = ", ".join(f"{key}={value}" for key, value in values.items())
+        terminalreporter.write_line(f"{nodeid}: {text}")
