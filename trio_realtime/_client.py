@@ -23,12 +23,15 @@ rejoins with a fresh join_ref. The body of ``open_realtime`` runs only after the
 connection is open, and an error there is raised from ``open_realtime`` itself.
 
 On exit, joined channels are left and the socket is closed with code 1000, shielded and within
-``close_timeout``; then the nursery is cancelled, so no task outlives the ``async with``.
+``close_timeout``; then the nursery is cancelled, so no task outlives the ``async with``. Once
+connected, the background tasks are shielded from the caller's cancel scopes, so that a
+cancelled body still gets this graceful exit; only the exit itself cancels them.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import ssl
 import time
@@ -202,6 +205,8 @@ class RealtimeClient:
         self._closing = False
         self._closed = False
         self._run_done = trio.Event()
+        # Shielded once the first connection is open (open_realtime); only the exit cancels it.
+        self._run_scope = trio.CancelScope()
         # Statistics.
         self._connects = 0
         self._frames_received = 0
@@ -415,7 +420,8 @@ class RealtimeClient:
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
-            await self._connect_forever(task_status)
+            with self._run_scope:
+                await self._connect_forever(task_status)
         finally:
             self._run_done.set()
 
@@ -736,13 +742,22 @@ async def open_realtime(
     user_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(client._run)
             try:
-                yield client
-            except BaseException as exc:
-                user_error = exc
+                await nursery.start(client._run)
+                # Connected: from now on a cancellation of the caller's scopes reaches only the
+                # body, whose exit then leaves the channels and closes with 1000 while the
+                # reader and writer still run; only the exit stops them (CL-05). Unless the
+                # caller is cancelled already: shielding tasks that have seen the cancellation
+                # would break trio's rule that a cancellation, once effective, stays so.
+                if trio.current_effective_deadline() != -math.inf:
+                    client._run_scope.shield = True
+                try:
+                    yield client
+                except BaseException as exc:
+                    user_error = exc
             finally:
                 await client._shutdown()
+                client._run_scope.cancel()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         if user_error is not None and not isinstance(user_error, trio.Cancelled):
