@@ -462,6 +462,8 @@ class Channel:
                             return
                     except PushTimeout as exc:
                         reason = str(exc)
+                    except ConnectionClosed:
+                        return  # the next connection starts a new loop
                     attempt += 1
                     delay = self._host.rejoin_delay(attempt)
                     logger.warning(
