@@ -498,6 +498,10 @@ class Channel:
         if reply is None:
             connection.forget_reply(ref)
             raise PushTimeout(f"no reply to the join of {self.topic!r} within {timeout} s")
+        if self._join_ref != ref or self._state is not ChannelState.JOINING:
+            # Superseded while this task waited for its turn: frames read in the same batch as
+            # the reply (phx_close, phx_error) or a leave have already decided the channel.
+            return
         status, response = _reply_parts(reply)
         if status != "ok":
             raise JoinError(self.topic, _reason(response))
