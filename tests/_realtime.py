@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+import trustme
 from conftest import APIKEY
 
 from trio_realtime import RealtimeClient, Subscription, open_realtime
@@ -57,3 +59,18 @@ def task_count() -> int:
 def expected_presence(server: RealtimeServer, topic: str) -> PresenceMap:
     """The server's presence state for ``topic``, in the form ``channel.presence_state()`` has."""
     return transform_state(server.presence_state(topic))
+
+
+def server_tls_context(ca: trustme.CA, *identities: str) -> ssl.SSLContext:
+    """A server-side TLS context with a certificate for ``identities`` (default: 127.0.0.1 and
+    localhost) signed by ``ca``, for ``serve_realtime(ssl_context=...)``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*(identities or ("127.0.0.1", "localhost"))).configure_cert(context)
+    return context
+
+
+def client_tls_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A client TLS context that trusts ``ca`` and verifies, as the default context does."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context

@@ -23,6 +23,7 @@ from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
+import trustme
 from hypothesis import HealthCheck, settings
 
 SECRET_MARKER = "SECRET"
@@ -123,3 +124,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for nodeid, values in measured.items():
         text = ", ".join(f"{key}={value}" for key, value in values.items())
         terminalreporter.write_line(f"{nodeid}: {text}")
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A certificate authority for TLS tests (SE-02)."""
+    return trustme.CA()

@@ -6,7 +6,8 @@ Theory of operation
 runs, and yields a :class:`RealtimeServer`. Connections arrive two ways and are served the same:
 
 * over TCP: ``trio.serve_listeners`` hands each stream to :meth:`RealtimeServer._handle_stream`,
-  which performs the HTTP upgrade with the shared ``server_handshake`` (websockets' sans-I/O
+  which wraps it in ``trio.SSLStream`` when the server has an ``ssl_context`` (``wss``), performs
+  the HTTP upgrade with the shared ``server_handshake`` (websockets' sans-I/O
   ``ServerProtocol``) and gets a ``SansIOWebSocket``;
 * in memory: :meth:`RealtimeServer.memory_transport` is a ``TransportFactory``. It runs the same
   upgrade checks on the endpoint's path and query, then serves the server end of a
@@ -31,6 +32,7 @@ import copy
 import logging
 import re
 import secrets
+import ssl
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -168,8 +170,17 @@ class RealtimeServer:
     Fault-injection methods take ``connection=`` to act on one connection instead of all.
     """
 
-    def __init__(self, config: ServerConfig, nursery: trio.Nursery, host: str, port: int) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        nursery: trio.Nursery,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._config = config
+        self._ssl_context = ssl_context
         self._hub = Hub(config)
         self._nursery = nursery
         self._host = host
@@ -196,9 +207,11 @@ class RealtimeServer:
 
     @property
     def url(self) -> str:
-        """The project URL, ``http://host:port``; clients map it to ``/realtime/v1/websocket``."""
+        """The project URL, ``http://host:port`` (``https://`` with TLS); clients map it to
+        ``/realtime/v1/websocket``."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self._port}"
 
     def websocket_url(
         self,
@@ -208,7 +221,7 @@ class RealtimeServer:
         log_level: str | None = None,
         path: str = "/realtime/v1/websocket",
     ) -> str:
-        """Return the full ``ws://`` URL of the server.
+        """Return the full ``ws://`` (``wss://`` with TLS) URL of the server.
 
         Args:
             vsn: The ``vsn`` query parameter.
@@ -544,8 +557,13 @@ class RealtimeServer:
         await self._nursery.start(self._run, connection, server_end)
         return client
 
-    async def _handle_stream(self, stream: trio.SocketStream) -> None:
+    async def _handle_stream(self, tcp: trio.SocketStream) -> None:
         accepted: list[ServerConnection] = []
+        stream: trio.abc.Stream = tcp
+        if self._ssl_context is not None:
+            # The TLS handshake runs on the first read, inside server_handshake and its timeout;
+            # a client that refuses the certificate is then just a failed upgrade.
+            stream = trio.SSLStream(tcp, self._ssl_context, server_side=True, https_compatible=True)
 
         async def decide(request: Request) -> tuple[int, bytes] | None:
             result = check_upgrade(
@@ -615,6 +633,7 @@ async def serve_realtime(
     send_buffer: int = DEFAULT_SEND_BUFFER,
     idle_timeout: float | None = 60.0,
     record_frames: int = 1000,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[RealtimeServer]:
     """Run a local Realtime server for the duration of the ``async with`` block.
 
@@ -640,6 +659,9 @@ async def serve_realtime(
         idle_timeout: Seconds without data from a client before the server closes the
             connection with 1000, as the real server does after 60 s; ``None`` disables it.
         record_frames: How many recent frames each connection keeps in ``received_frames``.
+        ssl_context: A server-side TLS context (``ssl.Purpose.CLIENT_AUTH``, with a certificate
+            chain loaded): connections over TCP then speak TLS, and :attr:`RealtimeServer.url`
+            is ``https://``, so clients use ``wss``. The in-memory transport is unaffected.
 
     Raises:
         OSError: if the port cannot be bound.
@@ -673,7 +695,7 @@ async def serve_realtime(
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            server = RealtimeServer(config, nursery, host, bound_port)
+            server = RealtimeServer(config, nursery, host, bound_port, ssl_context=ssl_context)
             nursery.start_soon(
                 partial(
                     trio.serve_listeners, server._handle_stream, listeners, handler_nursery=nursery
