@@ -37,7 +37,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import trio
 
-from ._connection import Connection, Waiter
+from ._connection import Connection, MaybeWritten, Waiter
 from ._events import Broadcast, ChannelEvent, ChannelJoined, ChannelJoinFailed, SystemMessage
 from ._exceptions import (
     ChannelClosed,
@@ -799,6 +799,10 @@ class Channel:
             try:
                 await connection.send(data, binary, written)
                 await written.wait()
+            except MaybeWritten as exc:
+                # Lost mid-write: sending it again could deliver it twice, and a frame the
+                # server drops the connection for would make every reconnect fail in turn.
+                raise ConnectionClosed(exc.code, exc.reason) from None
             except ConnectionClosed:
                 return _NOT_WRITTEN  # type: ignore[no-any-return]
             if reply_waiter is None:

@@ -3,8 +3,10 @@
 A :class:`Connection` exists from the moment the transport is open until it is lost or closed;
 each reconnect makes a new one. Everything tied to a connection dies with it: frames still in
 the outgoing queue are reported as not written (so pushes wait for the rejoin and try again),
-and waiters for replies fail with :class:`ConnectionClosed` (the push may or may not have
-reached the server, so it is not sent twice).
+frames the writer was writing when the connection dropped as :class:`MaybeWritten` (part of the
+batch may have reached the server), and waiters for replies fail with
+:class:`ConnectionClosed`; in those last two cases the push may or may not have reached the
+server, so it is not sent twice.
 
 The queue is a bounded trio memory channel with exactly one reader, the writer task, which
 batches whatever is queued into one transport write. A full queue makes senders wait:
@@ -28,6 +30,10 @@ logger = logging.getLogger("trio_realtime.connection")
 T = TypeVar("T")
 
 WRITE_BATCH = 256
+
+
+class MaybeWritten(ConnectionClosed):
+    """The connection was lost while a frame was being written: the server may have it."""
 
 
 class Waiter(Generic[T]):
@@ -158,7 +164,7 @@ class Connection:
             except ConnectionClosed as exc:
                 for item in batch:
                     if item.written is not None:
-                        item.written.fail(ConnectionClosed(exc.code, exc.reason))
+                        item.written.fail(MaybeWritten(exc.code, exc.reason))
                 self.lose(exc.code, exc.reason or "connection lost while sending")
                 return
             self.frames_sent += len(batch)
