@@ -1,9 +1,11 @@
-"""Development sessions: tests, lint, typecheck, demo and benchmarks.
+"""Development sessions: tests, lint, typecheck, demo, benchmarks and fuzzing.
 
 Every session runs in a fresh virtual environment and installs the project into it.
 """
 
 from __future__ import annotations
+
+import os
 
 import nox
 
@@ -54,3 +56,29 @@ def bench(session: nox.Session) -> None:
     """
     session.install(".")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Fuzz the parser, the V2 binary decoder, presence sync and the live reader at length.
+
+    Runs the property tests of tests/test_fuzz.py and the SR-09 tests of
+    tests/test_protocol_properties.py under the ``fuzz`` hypothesis profile: random inputs
+    (no fixed seed), ``FUZZ_SCALE`` times the CI example counts (100 by default, about ten
+    minutes on two cores). Hypothesis' statistics at the end say how many inputs each test
+    tried. Flags go to pytest: ``nox -s fuzz -- -x``; ``FUZZ_SCALE=10 nox -s fuzz`` for a
+    shorter run.
+    """
+    session.install(".[test]")
+    session.run(
+        "pytest",
+        "tests/test_fuzz.py",
+        "tests/test_protocol_properties.py",
+        "-k",
+        "sr09 or sr06 or pr02 or bi01",
+        "-p",
+        "no:cacheprovider",
+        "--hypothesis-show-statistics",
+        *session.posargs,
+        env={"HYPOTHESIS_PROFILE": "fuzz", "FUZZ_SCALE": os.environ.get("FUZZ_SCALE", "100")},
+    )

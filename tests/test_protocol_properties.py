@@ -7,7 +7,8 @@
 * Round trips: client ``encode`` -> ``parse_client_frame`` and server ``encode_server_frame`` ->
   ``parse_frame`` give the frame back (V1 server frames drop ``join_ref``).
 
-Example counts are moderate and the runs derandomized, so CI sees the same examples every time.
+Example counts are moderate and the runs derandomized, so CI sees the same examples every time;
+``nox -s fuzz`` runs the SR-09 tests at length.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import dataclasses
 import json
 from typing import Any
 
+from _fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,13 +37,9 @@ V1 = "1.0.0"
 V2 = "2.0.0"
 VSNS = st.sampled_from([V1, V2])
 
-FUZZ = settings(
-    max_examples=250,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+# The rest comes from the hypothesis profile: derandomized in CI, random under ``nox -s fuzz``,
+# which also multiplies the count (see conftest.py and _fuzzing.py).
+FUZZ = settings(max_examples=examples(250))
 ROUND_TRIP = settings(
     max_examples=200,
     derandomize=True,
