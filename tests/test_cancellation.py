@@ -34,13 +34,15 @@ import trio
 import trio.testing
 from _realtime import connect, drain, expected_presence, settle, task_count
 
+import trio_realtime
 from trio_realtime import Channel, ChannelState, RealtimeClient, Subscription
 from trio_realtime._events import Broadcast
 from trio_realtime.testing import RealtimeServer, serve_realtime
 
 GUARD = 600.0  # virtual seconds: a hang becomes TooSlowError at once under autojump
 MAX_STEPS = 2000
-PACKAGE = str(Path(__file__).resolve().parent.parent / "trio_realtime")
+# Where the package under test lives: the checkout, or site-packages when nox installed it.
+PACKAGE = str(Path(trio_realtime.__file__).resolve().parent)
 
 
 class CancelAtStep(trio.abc.Instrument):
