@@ -436,3 +436,15 @@ def test_pr02_pr03_tracker_accepts_any_input_or_raises_protocol_error(
             pass
         state = tracker.snapshot()
         assert all(isinstance(metas, list) and metas for metas in state.values())
+
+
+def test_pr02_state_replaces_in_the_servers_order() -> None:
+    """PR-02: after a presence_state the state is exactly the server's, metas in its order,
+    even when a key's metas were reached through buffered diffs first."""
+    tracker = PresenceTracker()
+    tracker.sync_state({"alice": {"metas": [{"phx_ref": "ref1"}]}}, "1")
+    tracker.sync_diff({"joins": {"alice": {"metas": [{"phx_ref": "ref2"}]}}, "leaves": {}}, "2")
+    tracker.sync_state({}, "2")
+    assert tracker.snapshot() == {"alice": [{"presence_ref": "ref2"}]}
+    tracker.sync_state({"alice": {"metas": [{"phx_ref": "ref1"}, {"phx_ref": "ref2"}]}}, "2")
+    assert tracker.snapshot() == {"alice": [{"presence_ref": "ref1"}, {"presence_ref": "ref2"}]}

@@ -160,6 +160,9 @@ class PresenceTracker:
             else:
                 joins[key] = new_presences
         events = self._apply(joins, leaves)
+        # The state replaces ours exactly, in the server's order (applying the joins keeps
+        # members that stayed ahead of new ones, as realtime-js does, which can reorder metas).
+        self._state = {key: [dict(meta) for meta in metas] for key, metas in new_state.items()}
         self._synced_join_ref = join_ref
         while self._pending:
             pending_joins, pending_leaves = self._pending.popleft()
