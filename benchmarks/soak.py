@@ -1,0 +1,410 @@
+"""Soak: several clients under random faults for a few minutes; nothing promised may be lost.
+
+``python -m benchmarks.soak --duration 120`` (or ``nox -s soak``) starts the local server on
+loopback and ``--clients`` clients over real sockets, alternating the two transports and the two
+serializers. Every client joins ``--channels`` channels with ``broadcast_self`` and
+``broadcast_ack``, tracks its presence, and sends acked broadcasts (``--rate`` per second)
+while consumer tasks count everything that arrives. Every ``--fault-interval`` seconds on
+average, the server injects a random fault on a random connection: a TCP drop, a close with
+1000, 1001 or 1012 (after "Server requested disconnect"), ``phx_error`` on a channel, a channel
+closed for an expired token (the client joins it again), replies held back, heartbeats left
+unanswered (half-open), or malformed frames.
+
+The promises checked at the end, when every push has finished:
+
+* **lost = 0**: every acked push started either was acknowledged or raised (raises are
+  counted by kind: a push in flight when the connection dropped raises ``ConnectionClosed``
+  rather than risk being delivered twice);
+* every acknowledged push came back to its sender (``broadcast_self``: the server fans out
+  before it acknowledges), and no client received any message twice;
+* every client is connected and joined again, with the server's presence state;
+* RSS at the end is close to RSS at the start.
+
+The exit status is 1 when a promise is broken. ``--json PATH`` writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from trio_realtime import (
+    Broadcast,
+    Channel,
+    ChannelClosed,
+    ConnectionClosed,
+    PushError,
+    PushTimeout,
+    RealtimeClient,
+    RealtimeError,
+    Subscription,
+    backoff,
+    open_realtime,
+)
+from trio_realtime.testing import RealtimeServer, serve_realtime
+
+from ._common import rss_kib
+
+APIKEY = "soak-apikey"
+TRANSPORTS = ("websockets", "trio-websocket")
+VSNS = ("1.0.0", "2.0.0")
+FAULTS = (
+    "drop",
+    "close-1000",
+    "close-1001",
+    "request-disconnect-1012",
+    "phx-error",
+    "token-expired",
+    "delay-replies",
+    "stop-heartbeats",
+    "malformed",
+)
+JUNK: tuple[str | bytes, ...] = (
+    "not json",
+    "[1, 2",
+    '{"topic": 5}',
+    b"\x04\xff\xff\xff",
+    '{"event":"mystery","payload":{},"ref":null,"topic":"realtime:soak0"}',
+    '[null,null,"realtime:soak0","mystery",{}]',
+)
+
+
+@dataclass
+class Figures:
+    """What one client did and saw."""
+
+    name: str
+    transport: str
+    vsn: str
+    started: int = 0
+    acked: int = 0
+    raised: Counter[str] = field(default_factory=Counter)
+    received: int = 0
+    duplicates: int = 0
+    acked_not_echoed: int = 0
+    reconnects: int = 0
+    rejoins_after_close: int = 0
+    presence_converged: bool = False
+
+
+@dataclass
+class Soak:
+    """The run's settings and shared state."""
+
+    duration: float
+    clients: int
+    channels: int
+    rate: float
+    fault_interval: float
+    heartbeat_interval: float
+    rng: random.Random
+    faults: Counter[str] = field(default_factory=Counter)
+    figures: list[Figures] = field(default_factory=list)
+    stop_sending: trio.Event = field(default_factory=trio.Event)
+    finished: trio.Event = field(default_factory=trio.Event)
+
+    def topics(self) -> list[str]:
+        return [f"soak{index}" for index in range(self.channels)]
+
+
+class Member:
+    """One client: its channels, its sender and its consumers."""
+
+    def __init__(self, soak: Soak, client: RealtimeClient, figures: Figures) -> None:
+        self.soak = soak
+        self.client = client
+        self.figures = figures
+        # Bounded bookkeeping, so that RSS shows the library's memory and not the soak's: the
+        # last number seen per (sender, topic) (one sender's pushes on one topic are in
+        # order, so a number not above it is a duplicate), and own pushes acknowledged before
+        # their echo was taken from the subscription, or echoed before their ack returned.
+        self.last: dict[tuple[str, str], int] = {}
+        self.acked_first: set[int] = set()
+        self.echoed_first: set[int] = set()
+        self.sent_all = trio.Event()
+
+    def channel(self, topic: str) -> Channel:
+        return self.client.channel(
+            topic, broadcast_self=True, broadcast_ack=True, presence_key=self.figures.name
+        )
+
+    async def join(self, topic: str, nursery: trio.Nursery) -> None:
+        """Join ``topic`` with a consumer for its broadcasts and presence, and track."""
+        channel = self.channel(topic)
+        nursery.start_soon(self.consume, channel.broadcasts(buffer=100_000))
+        channel.presence_events(overflow="drop_oldest")
+        await channel.join()
+        await channel.track({"name": self.figures.name})
+
+    async def consume(self, subscription: Subscription[Broadcast]) -> None:
+        try:
+            async for item in subscription:
+                self.receive(item)
+        except ChannelClosed:
+            pass
+
+    def receive(self, item: Broadcast) -> None:
+        payload = item.payload
+        if not isinstance(payload, dict):
+            return
+        sender, number = payload.get("c"), payload.get("n")
+        if not isinstance(sender, str) or not isinstance(number, int):
+            return
+        self.figures.received += 1
+        key = (sender, item.topic)
+        if number <= self.last.get(key, 0):
+            self.figures.duplicates += 1
+        self.last[key] = number
+        if sender == self.figures.name:
+            if number in self.acked_first:
+                self.acked_first.discard(number)
+            else:
+                self.echoed_first.add(number)
+
+    def acked(self, number: int) -> None:
+        self.figures.acked += 1
+        if number in self.echoed_first:
+            self.echoed_first.discard(number)
+        else:
+            self.acked_first.add(number)
+
+    async def send(self, nursery: trio.Nursery) -> None:
+        """Send acked broadcasts at the configured rate until told to stop."""
+        topics = self.soak.topics()
+        period = 1.0 / self.soak.rate
+        number = 0
+        while not self.soak.stop_sending.is_set():
+            number += 1
+            topic = topics[number % len(topics)]
+            self.figures.started += 1
+            try:
+                await self.channel(topic).send_broadcast(
+                    "msg", {"c": self.figures.name, "n": number}
+                )
+            except ChannelClosed:
+                # The server closed the channel (an expired token): join again, with fresh
+                # subscriptions, and track again.
+                self.figures.raised["ChannelClosed"] += 1
+                self.figures.rejoins_after_close += 1
+                try:
+                    await self.join(topic, nursery)
+                except RealtimeError as exc:
+                    self.figures.raised[f"rejoin {type(exc).__name__}"] += 1
+            except (PushTimeout, PushError, ConnectionClosed) as exc:
+                self.figures.raised[type(exc).__name__] += 1
+            else:
+                self.acked(number)
+            await trio.sleep(period)
+
+    def finish(self, server: RealtimeServer) -> None:
+        self.figures.acked_not_echoed = len(self.acked_first)
+        self.figures.reconnects = self.client.statistics().reconnects
+        self.figures.presence_converged = all(
+            sorted(self.channel(topic).presence_state()) == sorted(server.presence_state(topic))
+            for topic in self.soak.topics()
+        )
+
+
+async def run_member(
+    soak: Soak,
+    server: RealtimeServer,
+    index: int,
+    *,
+    task_status: trio.TaskStatus[Member] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    transport = TRANSPORTS[index % len(TRANSPORTS)]
+    vsn = VSNS[(index // len(TRANSPORTS)) % len(VSNS)]
+    figures = Figures(f"client{index}", transport, vsn)
+    soak.figures.append(figures)
+    async with (
+        open_realtime(
+            server.url,
+            apikey=APIKEY,
+            vsn=vsn,
+            transport=transport,
+            heartbeat_interval=soak.heartbeat_interval,
+            timeout=5.0,
+            reconnect=backoff((0.05, 0.1, 0.25, 0.5), jitter=0.2),
+            rejoin=backoff((0.05, 0.1, 0.25, 0.5), jitter=0.2),
+        ) as client,
+        trio.open_nursery() as nursery,
+    ):
+        member = Member(soak, client, figures)
+        for topic in soak.topics():
+            await member.join(topic, nursery)
+        task_status.started(member)
+        await member.send(nursery)
+        member.sent_all.set()
+        await soak.finished.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def inject_faults(soak: Soak, server: RealtimeServer) -> None:
+    """Every ``fault_interval`` seconds on average, one random fault on one connection."""
+    rng = soak.rng
+    while True:
+        await trio.sleep(rng.expovariate(1.0 / soak.fault_interval))
+        connections = server.connections
+        if not connections:
+            continue
+        target = rng.choice(connections)
+        fault = rng.choice(FAULTS)
+        soak.faults[fault] += 1
+        if fault == "drop":
+            await server.drop_connections(connection=target)
+        elif fault.startswith("close-"):
+            await server.close_connections(int(fault[-4:]), "soak", connection=target)
+        elif fault == "request-disconnect-1012":
+            await server.request_disconnect(connection=target)
+        elif fault == "phx-error":
+            await server.push_error(rng.choice(soak.topics()), connection=target)
+        elif fault == "token-expired":
+            topic = rng.choice(soak.topics())
+            await server.system_close(topic, "Token has expired 0 seconds ago", connection=target)
+        elif fault == "delay-replies":
+            target.reply_delay = rng.uniform(0.1, 1.0)
+            await trio.sleep(rng.uniform(0.5, 2.0))
+            target.reply_delay = None
+        elif fault == "stop-heartbeats":
+            target.answer_heartbeats = False  # the client drops it within two intervals
+        else:
+            for junk in JUNK:
+                await server.send_raw(junk, connection=target)
+
+
+async def soak_run(soak: Soak) -> dict[str, Any]:
+    members: list[Member] = []
+    async with serve_realtime(idle_timeout=None) as server, trio.open_nursery() as nursery:
+        for index in range(soak.clients):
+            members.append(await nursery.start(run_member, soak, server, index))
+        rss_start = rss_kib()
+        started = time.monotonic()
+        with trio.move_on_after(soak.duration):
+            await inject_faults(soak, server)
+        # Wind down: stop sending and let every push finish (each is bounded by the client
+        # timeout); lift the faults that persist; let everyone reconnect, rejoin and settle.
+        soak.stop_sending.set()
+        for member in members:
+            await member.sent_all.wait()
+        for connection in server.connections:
+            connection.reply_delay = None
+            connection.answer_heartbeats = None
+        # A heartbeat already left unanswered still ends its connection at the next tick.
+        await trio.sleep(2.5 * soak.heartbeat_interval)
+        with trio.move_on_after(30):
+            for member in members:
+                await member.client.wait_connected()
+            for topic in soak.topics():
+                await server.wait_until_joined(topic, soak.clients)
+            await trio.sleep(1.0)
+        elapsed = time.monotonic() - started
+        for member in members:
+            member.finish(server)
+        rss_end = rss_kib()
+        soak.finished.set()
+    return report(soak, elapsed, rss_start, rss_end)
+
+
+def report(soak: Soak, elapsed: float, rss_start: int, rss_end: int) -> dict[str, Any]:
+    totals: Counter[str] = Counter()
+    raised: Counter[str] = Counter()
+    for figures in soak.figures:
+        totals.update(
+            started=figures.started,
+            acked=figures.acked,
+            received=figures.received,
+            duplicates=figures.duplicates,
+            acked_not_echoed=figures.acked_not_echoed,
+            reconnects=figures.reconnects,
+        )
+        raised.update(figures.raised)
+    lost = totals["started"] - totals["acked"] - sum(raised.values())
+    return {
+        "duration_s": round(elapsed, 1),
+        "clients": [
+            {
+                "name": f.name,
+                "transport": f.transport,
+                "vsn": f.vsn,
+                "sent": f.started,
+                "acked": f.acked,
+                "raised": dict(f.raised),
+                "received": f.received,
+                "reconnects": f.reconnects,
+                "presence_converged": f.presence_converged,
+            }
+            for f in soak.figures
+        ],
+        "sent": totals["started"],
+        "acked": totals["acked"],
+        "raised": dict(raised),
+        "lost": lost,
+        "received": totals["received"],
+        "duplicates": totals["duplicates"],
+        "acked_not_echoed": totals["acked_not_echoed"],
+        "reconnects": totals["reconnects"],
+        "faults": dict(soak.faults),
+        "presence_converged": all(f.presence_converged for f in soak.figures),
+        "rss_start_kib": rss_start,
+        "rss_end_kib": rss_end,
+    }
+
+
+def broken_promises(result: dict[str, Any]) -> list[str]:
+    broken = []
+    if result["lost"]:
+        broken.append(f"{result['lost']} acked push(es) neither acknowledged nor raised")
+    if result["duplicates"]:
+        broken.append(f"{result['duplicates']} message(s) received twice")
+    if result["acked_not_echoed"]:
+        broken.append(f"{result['acked_not_echoed']} acknowledged push(es) never came back")
+    if not result["presence_converged"]:
+        broken.append("presence did not converge to the server's state")
+    return broken
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=120.0, help="seconds (%(default)s)")
+    parser.add_argument("--clients", type=int, default=4, help="clients (%(default)s)")
+    parser.add_argument("--channels", type=int, default=3, help="channels each (%(default)s)")
+    parser.add_argument("--rate", type=float, default=100.0, help="pushes/s each (%(default)s)")
+    parser.add_argument(
+        "--fault-interval", type=float, default=2.0, help="mean seconds between faults"
+    )
+    parser.add_argument("--heartbeat-interval", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=None, help="for a reproducible fault plan")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH")
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    soak = Soak(
+        duration=args.duration,
+        clients=args.clients,
+        channels=args.channels,
+        rate=args.rate,
+        fault_interval=args.fault_interval,
+        heartbeat_interval=args.heartbeat_interval,
+        rng=random.Random(seed),
+    )
+    result = {"seed": seed, **trio.run(soak_run, soak)}
+    print(json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(result, out, indent=2)
+    broken = broken_promises(result)
+    for promise in broken:
+        print(f"BROKEN: {promise}", file=sys.stderr)
+    sys.exit(1 if broken else 0)
+
+
+if __name__ == "__main__":
+    main()
