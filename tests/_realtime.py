@@ -5,17 +5,39 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 import trustme
 from conftest import APIKEY
 
-from trio_realtime import RealtimeClient, Subscription, open_realtime
+from trio_realtime import ConnectionEvent, RealtimeClient, Subscription, open_realtime
 from trio_realtime._presence import PresenceMap, transform_state
 from trio_realtime.testing import RealtimeServer
 
 T = Any
+E = TypeVar("E", bound=ConnectionEvent)
+
+
+@asynccontextmanager
+async def connect_socket(
+    server: RealtimeServer, transport: str = "websockets", **options: Any
+) -> AsyncIterator[RealtimeClient]:
+    """Open a client on ``server`` over a loopback socket, reconnecting and rejoining at once
+    (real clock)."""
+    options.setdefault("apikey", APIKEY)
+    options.setdefault("reconnect", lambda attempt: 0.0)
+    options.setdefault("rejoin", lambda attempt: 0.0)
+    async with open_realtime(server.url, transport=transport, **options) as client:
+        yield client
+
+
+async def next_event(events: Subscription[ConnectionEvent], kind: type[E]) -> E:
+    """Skip connection events until one of ``kind`` arrives; return it."""
+    while True:
+        event = await events.receive()
+        if isinstance(event, kind):
+            return event
 
 
 @asynccontextmanager

@@ -106,11 +106,14 @@ def pytest_runtest_makereport(
     return report
 
 
-_FIGURES: dict[str, dict[str, Any]] = {}
+Figures = dict[str, Any]
+"""Type of the ``figures`` fixture."""
+
+_FIGURES: dict[str, Figures] = {}
 
 
 @pytest.fixture
-def figures(request: pytest.FixtureRequest) -> dict[str, Any]:
+def figures(request: pytest.FixtureRequest) -> Figures:
     """A dict for the test's measured figures, printed at the end of the run."""
     return _FIGURES.setdefault(request.node.nodeid, {})
 

@@ -28,11 +28,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import trio
 import trio.testing
 from _realtime import connect, drain, expected_presence, settle, task_count
+from conftest import Figures
 
 import trio_realtime
 from trio_realtime import Channel, ChannelState, RealtimeClient, Subscription
@@ -173,8 +173,6 @@ def server_joined(w: World) -> bool:
 # Lower bounds: a change that removes await points (or stops a sweep from reaching them) shows
 # up as a failure here rather than as a silently thinner sweep.
 MINIMUM_POINTS = {"connect": 2, "join": 1, "send": 2, "track": 2, "leave": 2, "close": 0}
-
-Figures = dict[str, Any]
 
 
 def report(operation: str, seen: Coverage, figures: Figures) -> None:

@@ -6,8 +6,7 @@ Regressions first: each is a race or an edge that a fault in the matrix ran into
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +18,14 @@ from _faults import MAX_MESSAGE_SIZE, ROOMS, VIRTUAL, Timing, World, harness, wo
 from _realtime import (
     client_tls_context,
     connect,
+    connect_socket,
     drain,
     expected_presence,
+    next_event,
     server_tls_context,
     settle,
 )
-from conftest import APIKEY
+from conftest import APIKEY, Figures
 
 from trio_realtime import (
     ChannelClosed,
@@ -33,47 +34,21 @@ from trio_realtime import (
     ChannelState,
     Connected,
     ConnectionClosed,
-    ConnectionEvent,
     Disconnected,
     PushError,
     PushTimeout,
-    RealtimeClient,
     RealtimeError,
-    Subscription,
     SubscriptionOverflow,
     backoff,
     open_realtime,
 )
 from trio_realtime._channel import MAX_WAITING_PUSHES
 from trio_realtime._connection import WRITE_BATCH
-from trio_realtime.testing import RealtimeServer, serve_realtime
+from trio_realtime.testing import serve_realtime
 
 VSNS = ["1.0.0", "2.0.0"]
 TRANSPORTS = ["websockets", "trio-websocket"]
-EXACT = backoff(jitter=0)
 GUARD = 10.0
-
-Figures = dict[str, Any]
-
-
-@asynccontextmanager
-async def connect_socket(
-    server: RealtimeServer, transport: str = "websockets", **options: Any
-) -> AsyncIterator[RealtimeClient]:
-    """A client over a loopback socket, reconnecting and rejoining at once."""
-    options.setdefault("apikey", APIKEY)
-    options.setdefault("reconnect", lambda attempt: 0.0)
-    options.setdefault("rejoin", lambda attempt: 0.0)
-    async with open_realtime(server.url, transport=transport, **options) as client:
-        yield client
-
-
-async def next_of(events: Subscription[ConnectionEvent], kind: type[Any]) -> Any:
-    """Skip connection events until one of ``kind`` arrives."""
-    while True:
-        event = await events.receive()
-        if isinstance(event, kind):
-            return event
 
 
 # -- regressions ------------------------------------------------------------------------------
@@ -141,7 +116,7 @@ async def test_push_lost_mid_write_raises_and_is_never_sent_twice(
     oldest beyond 100 waiting raise PushError) and then go out. Every push is accounted for."""
     async with (
         serve_realtime() as server,
-        connect(server, reconnect=EXACT) as client,
+        connect(server, reconnect=backoff(jitter=0)) as client,
     ):
         room = client.channel("room", broadcast_self=True)
         echoes = room.broadcasts(buffer=10_000)
@@ -216,7 +191,7 @@ async def test_push_the_server_drops_the_connection_for_raises_once(
                     pytest.fail("the push was retried until it timed out")
                 except ConnectionClosed:
                     pass
-                await next_of(events, Connected)
+                await next_event(events, Connected)
                 await server.wait_until_joined("room")
                 await channel.send_broadcast("msg", {"after": True})
                 assert server.statistics().connections_accepted == 2
@@ -415,7 +390,7 @@ async def join_refused_on_rejoin(w: World) -> Outcome:
 
 
 async def delayed_replies(w: World) -> Outcome:
-    """BC-04/HB-04: the server holds every reply back beyond the push timeout: acked pushes
+    """BC-04: the server holds every reply back beyond the push timeout: acked pushes
     raise PushTimeout at exactly the timeout, the connection stays, and once replies flow again
     the next push (queued behind the late replies) is acknowledged."""
     connection = w.harness.client_connection()

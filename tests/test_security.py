@@ -8,26 +8,29 @@ everything is real sockets on 127.0.0.1 (real clock, no sleeps: every wait is fo
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import trio
 import trio.testing
 import trustme
-from _realtime import client_tls_context, connect, drain, server_tls_context
+from _realtime import (
+    client_tls_context,
+    connect,
+    connect_socket,
+    drain,
+    next_event,
+    server_tls_context,
+)
 from conftest import APIKEY, SECRET_MARKER, TOKEN, exception_text, record_text
 
 from trio_realtime import (
     ChannelClosed,
     Connected,
-    ConnectionEvent,
     Disconnected,
     JoinError,
     RealtimeClient,
     RealtimeConnectionError,
-    Subscription,
     backoff,
     open_realtime,
 )
@@ -38,24 +41,6 @@ from trio_realtime.testing import RealtimeServer, serve_realtime
 TRANSPORTS = ["websockets", "trio-websocket"]
 VSNS = ["1.0.0", "2.0.0"]
 GUARD = 10.0
-
-
-@asynccontextmanager
-async def connect_socket(
-    server: RealtimeServer, transport: str, **options: Any
-) -> AsyncIterator[RealtimeClient]:
-    options.setdefault("apikey", APIKEY)
-    options.setdefault("reconnect", lambda attempt: 0.0)
-    async with open_realtime(server.url, transport=transport, **options) as client:
-        yield client
-
-
-async def next_of(events: Subscription[ConnectionEvent], kind: type[Any]) -> Any:
-    """Skip connection events until one of ``kind`` arrives."""
-    while True:
-        event = await events.receive()
-        if isinstance(event, kind):
-            return event
 
 
 # -- SE-02: certificates -----------------------------------------------------------------------
@@ -114,8 +99,8 @@ async def test_se02_trusted_ca_via_ssl_context_works(
                 await channel.send_broadcast("msg", {"over": "tls"})
                 assert (await messages.receive()).payload == {"over": "tls"}
                 await server.drop_connections()
-                assert (await next_of(events, Disconnected)).code == 1006
-                await next_of(events, Connected)
+                assert (await next_event(events, Disconnected)).code == 1006
+                await next_event(events, Connected)
                 await server.wait_until_joined("room")
                 await channel.track({"online": True})
                 assert list(server.presence_state("room")) == ["me"]
@@ -197,7 +182,7 @@ async def test_se01_no_secret_in_any_log_repr_or_error_over_tls(
                 with pytest.raises(JoinError) as refused:
                     await client.channel("refused").join()
                 await server.drop_connections()
-                await next_of(events, Connected)
+                await next_event(events, Connected)
                 await server.wait_until_joined("room")
                 await server.system_close("room", "Token has expired 1 seconds ago")
                 with pytest.raises(ChannelClosed) as closed:
@@ -244,11 +229,11 @@ async def _cap_is_exact(client: RealtimeClient, server: RealtimeServer, cap: int
     before = client.statistics().unroutable_frames
     await server.send_raw(_text_broadcast_of_size(cap))
     await server.send_raw(_text_broadcast_of_size(cap + 1))
-    event = await next_of(events, Disconnected)
+    event = await next_event(events, Disconnected)
     assert event.code == 1009
     assert event.reason
     assert client.statistics().unroutable_frames == before + 1
-    await next_of(events, Connected)
+    await next_event(events, Connected)
     assert client.statistics().reconnects == 1
 
 
@@ -289,8 +274,8 @@ async def test_bp03_binary_message_over_the_cap(transport: str) -> None:
             await server.broadcast("room", "small", b"\x01" * 1000)
             assert (await messages.receive()).payload == b"\x01" * 1000
             await server.broadcast("room", "big", b"\x02" * 5000)
-            assert (await next_of(events, Disconnected)).code == 1009
-            await next_of(events, Connected)
+            assert (await next_event(events, Disconnected)).code == 1009
+            await next_event(events, Connected)
 
 
 async def _fragmenting_peer(
@@ -351,8 +336,8 @@ async def test_bp03_fragmented_messages_count_as_a_whole(transport: str) -> None
                 heartbeat_interval=None,
             ) as client:
                 events = client.connection_events()
-                assert (await next_of(events, Disconnected)).code == 1009
+                assert (await next_event(events, Disconnected)).code == 1009
                 assert client.statistics().unroutable_frames == 1
                 assert client.statistics().malformed_frames == 0
-                await next_of(events, Connected)
+                await next_event(events, Connected)
             nursery.cancel_scope.cancel()
