@@ -41,6 +41,7 @@ from trio_realtime import (
     Broadcast,
     Channel,
     ChannelClosed,
+    ChannelState,
     ConnectionClosed,
     PushError,
     PushTimeout,
@@ -93,6 +94,7 @@ class Figures:
     acked_not_echoed: int = 0
     reconnects: int = 0
     rejoins_after_close: int = 0
+    rejoin_errors: Counter[str] = field(default_factory=Counter)
     presence_converged: bool = False
 
 
@@ -131,15 +133,14 @@ class Member:
         self.acked_first: set[int] = set()
         self.echoed_first: set[int] = set()
         self.sent_all = trio.Event()
-
-    def channel(self, topic: str) -> Channel:
-        return self.client.channel(
-            topic, broadcast_self=True, broadcast_ack=True, presence_key=self.figures.name
-        )
+        self.channels: dict[str, Channel] = {}
 
     async def join(self, topic: str, nursery: trio.Nursery) -> None:
         """Join ``topic`` with a consumer for its broadcasts and presence, and track."""
-        channel = self.channel(topic)
+        channel = self.client.channel(
+            topic, broadcast_self=True, broadcast_ack=True, presence_key=self.figures.name
+        )
+        self.channels[topic] = channel
         nursery.start_soon(self.consume, channel.broadcasts(buffer=100_000))
         channel.presence_events(overflow="drop_oldest")
         await channel.join()
@@ -183,34 +184,34 @@ class Member:
         period = 1.0 / self.soak.rate
         number = 0
         while not self.soak.stop_sending.is_set():
+            await trio.sleep(period)
             number += 1
             topic = topics[number % len(topics)]
-            self.figures.started += 1
-            try:
-                await self.channel(topic).send_broadcast(
-                    "msg", {"c": self.figures.name, "n": number}
-                )
-            except ChannelClosed:
+            if self.channels[topic].state is ChannelState.CLOSED:
                 # The server closed the channel (an expired token): join again, with fresh
                 # subscriptions, and track again.
-                self.figures.raised["ChannelClosed"] += 1
                 self.figures.rejoins_after_close += 1
                 try:
                     await self.join(topic, nursery)
                 except RealtimeError as exc:
-                    self.figures.raised[f"rejoin {type(exc).__name__}"] += 1
-            except (PushTimeout, PushError, ConnectionClosed) as exc:
+                    self.figures.rejoin_errors[type(exc).__name__] += 1
+                    continue
+            self.figures.started += 1
+            try:
+                await self.channels[topic].send_broadcast(
+                    "msg", {"c": self.figures.name, "n": number}
+                )
+            except (ChannelClosed, PushTimeout, PushError, ConnectionClosed) as exc:
                 self.figures.raised[type(exc).__name__] += 1
             else:
                 self.acked(number)
-            await trio.sleep(period)
 
     def finish(self, server: RealtimeServer) -> None:
         self.figures.acked_not_echoed = len(self.acked_first)
         self.figures.reconnects = self.client.statistics().reconnects
         self.figures.presence_converged = all(
-            sorted(self.channel(topic).presence_state()) == sorted(server.presence_state(topic))
-            for topic in self.soak.topics()
+            sorted(channel.presence_state()) == sorted(server.presence_state(topic))
+            for topic, channel in self.channels.items()
         )
 
 
@@ -340,6 +341,8 @@ def report(soak: Soak, elapsed: float, rss_start: int, rss_end: int) -> dict[str
                 "raised": dict(f.raised),
                 "received": f.received,
                 "reconnects": f.reconnects,
+                "rejoins_after_close": f.rejoins_after_close,
+                "rejoin_errors": dict(f.rejoin_errors),
                 "presence_converged": f.presence_converged,
             }
             for f in soak.figures
