@@ -18,7 +18,8 @@ The promises checked at the end, when every push has finished:
 * every acknowledged push came back to its sender (``broadcast_self``: the server fans out
   before it acknowledges), and no client received any message twice;
 * every client is connected and joined again, with the server's presence state;
-* RSS at the end is close to RSS at the start.
+* RSS levels off: it is sampled ten times over the run, and reported at the start, the
+  middle and the end (a leak keeps growing from the middle to the end).
 
 The exit status is 1 when a promise is broken. ``--json PATH`` writes the figures.
 """
@@ -287,10 +288,18 @@ async def soak_run(soak: Soak) -> dict[str, Any]:
     async with serve_realtime(idle_timeout=None) as server, trio.open_nursery() as nursery:
         for index in range(soak.clients):
             members.append(await nursery.start(run_member, soak, server, index))
-        rss_start = rss_kib()
+        rss = [rss_kib()]
         started = time.monotonic()
+
+        async def sample_rss() -> None:
+            while True:
+                await trio.sleep(soak.duration / 10)
+                rss.append(rss_kib())
+
         with trio.move_on_after(soak.duration):
-            await inject_faults(soak, server)
+            async with trio.open_nursery() as faults:
+                faults.start_soon(sample_rss)
+                await inject_faults(soak, server)
         # Wind down: stop sending and let every push finish (each is bounded by the client
         # timeout); lift the faults that persist; let everyone reconnect, rejoin and settle.
         soak.stop_sending.set()
@@ -310,12 +319,13 @@ async def soak_run(soak: Soak) -> dict[str, Any]:
         elapsed = time.monotonic() - started
         for member in members:
             member.finish(server)
-        rss_end = rss_kib()
+        rss.append(rss_kib())
         soak.finished.set()
-    return report(soak, elapsed, rss_start, rss_end)
+    return report(soak, elapsed, rss)
 
 
-def report(soak: Soak, elapsed: float, rss_start: int, rss_end: int) -> dict[str, Any]:
+def report(soak: Soak, elapsed: float, rss: list[int]) -> dict[str, Any]:
+    """The run's figures; ``rss`` holds RSS samples (KiB) from start to end."""
     totals: Counter[str] = Counter()
     raised: Counter[str] = Counter()
     for figures in soak.figures:
@@ -357,8 +367,10 @@ def report(soak: Soak, elapsed: float, rss_start: int, rss_end: int) -> dict[str
         "reconnects": totals["reconnects"],
         "faults": dict(soak.faults),
         "presence_converged": all(f.presence_converged for f in soak.figures),
-        "rss_start_kib": rss_start,
-        "rss_end_kib": rss_end,
+        "rss_start_kib": rss[0],
+        "rss_mid_kib": rss[len(rss) // 2],
+        "rss_end_kib": rss[-1],
+        "rss_max_kib": max(rss),
     }
 
 
