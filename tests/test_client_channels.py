@@ -799,3 +799,21 @@ async def test_broadcast_payload_identity(autojump_clock: trio.testing.MockClock
         await server.broadcast("room", "evt", {"k": "v"})
         item = await received.receive()
         assert item == Broadcast(event="evt", payload={"k": "v"}, topic="realtime:room", meta=None)
+
+
+async def test_ch03_cancelled_join_does_not_join_behind_the_callers_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """CH-03/CL-05: a join cancelled while waiting for its reply stops joining; if the server
+    joined meanwhile, the client leaves again, so client and server agree."""
+    async with serve_realtime() as server, connect(server) as client:
+        server.reply_delay = 5.0
+        channel = client.channel("room")
+        with trio.move_on_after(1.0):
+            await channel.join()
+        await trio.sleep(30.0)
+        assert channel.state is ChannelState.CLOSED
+        assert server.statistics().channels_joined == 0
+        server.reply_delay = 0.0
+        await channel.join()
+        assert channel.joined

@@ -389,7 +389,8 @@ class Channel:
         """Join the channel and wait for the server's reply (bounded by the client timeout).
 
         Returns at once if already joined. While the connection is down it waits for the
-        reconnect, within the same timeout.
+        reconnect, within the same timeout. Cancelling it stops the join (and, if the server
+        joined meanwhile, leaves), unless another task is waiting for the same join.
 
         Raises:
             JoinError: the server refused, with its reason. Not retried.
@@ -413,6 +414,12 @@ class Channel:
             with trio.move_on_after(self._host.timeout):
                 await outcome.wait()
                 return
+        except trio.Cancelled:
+            # The caller gave up on this join: unless another task still waits for it, stop
+            # joining, so that a cancelled join does not end up joined behind the caller's back.
+            if self._user_joins == 1 and not outcome.done:
+                self._abandon_join()
+            raise
         finally:
             self._user_joins -= 1
         self._abandon_join()
