@@ -200,6 +200,23 @@ def parse_frame(data: WireData, vsn: str = VSN_1) -> Frame:
                 return make_frame(topic, event, payload, ref, join_ref)
         return _parse_object(obj, require_ref=False)
     if vsn == VSN_2:
+        if type(data) is str:
+            try:
+                arr = _loads(data)
+            except _JSONDecodeError as exc:
+                raise ProtocolError(f"frame is not valid JSON: {exc}") from None
+            if type(arr) is list and len(arr) >= 5:
+                join_ref, ref, topic, event, payload = arr[0], arr[1], arr[2], arr[3], arr[4]
+                if (
+                    type(topic) is str
+                    and type(event) is str
+                    and (ref is None or type(ref) is str)
+                    and (join_ref is None or type(join_ref) is str)
+                ):
+                    return make_frame(topic, event, payload, ref, join_ref)
+            return _parse_array(arr)
+        if type(data) is bytes and data[:1] == b"\x04":
+            return _parse_user_broadcast(data)
         if isinstance(data, str):
             return _parse_array(_load(data))
         return _parse_binary(data, from_server=True)
@@ -207,6 +224,24 @@ def parse_frame(data: WireData, vsn: str = VSN_1) -> Frame:
 
 
 _MISSING: Final = object()
+
+
+def _parse_user_broadcast(raw: bytes) -> Frame:
+    """Decode a kind-4 frame (the V2 hot path: every binary-origin broadcast is one)."""
+    if len(raw) < 5:
+        raise ProtocolError("binary frame is truncated in its header")
+    topic_end = 5 + raw[1]
+    event_end = topic_end + raw[2]
+    meta_end = event_end + raw[3]
+    if meta_end > len(raw):
+        raise ProtocolError("binary frame is shorter than its header says")
+    try:
+        topic = raw[5:topic_end].decode()
+        user_event = raw[topic_end:event_end].decode()
+    except UnicodeDecodeError:
+        raise ProtocolError("binary frame field is not valid UTF-8") from None
+    payload = _user_broadcast(user_event, raw[event_end:meta_end], raw[4], raw[meta_end:])
+    return make_frame(topic, BROADCAST, payload)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,13 +409,7 @@ def _parse_binary(data: WireData, *, from_server: bool) -> Frame:
     kind = raw[0]
     reader = _Reader(raw)
     if kind == KIND_USER_BROADCAST and from_server:
-        topic_len, event_len, meta_len, encoding = reader.sizes(4)
-        topic = reader.text(topic_len)
-        user_event = reader.text(event_len)
-        meta = reader.raw(meta_len)
-        return make_frame(
-            topic, BROADCAST, _user_broadcast(user_event, meta, encoding, reader.rest())
-        )
+        return _parse_user_broadcast(raw)
     if kind == KIND_USER_BROADCAST_PUSH and not from_server:
         join_ref_len, ref_len, topic_len, event_len, meta_len, encoding = reader.sizes(6)
         join_ref = reader.text(join_ref_len) or None
