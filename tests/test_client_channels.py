@@ -544,7 +544,7 @@ async def test_pr07_presence_converges_after_reconnect(
 async def test_pg01_to_pg05_routing_conversion_and_readiness(
     vsn: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """PG-01..PG-05: bindings in the join, ids matched, values converted, per-table routing."""
+    """PG-01, PG-02, PG-03, PG-05: bindings in the join, ids matched, values converted, routing."""
     async with serve_realtime() as server, connect(server, vsn=vsn) as client:
         channel = client.channel("db")
         messages = channel.postgres_changes("*", table="messages")
