@@ -32,6 +32,17 @@ from ._exceptions import PushTimeout as PushTimeout
 from ._exceptions import RealtimeConnectionError as RealtimeConnectionError
 from ._exceptions import RealtimeError as RealtimeError
 from ._exceptions import SubscriptionOverflow as SubscriptionOverflow
+from ._frames import JSONObject as JSONObject
+from ._frames import JSONValue as JSONValue
+from ._frames import Payload as Payload
+from ._postgres import FilterOperator as FilterOperator
+from ._postgres import PostgresChange as PostgresChange
+from ._postgres import postgres_filter as postgres_filter
+from ._presence import PresenceEvent as PresenceEvent
+from ._presence import PresenceMap as PresenceMap
+from ._presence import PresenceMeta as PresenceMeta
+from ._public import publish as _publish
+from ._serializer import Vsn as Vsn
 
 if TYPE_CHECKING:
     from ._channel import Channel as Channel
@@ -52,9 +63,7 @@ if TYPE_CHECKING:
     from ._events import HeartbeatEvent as HeartbeatEvent
     from ._events import Reconnecting as Reconnecting
     from ._events import SystemMessage as SystemMessage
-    from ._postgres import PostgresChange as PostgresChange
-    from ._postgres import postgres_filter as postgres_filter
-    from ._presence import PresenceEvent as PresenceEvent
+    from ._subscription import Overflow as Overflow
     from ._subscription import Subscription as Subscription
     from ._subscription import SubscriptionStatistics as SubscriptionStatistics
     from ._transport import Transport as Transport
@@ -80,9 +89,7 @@ _LAZY = {
     "HeartbeatEvent": "_events",
     "Reconnecting": "_events",
     "SystemMessage": "_events",
-    "PostgresChange": "_postgres",
-    "postgres_filter": "_postgres",
-    "PresenceEvent": "_presence",
+    "Overflow": "_subscription",
     "Subscription": "_subscription",
     "SubscriptionStatistics": "_subscription",
     "Transport": "_transport",
@@ -92,12 +99,15 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _LAZY:
         raise AttributeError(f"module 'trio_realtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    # The first runtime name asked for loads them all, so that every public class is presented
+    # as trio_realtime.X (see publish) before any of them can be seen.
+    namespace = globals()
+    for lazy_name, module in _LAZY.items():
+        namespace[lazy_name] = getattr(importlib.import_module(f".{module}", __name__), lazy_name)
+    _publish(__name__, namespace, _LAZY)
+    return namespace[name]
 
 
 def __dir__() -> list[str]:
@@ -119,11 +129,18 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionEvent",
     "Disconnected",
+    "FilterOperator",
     "HeartbeatEvent",
+    "JSONObject",
+    "JSONValue",
     "JoinError",
+    "Overflow",
+    "Payload",
     "PostgresChange",
     "PostgresSubscriptionError",
     "PresenceEvent",
+    "PresenceMap",
+    "PresenceMeta",
     "ProtocolError",
     "PushError",
     "PushTimeout",
@@ -140,8 +157,11 @@ __all__ = [
     "Transport",
     "TransportFactory",
     "TransportOptions",
+    "Vsn",
     "__version__",
     "backoff",
     "open_realtime",
     "postgres_filter",
 ]
+
+_publish(__name__, globals(), __all__)

@@ -239,7 +239,7 @@ class PostgresChange:
 def parse_postgres_change(
     payload: object, *, skip_types: Collection[str] = ()
 ) -> PostgresChange | None:
-    """Build a :class:`PostgresChange` from a ``postgres_changes`` frame payload.
+    """Build a :class:`~trio_realtime.PostgresChange` from a ``postgres_changes`` frame payload.
 
     Returns:
         ``None`` when the payload does not have the ``{"ids": [...], "data": {...}}`` shape.

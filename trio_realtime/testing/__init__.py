@@ -9,6 +9,7 @@ or from the command line with ``trio-realtime serve``. It never imports the clie
 it cannot agree with the client's bugs.
 """
 
+from .._public import publish as _publish
 from ._server import RealtimeServer as RealtimeServer
 from ._server import ServerStatistics as ServerStatistics
 from ._server import serve_realtime as serve_realtime
@@ -22,3 +23,5 @@ __all__ = [
     "TokenCheck",
     "serve_realtime",
 ]
+
+_publish(__name__, globals(), __all__)

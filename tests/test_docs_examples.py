@@ -1,0 +1,161 @@
+"""Every Python example in the README and the documentation runs, so that none can rot.
+
+Each fenced ``python`` block of ``README.md`` and ``docs/*.md`` is extracted and run as a user
+would run it, in a child process:
+
+- a block that defines ``test_`` functions is a pytest module: it runs with pytest in an empty
+  directory whose ``pyproject.toml`` is the page's own ``toml`` block that configures pytest
+  (the configuration the page tells users to copy), or the testing guide's when the page has
+  none;
+- any other block is a program: it runs with ``SUPABASE_URL`` and ``SUPABASE_ANON_KEY``
+  pointing at a local server (``trio_realtime.testing``) on a loopback port, and must exit 0.
+
+``trio.fail_after`` only guards against a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from trio_realtime.testing import serve_realtime
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+TESTING_PAGE = ROOT / "docs" / "testing.md"
+GUARD = 60.0
+
+_FENCE = re.compile(r"^```(?P<lang>[^\s`]*)[^\n]*\n(?P<body>.*?)^```\s*$", re.DOTALL | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced code block."""
+
+    page: Path
+    line: int
+    lang: str
+    code: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.page.relative_to(ROOT)}:{self.line}"
+
+    @property
+    def is_test_module(self) -> bool:
+        return re.search(r"^(async )?def test_", self.code, re.MULTILINE) is not None
+
+
+def _blocks(page: Path) -> list[Block]:
+    text = page.read_text(encoding="utf-8")
+    return [
+        Block(page, text.count("\n", 0, match.start()) + 1, match["lang"], match["body"])
+        for match in _FENCE.finditer(text)
+    ]
+
+
+def _pytest_config(page: Path) -> str:
+    """The page's pytest configuration block, else the testing guide's."""
+    for source in (page, TESTING_PAGE):
+        for block in _blocks(source):
+            if block.lang == "toml" and "[tool.pytest.ini_options]" in block.code:
+                return block.code
+    raise AssertionError(f"no pytest configuration in {page} or {TESTING_PAGE}")
+
+
+PROGRAMS = [
+    b for page in PAGES for b in _blocks(page) if b.lang == "python" and not b.is_test_module
+]
+TEST_PAGES = sorted(
+    {b.page for page in PAGES for b in _blocks(page) if b.lang == "python" and b.is_test_module}
+)
+
+
+def _environment(**extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SUPABASE_")}
+    env.pop("PYTEST_ADDOPTS", None)
+    env.update(extra)
+    return env
+
+
+def _output(result: subprocess.CompletedProcess[bytes]) -> str:
+    return (result.stdout + result.stderr).decode(errors="replace")
+
+
+def test_the_pages_have_examples() -> None:
+    """The extraction finds the examples (a broken fence pattern would find none)."""
+    assert any(b.page.name == "README.md" for b in PROGRAMS)
+    assert ROOT / "README.md" in TEST_PAGES
+    assert TESTING_PAGE in TEST_PAGES
+    for page in PAGES:
+        for block in _blocks(page):
+            assert block.lang, f"{block.name}: a code block without a language"
+
+
+@pytest.mark.parametrize("block", PROGRAMS, ids=[b.name for b in PROGRAMS])
+async def test_program_example_runs(block: Block, tmp_path: Path) -> None:
+    """The program exits 0 against the local server."""
+    script = tmp_path / "example.py"
+    script.write_text(block.code, encoding="utf-8")
+    async with serve_realtime() as server:
+        env = _environment(SUPABASE_URL=server.url, SUPABASE_ANON_KEY="anon-key")
+        with trio.fail_after(GUARD):
+            result = await trio.run_process(
+                [sys.executable, str(script)],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                cwd=tmp_path,
+                env=env,
+            )
+    assert result.returncode == 0, f"{block.name} failed:\n{_output(result)}"
+
+
+def _test_groups() -> dict[str, list[Path]]:
+    """The pages with test examples, grouped by the pytest configuration they run with."""
+    groups: dict[str, list[Path]] = {}
+    for page in TEST_PAGES:
+        groups.setdefault(_pytest_config(page), []).append(page)
+    return groups
+
+
+GROUPS = list(_test_groups().items())
+
+
+@pytest.mark.parametrize(
+    ("config", "pages"),
+    GROUPS,
+    ids=["+".join(str(p.relative_to(ROOT)) for p in pages) for _, pages in GROUPS],
+)
+async def test_pytest_examples_pass(config: str, pages: list[Path], tmp_path: Path) -> None:
+    """The pages' test examples pass under pytest, with the configuration the pages show.
+
+    Pages that show the same configuration share one pytest run.
+    """
+    (tmp_path / "pyproject.toml").write_text(config, encoding="utf-8")
+    tests = 0
+    for page in pages:
+        modules = [b for b in _blocks(page) if b.lang == "python" and b.is_test_module]
+        for block in modules:
+            name = re.sub(r"\W", "_", block.name)
+            (tmp_path / f"test_{name}.py").write_text(block.code, encoding="utf-8")
+            tests += len(re.findall(r"^(?:async )?def test_", block.code, re.MULTILINE))
+    with trio.fail_after(GUARD):
+        result = await trio.run_process(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=tmp_path,
+            env=_environment(),
+        )
+    output = _output(result)
+    assert result.returncode == 0, f"the examples failed:\n{output}"
+    assert f"{tests} passed" in output, output
