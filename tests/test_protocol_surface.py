@@ -69,6 +69,7 @@ PROTOCOL_MODULES = [
     "trio_realtime._presence",
     "trio_realtime._postgres",
     "trio_realtime._url",
+    "trio_realtime._public",
 ]
 
 # Nothing that does I/O, runs tasks or threads, or talks to the network may come with them.
