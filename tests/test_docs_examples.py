@@ -10,11 +10,15 @@ would run it, in a child process:
 - any other block is a program: it runs with ``SUPABASE_URL`` and ``SUPABASE_ANON_KEY``
   pointing at a local server (``trio_realtime.testing``) on a loopback port, and must exit 0.
 
+The documentation build itself (``nox -s docs``: Sphinx, warnings as errors, every reference
+resolved) also runs here, so that a docstring that breaks it fails the suite.
+
 ``trio.fail_after`` only guards against a hang.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -159,3 +163,22 @@ async def test_pytest_examples_pass(config: str, pages: list[Path], tmp_path: Pa
     output = _output(result)
     assert result.returncode == 0, f"the examples failed:\n{output}"
     assert f"{tests} passed" in output, output
+
+
+async def test_documentation_builds_without_warnings(tmp_path: Path) -> None:
+    """Sphinx builds the documentation with -W -n, as ``nox -s docs`` does."""
+    if importlib.util.find_spec("sphinx") is None:
+        if os.environ.get("CI"):
+            pytest.fail("Sphinx is missing: install the test extra (.[test])")
+        pytest.skip("Sphinx is not installed (pip install -e '.[test]')")
+    command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-E", "-q"]
+    with trio.fail_after(GUARD * 3):
+        result = await trio.run_process(
+            [*command, "-b", "html", "-d", str(tmp_path / "doctrees"), "docs", str(tmp_path)],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=ROOT,
+            env=_environment(),
+        )
+    assert result.returncode == 0, _output(result)

@@ -158,11 +158,17 @@ TOP_LEVEL_NAMES = [
 ]
 
 TESTING_NAMES = [
+    "DatabaseSetupError",
+    "DatabaseStatistics",
+    "PostgresCluster",
+    "PostgresNotFound",
     "RealtimeServer",
     "ServerConnection",
     "ServerStatistics",
     "TokenCheck",
+    "make_token",
     "serve_realtime",
+    "start_postgres",
 ]
 
 
