@@ -100,6 +100,7 @@ ALLOWED_IMPORTS = {
     "enum",
     "math",
     "orjson",
+    "re",
     "typing",
     "urllib.parse",
 }
