@@ -122,35 +122,65 @@ async def test_program_example_runs(block: Block, tmp_path: Path) -> None:
     assert result.returncode == 0, f"{block.name} failed:\n{_output(result)}"
 
 
-def _test_groups() -> dict[str, list[Path]]:
-    """The pages with test examples, grouped by the pytest configuration they run with."""
-    groups: dict[str, list[Path]] = {}
+def _needs_postgres(block: Block) -> bool:
+    return "start_postgres" in block.code
+
+
+def _test_groups() -> list[tuple[str, bool, list[Block]]]:
+    """The test examples, grouped by the pytest configuration their page shows and by whether
+    they need PostgreSQL; each group is one pytest run."""
+    groups: dict[tuple[str, bool], list[Block]] = {}
     for page in TEST_PAGES:
-        groups.setdefault(_pytest_config(page), []).append(page)
-    return groups
+        config = _pytest_config(page)
+        for block in _blocks(page):
+            if block.lang == "python" and block.is_test_module:
+                groups.setdefault((config, _needs_postgres(block)), []).append(block)
+    return [(config, postgres, blocks) for (config, postgres), blocks in groups.items()]
 
 
-GROUPS = list(_test_groups().items())
+GROUPS = _test_groups()
+
+
+def _postgres_missing() -> str | None:
+    """Why the PostgreSQL examples cannot run here, or ``None`` when they can."""
+    from trio_realtime.testing import PostgresNotFound
+    from trio_realtime.testing._cluster import wal2json_available
+
+    if importlib.util.find_spec("psycopg") is None:
+        return "psycopg is not installed (pip install 'trio-realtime[postgres]')"
+    try:
+        if not wal2json_available():
+            return "wal2json is not installed (apt-get install postgresql-15-wal2json)"
+    except PostgresNotFound as exc:
+        return str(exc)
+    return None
 
 
 @pytest.mark.parametrize(
-    ("config", "pages"),
+    ("config", "postgres", "blocks"),
     GROUPS,
-    ids=["+".join(str(p.relative_to(ROOT)) for p in pages) for _, pages in GROUPS],
+    ids=[
+        ("postgres:" if postgres else "") + "+".join(sorted({b.page.name for b in blocks}))
+        for _, postgres, blocks in GROUPS
+    ],
 )
-async def test_pytest_examples_pass(config: str, pages: list[Path], tmp_path: Path) -> None:
-    """The pages' test examples pass under pytest, with the configuration the pages show.
+async def test_pytest_examples_pass(
+    config: str, postgres: bool, blocks: list[Block], tmp_path: Path
+) -> None:
+    """The test examples pass under pytest, with the configuration their pages show.
 
-    Pages that show the same configuration share one pytest run.
+    The examples that need PostgreSQL (with wal2json) skip without it, except under CI.
     """
+    if postgres and (reason := _postgres_missing()) is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set, and the PostgreSQL examples cannot run: {reason}")
+        pytest.skip(reason)
     (tmp_path / "pyproject.toml").write_text(config, encoding="utf-8")
     tests = 0
-    for page in pages:
-        modules = [b for b in _blocks(page) if b.lang == "python" and b.is_test_module]
-        for block in modules:
-            name = re.sub(r"\W", "_", block.name)
-            (tmp_path / f"test_{name}.py").write_text(block.code, encoding="utf-8")
-            tests += len(re.findall(r"^(?:async )?def test_", block.code, re.MULTILINE))
+    for block in blocks:
+        name = re.sub(r"\W", "_", block.name)
+        (tmp_path / f"test_{name}.py").write_text(block.code, encoding="utf-8")
+        tests += len(re.findall(r"^(?:async )?def test_", block.code, re.MULTILINE))
     with trio.fail_after(GUARD):
         result = await trio.run_process(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"],

@@ -123,6 +123,7 @@ TOP_LEVEL_NAMES = [
     "ConnectionEvent",
     "Disconnected",
     "FilterOperator",
+    "FilterParseError",
     "HeartbeatEvent",
     "JSONObject",
     "JSONValue",
