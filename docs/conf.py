@@ -11,6 +11,7 @@ Build with ``nox -s docs`` (warnings are errors, and every cross-reference must 
 from __future__ import annotations
 
 import importlib.metadata
+from typing import Any
 
 project = "trio_realtime"
 author = "trio_realtime developers"
@@ -53,10 +54,24 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(os|pathlib|subprocess)\..*"),
     # Private helpers that appear in signatures of objects users never construct themselves.
     (r"py:.*", r"trio_realtime(\.testing)?\._.*"),
-    (r"py:.*", r"(Endpoint|ChannelHost|Hub|ServerConfig|Meta|Database)"),
+    (r"py:.*", r"(Endpoint|ChannelHost|Hub|ServerConfig|Meta|Database|PostgresReadiness)"),
     (r"py:.*", r"(Exception|BaseException|ValueError|TypeError|KeyError|LookupError)"),
     (r"py:class", r"(T|T_co|D|P|TypedDictT)"),
 ]
 
 html_theme = "furo"
 html_title = f"trio_realtime {release}"
+
+
+def _skip_reexports(  # noqa: PLR0917 - the signature Sphinx calls
+    app: object, what: str, name: str, obj: object, skip: bool, options: object
+) -> bool | None:
+    """In a module's member list (trio_realtime.protocol), leave out what trio_realtime itself
+    exports: those are documented once, under trio_realtime."""
+    if what == "module" and getattr(obj, "__module__", None) == "trio_realtime":
+        return True
+    return None
+
+
+def setup(app: Any) -> None:
+    app.connect("autodoc-skip-member", _skip_reexports)

@@ -117,6 +117,7 @@ TOP_LEVEL_NAMES = [
     "ChannelJoinFailed",
     "ChannelJoined",
     "ChannelState",
+    "ChannelStateError",
     "ClientStatistics",
     "Connected",
     "ConnectionClosed",

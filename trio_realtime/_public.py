@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+# The names each public module exports, as given to publish().
+_exports: dict[str, frozenset[str]] = {}
+
 
 def _is_private(module: object, package: str) -> bool:
     if not isinstance(module, str) or not module.startswith(package + "."):
@@ -42,11 +45,16 @@ def publish(public: str, namespace: Mapping[str, object], names: Iterable[str]) 
     """Set ``__module__`` to ``public`` for the classes and functions ``names`` of ``namespace``.
 
     Only objects still presented under a private module (one with a ``_name`` part) are
-    renamed, with their methods, so that a name exported from two public modules keeps the
-    first that claimed it. Type aliases and other values without ``__module__`` are left alone.
+    renamed, with their methods. A name that the package itself (``trio_realtime``) also
+    exports is presented there, whichever public module publishes it first. Type aliases and
+    other values without ``__module__`` are left alone.
     """
+    names = list(names)
+    _exports[public] = _exports.get(public, frozenset()) | frozenset(names)
     package = public.split(".", maxsplit=1)[0]
+    package_names = _exports.get(package, frozenset())
     seen: set[int] = set()
     for name in names:
         if name in namespace:
-            _rename(namespace[name], public, package, seen)
+            target = package if name in package_names else public
+            _rename(namespace[name], target, package, seen)
