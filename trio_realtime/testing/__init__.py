@@ -9,13 +9,17 @@ or from the command line with ``trio-realtime serve``. It never imports the clie
 it cannot agree with the client's bugs.
 """
 
+from ._rest import MemoryHTTPTransport as MemoryHTTPTransport
 from ._server import RealtimeServer as RealtimeServer
 from ._server import ServerStatistics as ServerStatistics
 from ._server import serve_realtime as serve_realtime
 from ._server_connection import ServerConnection as ServerConnection
+from ._state import ChannelAuthorization as ChannelAuthorization
 from ._state import TokenCheck as TokenCheck
 
 __all__ = [
+    "ChannelAuthorization",
+    "MemoryHTTPTransport",
     "RealtimeServer",
     "ServerConnection",
     "ServerStatistics",

@@ -51,6 +51,15 @@ from .._transport import Transport, TransportOptions, memory_transport_pair
 from .._url import Endpoint, redact_url
 from .._ws_sansio import _refusal, server_handshake
 from ._postgres_changes import build_change
+from ._rest import (
+    DEFAULT_EVENTS_PER_SECOND,
+    ChannelAuthorization,
+    MemoryHTTPTransport,
+    RestEndpoints,
+    is_rest_request,
+    prefixed,
+    serve_http,
+)
 from ._server_connection import ServerConnection
 from ._state import Hub, ServerConfig, TokenCheck
 
@@ -182,6 +191,8 @@ class RealtimeServer:
         self._config = config
         self._ssl_context = ssl_context
         self._hub = Hub(config)
+        self._rest = RestEndpoints(self._hub, max_events_per_second=config.max_events_per_second)
+        self._http_transport = MemoryHTTPTransport(self._rest)
         self._nursery = nursery
         self._host = host
         self._port = port
@@ -241,6 +252,20 @@ class RealtimeServer:
         return f"{base}{path}?{urlencode(query)}"
 
     # -- connections ----------------------------------------------------------------------------
+
+    @property
+    def http_transport(self) -> MemoryHTTPTransport:
+        """An httpx transport to the REST endpoints, in memory (no socket, MockClock friendly).
+
+        Pass it as ``open_realtime(..., http_transport=server.http_transport)``, or to an
+        ``httpx.AsyncClient``.
+        """
+        return self._http_transport
+
+    @property
+    def rest_requests(self) -> int:
+        """REST requests handled so far (over TCP and in memory)."""
+        return self._rest.requests
 
     @property
     def connections(self) -> list[ServerConnection]:
@@ -579,8 +604,19 @@ class RealtimeServer:
 
         handshake = None
         with trio.move_on_after(HANDSHAKE_TIMEOUT):
+            # A request other than GET is for the REST endpoints; an upgrade goes on as before.
+            try:
+                head = bytes(await stream.receive_some())
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                head = b""
+            if not head:
+                await trio.aclose_forcefully(stream)
+                return
+            if is_rest_request(head):
+                await serve_http(stream, head, self._rest)
+                return
             handshake = await server_handshake(
-                stream, decide, max_message_size=self._config.max_message_size
+                prefixed(stream, head), decide, max_message_size=self._config.max_message_size
             )
         if handshake is not None:
             await self._run(accepted[0], handshake[0])
@@ -634,6 +670,8 @@ async def serve_realtime(
     idle_timeout: float | None = 60.0,
     record_frames: int = 1000,
     ssl_context: ssl.SSLContext | None = None,
+    authorize: ChannelAuthorization | None = None,
+    max_events_per_second: int = DEFAULT_EVENTS_PER_SECOND,
 ) -> AsyncIterator[RealtimeServer]:
     """Run a local Realtime server for the duration of the ``async with`` block.
 
@@ -662,6 +700,15 @@ async def serve_realtime(
         ssl_context: A server-side TLS context (``ssl.Purpose.CLIENT_AUTH``, with a certificate
             chain loaded): connections over TCP then speak TLS, and :attr:`RealtimeServer.url`
             is ``https://``, so clients use ``wss``. The in-memory transport is unaffected.
+        authorize: Private-channel access, in place of the RLS policies on
+            ``realtime.messages``: called as ``authorize(sub_topic, token, action)`` with
+            ``action`` ``"read"`` for a private join (refused with ``"Unauthorized: You do not
+            have permissions to read from this Channel topic: <topic>"``) and ``"write"`` for a
+            private broadcast (over the socket: dropped without an ack; REST single: 403; REST
+            batch: skipped). ``None`` allows everything.
+        max_events_per_second: The rate limit of the REST endpoints: messages accepted in the
+            last second; past it they answer 429 with the server's messages and
+            ``x-rate-limit`` headers.
 
     Raises:
         OSError: if the port cannot be bound.
@@ -673,6 +720,8 @@ async def serve_realtime(
         raise ValueError("record_frames must not be negative")
     if join_error_delay < 0 or connect_error_delay < 0:
         raise ValueError("delays must not be negative")
+    if max_events_per_second < 1:
+        raise ValueError("max_events_per_second must be positive")
     config = ServerConfig(
         apikey=apikey,
         token_check=token_check,
@@ -683,6 +732,8 @@ async def serve_realtime(
         send_buffer=send_buffer,
         idle_timeout=idle_timeout,
         record_frames=record_frames,
+        authorize=authorize,
+        max_events_per_second=max_events_per_second,
     )
     listeners = await trio.open_tcp_listeners(port, host=host)
     if port == 0 and len(listeners) > 1:
