@@ -60,7 +60,7 @@ from .._serializer import parse_client_frame
 from .._transport import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, OutgoingMessage, Transport
 from ._payloads import SB_PREFIX, JoinParams, channel_token, parse_join
 from ._postgres_changes import SUBSCRIBED, parse_bindings, reply_entries
-from ._state import Channel, Hub, encode
+from ._state import Channel, ChannelAuthorization, Hub, encode
 
 logger = logging.getLogger("trio_realtime.testing")
 
@@ -70,6 +70,7 @@ WRITE_BATCH = 1024
 UNMATCHED_TOPIC: JSONObject = {"reason": "unmatched topic"}
 CHANNEL_LIMIT = "ChannelRateLimitReached: Too many channels"
 TOPIC_REQUIRED = "TopicNameRequired: You must provide a topic name"
+UNAUTHORIZED_READ = "Unauthorized: You do not have permissions to read from this Channel topic: "
 
 # The code a refused join's reason starts with, by token error message (PROTOCOL.md 4.3).
 _TOKEN_CODES = {
@@ -431,6 +432,10 @@ class ServerConnection:
             # No write policy: dropped silently, with no ack even when acks were asked for.
             logger.debug("connection %d: broadcast on %s refused by RLS", self._id, channel.topic)
             return
+        if channel.private and not _may(
+            self._hub.config.authorize, channel.topic, channel.token, "write"
+        ):
+            return  # dropped without a word, and without an ack, as on the server
         exclude = None if channel.broadcast_self else channel
         payload = frame.payload
         if user_broadcast and isinstance(payload, dict):
@@ -566,6 +571,8 @@ class ServerConnection:
             message = config.token_check(token)
             if message is not None:
                 return f"{_TOKEN_CODES.get(message, 'InvalidJWTToken')}: {message}", delay
+        if params.private and not _may(config.authorize, topic, token, "read"):
+            return f"{UNAUTHORIZED_READ}{sub_topic(topic)}", delay
         if params.replay_error is not None:
             return params.replay_error, delay
         return "", 0.0
@@ -584,7 +591,8 @@ class ServerConnection:
         if not reason and params.private and hub.database is not None:
             policies = await hub.database.authorize(token, sub_topic(topic))
             if policies is None or not policies.can_read:
-                reason, delay = _read_refusal(topic), hub.config.join_error_delay
+                reason = UNAUTHORIZED_READ + sub_topic(topic)
+                delay = hub.config.join_error_delay
         if reason:
             hub.joins_refused += 1
             logger.debug("connection %d: refusing join of %s: %s", self._id, topic, reason)
@@ -633,11 +641,11 @@ class ServerConnection:
                 channel.push(SYSTEM, _postgres_system(channel, "error", bindings_error))
 
 
-def _read_refusal(topic: str) -> str:
-    return (
-        "Unauthorized: You do not have permissions to read from this Channel topic: "
-        + sub_topic(topic)
-    )
+def _may(
+    authorize: ChannelAuthorization | None, topic: str, token: str | None, action: str
+) -> bool:
+    """Whether the server's private-channel check allows ``action`` on ``topic``."""
+    return authorize is None or authorize(sub_topic(topic), token, action)
 
 
 def _postgres_system(channel: Channel, status: str, message: str) -> JSONObject:
