@@ -111,6 +111,7 @@ def test_statistics_are_frozen_dataclasses() -> None:
 # a public name means adding it here too.
 TOP_LEVEL_NAMES = [
     "Broadcast",
+    "BroadcastMessage",
     "Channel",
     "ChannelClosed",
     "ChannelEvent",
@@ -144,6 +145,11 @@ TOP_LEVEL_NAMES = [
     "RealtimeError",
     "ReconnectPolicy",
     "Reconnecting",
+    "RestError",
+    "RestPayloadTooLarge",
+    "RestRateLimited",
+    "RestServerError",
+    "RestUnauthorized",
     "Subscription",
     "SubscriptionOverflow",
     "SubscriptionStatistics",

@@ -65,6 +65,12 @@ if TYPE_CHECKING:
     from ._events import HeartbeatEvent as HeartbeatEvent
     from ._events import Reconnecting as Reconnecting
     from ._events import SystemMessage as SystemMessage
+    from ._http_errors import RestError as RestError
+    from ._http_errors import RestPayloadTooLarge as RestPayloadTooLarge
+    from ._http_errors import RestRateLimited as RestRateLimited
+    from ._http_errors import RestServerError as RestServerError
+    from ._http_errors import RestUnauthorized as RestUnauthorized
+    from ._rest import BroadcastMessage as BroadcastMessage
     from ._subscription import Overflow as Overflow
     from ._subscription import Subscription as Subscription
     from ._subscription import SubscriptionStatistics as SubscriptionStatistics
@@ -92,6 +98,12 @@ _LAZY = {
     "Reconnecting": "_events",
     "SystemMessage": "_events",
     "Overflow": "_subscription",
+    "RestError": "_http_errors",
+    "RestPayloadTooLarge": "_http_errors",
+    "RestRateLimited": "_http_errors",
+    "RestServerError": "_http_errors",
+    "RestUnauthorized": "_http_errors",
+    "BroadcastMessage": "_rest",
     "Subscription": "_subscription",
     "SubscriptionStatistics": "_subscription",
     "Transport": "_transport",
@@ -120,6 +132,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Broadcast",
+    "BroadcastMessage",
     "Channel",
     "ChannelClosed",
     "ChannelEvent",
@@ -153,6 +166,11 @@ __all__ = [
     "RealtimeError",
     "ReconnectPolicy",
     "Reconnecting",
+    "RestError",
+    "RestPayloadTooLarge",
+    "RestRateLimited",
+    "RestServerError",
+    "RestUnauthorized",
     "Subscription",
     "SubscriptionOverflow",
     "SubscriptionStatistics",
