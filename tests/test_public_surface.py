@@ -166,8 +166,10 @@ TOP_LEVEL_NAMES = [
 ]
 
 TESTING_NAMES = [
+    "ChannelAuthorization",
     "DatabaseSetupError",
     "DatabaseStatistics",
+    "MemoryHTTPTransport",
     "PostgresCluster",
     "PostgresNotFound",
     "RealtimeServer",
