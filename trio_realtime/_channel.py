@@ -675,6 +675,30 @@ class Channel:
 
         await self._push(build, ack=ack, what=f"broadcast {event!r}")
 
+    async def http_send(
+        self, event: str, payload: Mapping[str, JSONValue] | bytes | bytearray | memoryview
+    ) -> None:
+        """Send one broadcast of ``event`` to this channel's topic over HTTP, without joining.
+
+        ``POST /api/broadcast/<topic>/events/<event>`` (realtime-js ``httpSend``): a mapping is
+        sent as JSON, bytes as ``application/octet-stream`` (V2 subscribers receive bytes; V1
+        subscribers receive nothing for a binary message, as on the server). A private channel
+        sends with ``?private=true``: the token needs broadcast write permission. It does not
+        need the socket, and does not wait for, or cause, a join.
+
+        Raises:
+            ValueError: for an empty event.
+            TypeError: for a payload that is neither a mapping nor bytes.
+            RestUnauthorized: 401 or 403 (for example a private topic the token may not write).
+            RestPayloadTooLarge, RestRateLimited, RestServerError, RestError: the server's
+                other refusals, with its words (see :meth:`RealtimeClient.http_broadcast`).
+            PushTimeout: no answer within the client ``timeout``.
+            RealtimeConnectionError: the server could not be reached.
+        """
+        await self._runtime.rest.send_single(
+            self.topic, event, payload, private=self._options.private
+        )
+
     async def track(self, state: Mapping[str, JSONValue]) -> None:
         """Track this client's presence with ``state`` and wait for the server's reply.
 
@@ -753,7 +777,7 @@ class Channel:
         if not self._want_joined and self._core.state is ChannelState.CLOSED:
             raise PushTimeout(
                 f"{what} on {self.topic!r} not sent within {timeout} s: the channel was not "
-                "joined (join it first; channel.http_send sends without joining)"
+                "joined (join it first, or send without joining with channel.http_send())"
             )
         raise PushTimeout(f"{what} on {self.topic!r} not completed within {timeout} s")
 

@@ -25,11 +25,12 @@ import logging
 import math
 import random
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
+import httpx
 import trio
 
 from ._channel import Channel
@@ -37,6 +38,7 @@ from ._driver import Driver
 from ._events import ConnectionEvent
 from ._exceptions import ConnectionClosed, RealtimeError, leaf_exceptions
 from ._frames import realtime_topic
+from ._rest import BroadcastMessage, RestSender
 from ._runtime import MAX_FRAME_SIZE, ReconnectPolicy, Runtime, Settings, TokenSource
 from ._serializer import check_vsn
 from ._session import ChannelOptions
@@ -343,6 +345,31 @@ class RealtimeClient:
                         await connection.send(data, binary)
         await trio.lowlevel.checkpoint()
 
+    async def http_broadcast(self, messages: Iterable[BroadcastMessage]) -> int:
+        """Send ``messages`` in one request to the REST batch endpoint (``POST /api/broadcast``).
+
+        No socket or join is needed: this works for any topic. Each message names its topic,
+        and may be private (the token must have broadcast write permission there, or the
+        server silently skips it) and carry an ``id``, which subscribers see as ``meta.id``.
+        The apikey and the token (the client's ``access_token``, refreshed like for a join)
+        go in headers.
+
+        Returns:
+            How many messages were sent (the server answered 202).
+
+        Raises:
+            ValueError: for an empty batch, or one of more than ``MAX_BATCH`` messages.
+            TypeError: for an item that is not a :class:`BroadcastMessage`.
+            RestUnauthorized: 401 or 403, with the server's message.
+            RestPayloadTooLarge: a payload over the project's limit (413, or 422).
+            RestRateLimited: 429, with the ``x-rate-limit`` figures.
+            RestServerError: 5xx.
+            RestError: any other error status (for example 422 for an invalid message).
+            PushTimeout: no answer within the client ``timeout``.
+            RealtimeConnectionError: the server could not be reached.
+        """
+        return await self._runtime.rest.send_batch(messages)
+
     async def wait_connected(self) -> None:
         """Wait until a connection is open (returns at once when it is)."""
         await self._driver.connected.wait()
@@ -402,6 +429,7 @@ async def open_realtime(
     close_timeout: float = 5.0,
     connect_timeout: float = 10.0,
     outgoing_buffer: int = 1024,
+    http_transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[RealtimeClient]:
     """Connect to Supabase Realtime; the body runs once the connection is open.
 
@@ -434,6 +462,9 @@ async def open_realtime(
         connect_timeout: Bound on opening a connection (TCP, TLS and the HTTP upgrade); past
             it the attempt fails like a refused connection.
         outgoing_buffer: Frames queued for the writer before senders wait.
+        http_transport: The httpx transport for REST broadcasts (``http_send``,
+            ``http_broadcast``); by default httpx's own, over TCP with ``ssl_context``. The
+            local server offers ``server.http_transport`` to stay in memory.
 
     Raises:
         ValueError: for a missing apikey, an unsupported vsn, a bad URL, a keyword that
@@ -479,7 +510,20 @@ async def open_realtime(
         endpoint = websocket_url(url, apikey=apikey, vsn=checked_vsn, log_level=log_level)
     except ValueError as exc:
         raise ValueError(redact(str(exc), apikey)) from None
+    if http_transport is not None and not isinstance(http_transport, httpx.AsyncBaseTransport):
+        raise TypeError(
+            f"http_transport must be an httpx.AsyncBaseTransport or None, not {http_transport!r}"
+        )
     runtime = Runtime(Settings(checked_vsn, timeout, rejoin), access_token=access_token)
+    runtime.rest = RestSender(
+        endpoint,
+        apikey=apikey,
+        token=runtime.token_for_join,
+        ssl_context=ssl_context,
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        transport=http_transport,
+    )
     driver = Driver(
         runtime,
         endpoint,
@@ -522,6 +566,8 @@ async def open_realtime(
                     driver.run_scope.cancel()
                     nursery.cancel_scope.cancel()
                     client._close()
+                    with trio.CancelScope(shield=True), trio.move_on_after(close_timeout):
+                        await runtime.rest.aclose()
     except BaseExceptionGroup as group:
         if user_error is not None and not isinstance(user_error, trio.Cancelled):
             raise user_error from None

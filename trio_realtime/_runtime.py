@@ -18,8 +18,9 @@ import trio
 
 from ._auth import token_expired
 from ._connection import Connection
-from ._exceptions import ProtocolError
+from ._exceptions import ProtocolError, RealtimeError
 from ._frames import Frame
+from ._rest import RestSender
 from ._serializer import encode_wire
 from ._session import Session
 
@@ -53,6 +54,7 @@ class Runtime:
         self, settings: Settings, *, access_token: str | TokenSource | None = None
     ) -> None:
         self.settings = settings
+        self._rest: RestSender | None = None
         self.session = Session()
         self.connection: Connection | None = None
         self.channels: dict[str, Channel] = {}
@@ -62,6 +64,21 @@ class Runtime:
         else:
             self.token_source = None
             self.token = access_token
+
+    @property
+    def rest(self) -> RestSender:
+        """The REST broadcast sender, set by ``open_realtime``.
+
+        Raises:
+            RealtimeError: before it is set.
+        """
+        if self._rest is None:
+            raise RealtimeError("REST sending needs a client opened with open_realtime()")
+        return self._rest
+
+    @rest.setter
+    def rest(self, sender: RestSender) -> None:
+        self._rest = sender
 
     @property
     def open_connection(self) -> Connection | None:
