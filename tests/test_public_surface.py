@@ -119,6 +119,7 @@ TOP_LEVEL_NAMES = [
     "ChannelJoined",
     "ChannelState",
     "ChannelStateError",
+    "ChannelStatistics",
     "ClientStatistics",
     "Connected",
     "ConnectionClosed",
