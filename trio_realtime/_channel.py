@@ -63,6 +63,7 @@ from ._frames import (
 )
 from ._postgres import PostgresChange, parse_postgres_change
 from ._presence import PresenceEvent, PresenceMap, PresenceTracker
+from ._replay import ReplayTracker
 from ._rest import RestSender
 from ._session import ChannelState as ChannelState
 from ._subscription import DEFAULT_BUFFER, Subscription
@@ -172,8 +173,10 @@ class Channel:
         presence_key: str,
         presence_enabled: bool,
         private: bool,
+        replay: ReplayTracker | None = None,
     ) -> None:
         self._host = host
+        self._replay = replay
         self.topic = topic
         self._options = (broadcast_self, broadcast_ack, presence_key, private)
         self._broadcast_self = broadcast_self
@@ -371,13 +374,24 @@ class Channel:
             await self.leave()
 
     def _config(self) -> JSONObject:
-        return channel_config(
+        config = channel_config(
             broadcast_self=self._broadcast_self,
             broadcast_ack=self._broadcast_ack,
             presence_key=self._presence_key,
             presence_enabled=self._presence_enabled,
             private=self._private,
         )
+        if self._replay is not None:
+            replay = self._replay.join_replay(rejoin=self._ever_joined)
+            broadcast = config["broadcast"]
+            if replay is not None and isinstance(broadcast, dict):
+                broadcast["replay"] = replay
+        return config
+
+    @property
+    def replay(self) -> ReplayTracker | None:
+        """The channel's replay settings and what it has seen (``None`` without replay)."""
+        return self._replay
 
     async def join(self) -> None:
         """Join the channel and wait for the server's reply (bounded by the client timeout).
@@ -509,6 +523,8 @@ class Channel:
         self._check_bindings(response)
         rejoin = self._ever_joined
         self._ever_joined = True
+        if self._replay is not None:
+            self._replay.joined()
         self._set_state(ChannelState.JOINED)
         logger.debug("joined %s (join_ref %s)", self.topic, ref)
         self._emit_channel_event(ChannelJoined(self.topic, ref, rejoin))
@@ -874,6 +890,10 @@ class Channel:
     def _on_broadcast(self, payload: Payload) -> None:
         if type(payload) is not dict:
             logger.debug("ignoring broadcast without an object payload on %s", self.topic)
+            return
+        replay = self._replay
+        if replay is not None and not replay.accept(payload.get("meta")):
+            logger.debug("dropping a replayed message already delivered on %s", self.topic)
             return
         event = payload.get("event")
         subs = self._broadcast_by_event.get(event) if type(event) is str else None

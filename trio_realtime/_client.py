@@ -38,6 +38,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 import httpx
@@ -61,6 +62,7 @@ from ._exceptions import (
     leaf_exceptions,
 )
 from ._frames import Frame, heartbeat_frame, next_ref, realtime_topic, ref_counter
+from ._replay import ReplayTracker, check_replay
 from ._rest import BroadcastMessage, RestSender
 from ._serializer import check_vsn, encode_wire, parse_frame
 from ._subscription import DEFAULT_BUFFER, Subscription
@@ -330,23 +332,53 @@ class RealtimeClient:
         presence_key: str = "",
         presence_enabled: bool = False,
         private: bool = False,
+        replay_since: datetime | int | None = None,
+        replay_limit: int | None = None,
+        replay_on_rejoin: bool = False,
     ) -> Channel:
         """Return the channel for ``topic`` (``realtime:`` is prefixed when missing).
 
         The same topic gives back the same channel object while it is registered (until it is
         left or closed by the server).
 
+        Args:
+            topic: The topic, with or without ``realtime:``.
+            broadcast_self: Receive this client's own broadcasts.
+            broadcast_ack: Wait for the server's acknowledgement of each broadcast.
+            presence_key: The key this client's presence is tracked under.
+            presence_enabled: Ask for presence at join (subscribing or tracking enables it).
+            private: Join the private channel (checked against the RLS policies).
+            replay_since: Private channels only: on joining, the server replays the stored
+                broadcasts inserted since then (a timezone-aware datetime, or Unix ms),
+                delivered through ``broadcasts()`` with ``meta = {"id": ..., "replayed":
+                True}``.
+            replay_limit: At most this many replayed messages, 1 to 25 (the newest ones; the
+                server's default is 25).
+            replay_on_rejoin: Private channels only: every rejoin asks for the messages
+                stored since the last one seen (catch-up after a gap); replayed copies of
+                messages already delivered are dropped.
+
         Raises:
-            ValueError: for an empty topic, or when the topic's channel exists with other
-                options.
+            ValueError: for an empty topic, when the topic's channel exists with other
+                options, or for replay options on a public channel, a ``replay_limit``
+                outside 1..25, or a naive datetime. Nothing has been sent then.
+            TypeError: for a ``replay_since`` that is neither a datetime nor an int.
             RealtimeError: after the client has closed.
         """
         if self._closed:
             raise RealtimeError("the client is closed")
+        since_ms, limit = check_replay(
+            private=private, since=replay_since, limit=replay_limit, on_rejoin=replay_on_rejoin
+        )
+        replay_options = (since_ms, limit, replay_on_rejoin)
         full = realtime_topic(topic)
         existing = self._channels.get(full)
         if existing is not None:
-            if not existing.same_options(broadcast_self, broadcast_ack, presence_key, private):
+            existing_replay = existing.replay.options() if existing.replay else (None, None, False)
+            if (
+                not existing.same_options(broadcast_self, broadcast_ack, presence_key, private)
+                or existing_replay != replay_options
+            ):
                 raise ValueError(f"channel {full!r} already exists with other options")
             return existing
         channel = Channel(
@@ -357,6 +389,11 @@ class RealtimeClient:
             presence_key=presence_key,
             presence_enabled=presence_enabled,
             private=private,
+            replay=(
+                ReplayTracker(since_ms, limit, on_rejoin=replay_on_rejoin)
+                if replay_options != (None, None, False)
+                else None
+            ),
         )
         self._channels[full] = channel
         return channel

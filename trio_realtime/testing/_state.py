@@ -34,6 +34,7 @@ from .._frames import (
 from .._serializer import VSN_1, VSN_2, encode_server_frame
 from .._transport import OutgoingMessage
 from ._postgres_changes import Binding, Change, matching_ids
+from ._replay import MessageStore
 
 logger = logging.getLogger("trio_realtime.testing")
 
@@ -139,6 +140,7 @@ class Channel:
     bindings: tuple[Binding, ...] = ()
     token: str | None = field(default=None, repr=False)
     room: Room | None = None
+    replayed_ids: frozenset[str] = frozenset()
 
     def push(self, event: str, payload: JSONValue) -> bool:
         """Queue a push from the channel: ``[join_ref, null, topic, event, payload]``."""
@@ -290,6 +292,7 @@ class Hub:
         self.frames_sent = 0
         self.malformed_frames = 0
         self.dropped_slow_connections = 0
+        self.messages = MessageStore()
 
     def notify(self) -> None:
         """Wake every task waiting for a change of connections or channels."""
