@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
@@ -147,13 +147,27 @@ class _Binding:
     server_id: int | None = None
 
 
-def _binding_key(spec: Mapping[str, JSONValue]) -> tuple[str, str, str, str]:
+def _binding_key(spec: Mapping[str, JSONValue]) -> tuple[str, str, str, str, str]:
+    select = spec.get("select")
     return (
         str(spec.get("event", "*")).upper(),
         str(spec.get("schema", "")),
         str(spec.get("table", "")),
         str(spec.get("filter", "")),
+        ",".join(select) if isinstance(select, list) else "",  # type: ignore[arg-type]
     )
+
+
+def _select_list(select: object, table: str | None) -> list[JSONValue]:
+    """Check ``postgres_changes(select=...)``: a non-empty sequence of column names."""
+    if isinstance(select, str) or not isinstance(select, Sequence):
+        raise TypeError('select must be a list of column names, e.g. select=["id", "body"]')
+    columns = list(select)
+    if not columns or not all(isinstance(c, str) and c for c in columns):
+        raise ValueError("select must list at least one column name, each a non-empty string")
+    if table is None:
+        raise ValueError("select needs a table: the server refuses it on wildcard subscriptions")
+    return list(dict.fromkeys(columns))
 
 
 class Channel:
@@ -277,6 +291,7 @@ class Channel:
         schema: str = "public",
         table: str | None = None,
         filter: str | None = None,
+        select: Sequence[str] | None = None,
         buffer: int = DEFAULT_BUFFER,
         overflow: str = "error",
     ) -> Subscription[PostgresChange]:
@@ -285,10 +300,18 @@ class Channel:
         Declare it before joining. Declared on a joined channel, it makes the channel rejoin
         with the new binding (a short gap, signalled by a :class:`ChannelJoined` event).
 
+        ``select`` lists the columns to receive (the server always adds the primary key):
+        ``new``, ``old`` and ``columns`` then carry only those, which keeps wide rows under the
+        server's payload limit.
+
         Raises:
-            ValueError: for an unknown event or a filter without a table.
+            ValueError: for an unknown event, a filter without a table, or an empty
+                ``select`` or one without a table.
+            TypeError: for a ``select`` that is not a list of strings.
         """
         spec = postgres_binding(event, schema=schema, table=table, filter=filter)
+        if select is not None:
+            spec["select"] = _select_list(select, table)
         key = _binding_key(spec)
         binding = next((b for b in self._bindings if _binding_key(b.spec) == key), None)
         rejoin = False

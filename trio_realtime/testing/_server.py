@@ -426,6 +426,7 @@ class RealtimeServer:
         columns: Sequence[Mapping[str, JSONValue]] | None = None,
         commit_timestamp: str | datetime | None = None,
         errors: Sequence[str] | None = None,
+        primary_key: Sequence[str] | None = None,
     ) -> int:
         """Deliver a row change to every channel with a matching postgres_changes binding.
 
@@ -441,6 +442,8 @@ class RealtimeServer:
             columns: ``[{"name": ..., "type": ...}]``; guessed from the values when omitted.
             commit_timestamp: A string sent as is, or a datetime; defaults to now.
             errors: The ``errors`` list, or ``None``.
+            primary_key: The table's primary key columns, which a binding's ``select``
+                always keeps; by default ``("id",)`` when the row has an ``id``.
 
         Returns:
             How many channels it was queued to.
@@ -457,6 +460,7 @@ class RealtimeServer:
             columns=columns,
             commit_timestamp=commit_timestamp,
             errors=errors,
+            primary_key=primary_key,
         )
         delivered = self._hub.emit_postgres_change(change)
         await trio.lowlevel.checkpoint()

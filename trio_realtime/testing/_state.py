@@ -35,6 +35,7 @@ from .._serializer import VSN_1, VSN_2, encode_server_frame
 from .._transport import OutgoingMessage
 from ._postgres_changes import Binding, Change, matching_ids
 from ._replay import MessageStore
+from ._select import selected_data
 
 logger = logging.getLogger("trio_realtime.testing")
 
@@ -353,17 +354,26 @@ class Hub:
             How many channels accepted it.
         """
         delivered = 0
-        cache: dict[tuple[str, str, tuple[int, ...]], OutgoingMessage] = {}
+        cache: dict[tuple[str, str, tuple[int, ...], object], OutgoingMessage] = {}
         for channel in self.postgres_channels:
             ids = matching_ids(channel.bindings, change)
             if not ids:
                 continue
-            key = (channel.vsn, channel.topic, tuple(ids))
-            item = cache.get(key)
-            if item is None:
-                payload: JSONObject = {"ids": list(ids), "data": change.data}
-                frame = make_frame(channel.topic, POSTGRES_CHANGES, payload)
-                item = cache[key] = encode(frame, channel.vsn)
-            if channel.peer.enqueue(item):
+            # One message per distinct ``select`` among the matching bindings.
+            groups: dict[tuple[str, ...] | None, list[int]] = {}
+            for binding in channel.bindings:
+                if binding.id in ids and binding.id not in groups.get(binding.select, ()):
+                    groups.setdefault(binding.select, []).append(binding.id)
+            accepted = False
+            for select, group in groups.items():
+                key = (channel.vsn, channel.topic, tuple(group), select)
+                item = cache.get(key)
+                if item is None:
+                    data = selected_data(change.data, select, change.primary_key)
+                    payload: JSONObject = {"ids": list(group), "data": data}
+                    frame = make_frame(channel.topic, POSTGRES_CHANGES, payload)
+                    item = cache[key] = encode(frame, channel.vsn)
+                accepted = channel.peer.enqueue(item) or accepted
+            if accepted:
                 delivered += 1
         return delivered
