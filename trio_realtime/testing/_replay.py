@@ -194,10 +194,15 @@ def realtime_send(
         private=private,
         inserted_at=(inserted_at or datetime.now(UTC)).astimezone(UTC),
     )
+    return message.id, deliver_stored(hub, message)
+
+
+def deliver_stored(hub: Hub, message: StoredMessage) -> int:
+    """Store ``message`` and send it to its topic's subscribers (the database's broadcast
+    path); return how many channels accepted it."""
     hub.messages.add(message)
-    room = hub.room(realtime_topic(name), private)
-    delivered = _fan_out_stored(room, message) if room is not None else 0
-    return message.id, delivered
+    room = hub.room(realtime_topic(message.topic), message.private)
+    return _fan_out_stored(room, message) if room is not None else 0
 
 
 def _fan_out_stored(room: Room, message: StoredMessage) -> int:
@@ -216,6 +221,8 @@ def _fan_out_stored(room: Room, message: StoredMessage) -> int:
         for channel, enqueue in subscribers.items():
             if message.id in channel.replayed_ids:
                 continue  # replayed at its join already
+            if channel.policies is not None and not channel.policies.broadcast_read:
+                continue  # the read policy withholds it
             if enqueue(item):
                 delivered += 1
     return delivered
