@@ -559,3 +559,36 @@ def test_db04_serve_command_reports_database_errors(capsys: pytest.CaptureFixtur
     assert status == 1
     error = capsys.readouterr().err
     assert error.startswith("trio-realtime serve: cannot connect to the database:")
+
+
+async def test_db05_the_client_reconnects_and_misses_nothing_after(
+    database: str, nursery: trio.Nursery
+) -> None:
+    """DB-05: trio_realtime's own client, dropped by the server, reconnects and rejoins; every
+    change made once its binding streams again arrives, in order."""
+    from trio_realtime import backoff, open_realtime
+
+    with trio.fail_after(LIMIT):
+        await sql(
+            database,
+            "create table events (id int primary key);"
+            "alter publication supabase_realtime add table events;",
+        )
+        async with db_server(database, jwt_secret=JWT_SECRET) as server:
+            database_side = server.database
+            assert database_side is not None
+            token = make_token(JWT_SECRET, role="anon")
+            quick = backoff((0.05,), jitter=0)
+            async with open_realtime(server.url, apikey=token, reconnect=quick) as client:
+                channel = client.channel("db")
+                inserts = channel.postgres_changes("INSERT", table="events")
+                async with channel:
+                    await channel.wait_postgres_ready()
+                    await sql(database, "insert into events values (1)")
+                    first = (await inserts.receive()).new
+                    await server.drop_connections()
+                    await database_side.wait_until(lambda stats: stats.subscribed_channels == 1)
+                    await sql(database, "insert into events values (2), (3)")
+                    after = [(await inserts.receive()).new for _ in range(2)]
+    assert first == {"id": 1}
+    assert after == [{"id": 2}, {"id": 3}]

@@ -286,7 +286,7 @@ class Database:
 
     async def wait_until(self, predicate: Callable[[DatabaseStatistics], bool]) -> None:
         """Wait until ``predicate(self.statistics())`` holds; it is checked after every poll,
-        poll failure and reconnect. A checkpoint even when it holds already."""
+        poll failure, reconnect and new subscription. A checkpoint even when it holds already."""
         await trio.lowlevel.checkpoint()
         while not predicate(self.statistics()):
             await self._progress.park()
@@ -300,6 +300,7 @@ class Database:
             poll_errors=self._errors,
             reconnects=self._reconnects,
             broadcasts_queued=self._broadcasts_sent,
+            subscribed_channels=sum(1 for channel in self._subscribed if channel.room is not None),
         )
 
     # -- setup (worker thread) ------------------------------------------------------------------
@@ -466,8 +467,9 @@ class Database:
             except Exception as exc:  # the connection is gone: say so, as the server does
                 logger.warning("database: subscription check failed: %s", exc)
                 error = repr(exc)
-        if error is None:
+        if error is None and channel.room is not None:
             self._subscribed[channel] = None
+            self._progress.unpark_all()
         return error
 
     def _authorize(self, role: str | None, claims: str, topic: str) -> Policies | None:
