@@ -592,3 +592,40 @@ async def test_db05_the_client_reconnects_and_misses_nothing_after(
                     after = [(await inserts.receive()).new for _ in range(2)]
     assert first == {"id": 1}
     assert after == [{"id": 2}, {"id": 3}]
+
+
+async def test_db01_select_keeps_the_asked_columns_and_the_key(
+    database: str, nursery: trio.Nursery
+) -> None:
+    """DB-01 (PG-10): a binding's ``select`` keeps those columns plus the primary key, in
+    columns, record and old_record; bindings with different selections get a message each."""
+    with trio.fail_after(LIMIT):
+        await sql(
+            database,
+            "create table posts (id int primary key, title text, body text);"
+            "alter table posts replica identity full;"
+            "alter publication supabase_realtime add table posts;",
+        )
+        async with db_server(database) as server:
+            client, ids = await subscribe(
+                server,
+                nursery,
+                {"event": "UPDATE", "schema": "public", "table": "posts", "select": ["title"]},
+                {"event": "*", "schema": "public", "table": "posts"},
+            )
+            await sql(database, "insert into posts values (1, 'a', 'long')")
+            insert = await next_change(client)
+            await sql(database, "update posts set title = 'b'")
+            updates = [await next_change(client) for _ in range(2)]
+    assert insert["ids"] == [ids[1]]
+    by_ids = {tuple(message["ids"]): obj(message["data"]) for message in updates}  # type: ignore[arg-type]
+    selected = by_ids[(ids[0],)]
+    assert selected["columns"] == [
+        {"name": "id", "type": "int4"},
+        {"name": "title", "type": "text"},
+    ]
+    assert (selected["record"], selected["old_record"]) == (
+        {"id": 1, "title": "b"},
+        {"id": 1, "title": "a"},
+    )
+    assert by_ids[(ids[1],)]["record"] == {"id": 1, "title": "b", "body": "long"}
