@@ -136,3 +136,58 @@ async def test_oversize_message_over_sockets(transport: str) -> None:
             assert event.code == 1009
             while not isinstance(await events.receive(), Connected):
                 pass
+
+
+def _deep_presence_frame(vsn: str, diff: str, key: str, ref: str, levels: int) -> str:
+    """A ``presence_diff`` joining or leaving ``key`` with a meta nested ``levels`` deep."""
+    nest = '{"d":' * levels + '"bottom"' + "}" * levels
+    metas = f'{{"{key}":{{"metas":[{{"phx_ref":"{ref}","nest":{nest}}}]}}}}'
+    payload = f'{{"joins":{metas if diff == "joins" else "{}"},'
+    payload += f'"leaves":{metas if diff == "leaves" else "{}"}}}'
+    if vsn == "1.0.0":
+        return f'{{"topic":"realtime:room","event":"presence_diff","payload":{payload},"ref":null}}'
+    return f'[null,null,"realtime:room","presence_diff",{payload}]'
+
+
+def _depth(value: object) -> int:
+    levels = 0
+    while isinstance(value, dict):
+        value = value["d"]
+        levels += 1
+    return levels
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("vsn", ["1.0.0", "2.0.0"])
+async def test_hd05_deeply_nested_presence_over_sockets(transport: str, vsn: str) -> None:
+    """HD-05 over real sockets: a presence meta nested 1,000 levels deep (as deep as the
+    parser goes) joins and leaves like any other; events arrive, ``presence_state()`` and
+    ``leave()`` work, and the connection stays up."""
+    levels = 1000
+    with trio.fail_after(GUARD):
+        async with serve_realtime() as server, connect_socket(server, transport, vsn=vsn) as client:
+            channel = client.channel("room", presence_key="alice")
+            events = channel.presence_events()
+            await channel.join()
+            await channel.track({"online": True})
+            while (await events.receive()).key != "alice":
+                pass
+            await server.send_raw(_deep_presence_frame(vsn, "joins", "deep", "r9", levels))
+            while (event := await events.receive()).key != "deep":
+                pass
+            assert event.event == "join"
+            assert _depth(event.presences[0]["nest"]) == levels
+            state = channel.presence_state()
+            assert sorted(state) == ["alice", "deep"]
+            assert _depth(state["deep"][0]["nest"]) == levels
+            await server.send_raw(_deep_presence_frame(vsn, "leaves", "deep", "r9", levels))
+            while (event := await events.receive()).key != "deep":
+                pass
+            assert event.event == "leave"
+            assert sorted(channel.presence_state()) == ["alice"]
+            await server.send_raw(_deep_presence_frame(vsn, "joins", "deep", "r10", levels))
+            while (event := await events.receive()).key != "deep":
+                pass
+            await channel.leave()
+            assert channel.presence_state() == {}
+            assert client.statistics().connects == 1

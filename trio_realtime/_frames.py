@@ -7,6 +7,7 @@ vsn 1.0.0 and 2.0.0.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -71,10 +72,18 @@ class Frame:
         payload = self.payload
         if isinstance(payload, dict) and not SECRET_KEYS.isdisjoint(payload):
             payload = {k: ("<redacted>" if k in SECRET_KEYS else v) for k, v in payload.items()}
+        try:
+            payload_text = repr(payload)
+        except RecursionError:  # nested deeper than repr goes (the parser accepts 1,024 levels)
+            payload_text = _SHALLOW.repr(payload)
         return (
-            f"Frame(topic={self.topic!r}, event={self.event!r}, payload={payload!r}, "
+            f"Frame(topic={self.topic!r}, event={self.event!r}, payload={payload_text}, "
             f"ref={self.ref!r}, join_ref={self.join_ref!r})"
         )
+
+
+_SHALLOW = reprlib.Repr()
+_SHALLOW.maxlevel = 20
 
 
 _new_object = object.__new__
