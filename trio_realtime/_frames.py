@@ -7,7 +7,6 @@ vsn 1.0.0 and 2.0.0.
 
 from __future__ import annotations
 
-import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -75,15 +74,11 @@ class Frame:
         try:
             payload_text = repr(payload)
         except RecursionError:  # nested deeper than repr goes (the parser accepts 1,024 levels)
-            payload_text = _SHALLOW.repr(payload)
+            payload_text = f"<{type(payload).__name__} nested too deep to show>"
         return (
             f"Frame(topic={self.topic!r}, event={self.event!r}, payload={payload_text}, "
             f"ref={self.ref!r}, join_ref={self.join_ref!r})"
         )
-
-
-_SHALLOW = reprlib.Repr()
-_SHALLOW.maxlevel = 20
 
 
 _new_object = object.__new__
