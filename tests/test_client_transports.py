@@ -6,6 +6,8 @@ each wait is guarded by ``trio.fail_after`` only so that a bug fails fast instea
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +15,12 @@ from typing import Any
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 from conftest import APIKEY
+from websockets.client import ClientProtocol
+from websockets.protocol import State
+from websockets.uri import parse_uri
+from websockets.utils import accept_key
 
 from trio_realtime import (
     Connected,
@@ -22,6 +29,10 @@ from trio_realtime import (
     RealtimeConnectionError,
     open_realtime,
 )
+from trio_realtime._transport import Transport, TransportOptions
+from trio_realtime._url import Endpoint, websocket_url
+from trio_realtime._ws_sansio import SansIOWebSocket
+from trio_realtime._ws_trio_websocket import run_trio_websocket
 from trio_realtime.testing import RealtimeServer, serve_realtime
 
 TRANSPORTS = ["websockets", "trio-websocket"]
@@ -191,3 +202,75 @@ async def test_hd05_deeply_nested_presence_over_sockets(transport: str, vsn: str
             await channel.leave()
             assert channel.presence_state() == {}
             assert client.statistics().connects == 1
+
+
+# -- close_timeout reaches the transport -----------------------------------------------------------
+
+
+async def _silent_peer(stream: trio.abc.Stream, *, handshake: bool) -> None:
+    """A server that answers the upgrade (when asked to), then never answers anything."""
+    if handshake:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += await stream.receive_some(4096)
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key")
+        )
+        await stream.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_key(key.decode()).encode() + b"\r\n\r\n"
+        )
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while await stream.receive_some(4096):
+            pass
+
+
+async def _open_on_memory(
+    transport: str, stream: trio.abc.Stream, close_timeout: float, nursery: trio.Nursery
+) -> Transport:
+    options = TransportOptions(close_timeout=close_timeout)
+    if transport == "websockets":
+        protocol = ClientProtocol(parse_uri("ws://127.0.0.1/socket"), state=State.OPEN)
+        return SansIOWebSocket(stream, protocol, split_frames=True, close_timeout=close_timeout)
+    endpoint = websocket_url("ws://127.0.0.1:4000/socket", apikey=APIKEY, vsn="1.0.0")
+    opened: Transport = await nursery.start(run_trio_websocket, stream, endpoint, options)
+    return opened
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_aclose_waits_close_timeout_for_a_silent_peer(
+    transport: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A peer that never answers the close frame: ``aclose`` gives up after exactly
+    ``close_timeout`` and drops the connection, on both transports."""
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            functools.partial(_silent_peer, server_stream, handshake=transport != "websockets")
+        )
+        opened = await _open_on_memory(transport, client_stream, 0.75, nursery)
+        assert not opened.closed
+        start = trio.current_time()
+        await opened.aclose()
+        assert trio.current_time() - start == 0.75
+        assert opened.closed
+
+
+async def test_close_timeout_option_reaches_the_transport(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``open_realtime(close_timeout=...)`` is the transport's close timeout too."""
+    seen: list[float] = []
+    async with serve_realtime() as server:
+
+        async def factory(
+            endpoint: Endpoint, options: TransportOptions, nursery: trio.Nursery
+        ) -> Transport:
+            seen.append(options.close_timeout)
+            return await server.memory_transport(endpoint, options, nursery)
+
+        async with open_realtime(server.url, apikey=APIKEY, transport=factory, close_timeout=0.75):
+            pass
+    assert seen == [0.75]

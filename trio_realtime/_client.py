@@ -788,7 +788,9 @@ async def open_realtime(
         rejoin=rejoin,
         transport=_transport_factory(transport),
         transport_options=TransportOptions(
-            ssl_context=ssl_context, max_message_size=max_message_size
+            ssl_context=ssl_context,
+            max_message_size=max_message_size,
+            close_timeout=close_timeout,
         ),
         close_timeout=close_timeout,
         connect_timeout=connect_timeout,
