@@ -98,6 +98,7 @@ ALLOWED_IMPORTS = {
     "enum",
     "math",
     "orjson",
+    "re",
     "typing",
     "urllib.parse",
 }

@@ -45,6 +45,7 @@ import orjson
 import trio
 from websockets.http11 import Request
 
+from .._exceptions import RealtimeConnectionError
 from .._frames import BROADCAST, JSONValue, Payload, realtime_topic
 from .._serializer import VSN_1, VSN_2
 from .._transport import Transport, TransportOptions, memory_transport_pair
@@ -189,6 +190,7 @@ class RealtimeServer:
         self._closed_frames: OrderedDict[int, int] = OrderedDict()
         self._last_id = 0
         self._refused = 0
+        self._stopped = False
 
     def __repr__(self) -> str:
         return f"<RealtimeServer {self.url} connections={len(self._connections)}>"
@@ -544,18 +546,39 @@ class RealtimeServer:
 
         Raises:
             RealtimeConnectionError: for a refused upgrade, with ``status_code`` and
-                ``server_message`` as a socket client would get them.
+                ``server_message`` as a socket client would get them; without a status when
+                the server has stopped, as for a refused TCP connection.
         """
         del nursery  # the server's own nursery runs the connection
+        self._refuse_if_stopped()
         result = check_upgrade(endpoint.resource, None, self._config.apikey)
         if isinstance(result, _Refusal):
             await self._refuse(result, endpoint.resource)
             raise _refusal(endpoint, result.status, result.body)
+        self._refuse_if_stopped()
         size = min(options.max_message_size, self._config.max_message_size)
         client, server_end = memory_transport_pair(max_message_size=size)
         connection = self._register(result)
-        await self._nursery.start(self._run, connection, server_end)
+        try:
+            await self._nursery.start(self._run, connection, server_end)
+        except RuntimeError:  # the nursery closed meanwhile
+            connection.abandon()
+            self._unregister(connection)
+            self._refuse_if_stopped(force=True)
         return client
+
+    def _refuse_if_stopped(self, *, force: bool = False) -> None:
+        """Fail a memory connection to a server that has stopped (or is stopping) as a TCP
+        connection to a closed port fails: ``RealtimeConnectionError`` without a status.
+
+        Raises:
+            RealtimeConnectionError: when the server no longer accepts connections.
+        """
+        if force or self._stopped or self._nursery.cancel_scope.cancel_called:
+            where = f"{self._host}:{self._port}"
+            raise RealtimeConnectionError(
+                f"cannot connect to {where}: Connection refused (the local server has stopped)"
+            )
 
     async def _handle_stream(self, tcp: trio.SocketStream) -> None:
         accepted: list[ServerConnection] = []
@@ -711,6 +734,7 @@ async def serve_realtime(
                 # rather than an ExceptionGroup.
                 body_error = exc
             finally:
+                server._stopped = True
                 nursery.cancel_scope.cancel()
     finally:
         for listener in listeners:
