@@ -144,6 +144,20 @@ def test_sy01_broadcast_with_ack_and_self(open_client: Connect) -> None:
     assert list(mine) == []
 
 
+def test_sy01_vsn_2_and_binary_payloads_from_the_url(server: ServerThread) -> None:
+    """SY-01 (RS-08, BC-05): apikey and vsn may come from the URL; a bytes payload goes out as
+    a binary broadcast under 2.0.0 and comes back as bytes."""
+    url = server.server.websocket_url("2.0.0", APIKEY)
+    with connect(url) as client:
+        assert client.vsn == "2.0.0"
+        channel = client.channel("room:binary", broadcast_self=True, broadcast_ack=True)
+        messages = channel.broadcasts("blob")
+        with channel, messages:
+            channel.send_broadcast("blob", b"\x00\x01raw", timeout=WAIT)
+            assert messages.receive(timeout=WAIT).payload == b"\x00\x01raw"
+    assert not worker_threads()
+
+
 def test_sy01_channels_are_the_same_objects_for_the_same_topic(open_client: Connect) -> None:
     """SY-01 (CH-01): the same topic gives back the same channel, prefixed with realtime:."""
     client = open_client()

@@ -35,11 +35,14 @@ class Channel:
     def __init__(self, portal: Portal[Any], channel: AsyncChannel) -> None:
         self._portal = portal
         self._channel = channel
-        self.topic = channel.topic
-        """The full topic, with its ``realtime:`` prefix."""
 
     def __repr__(self) -> str:
         return f"<sync {self._channel!r}>"
+
+    @property
+    def topic(self) -> str:
+        """The full topic, with its ``realtime:`` prefix."""
+        return self._channel.topic
 
     @property
     def channel(self) -> AsyncChannel:

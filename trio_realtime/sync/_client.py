@@ -26,6 +26,7 @@ from .. import (
 from .. import RealtimeClient as AsyncClient
 from .._subscription import DEFAULT_BUFFER
 from .._transport import DEFAULT_MAX_MESSAGE_SIZE
+from .._url import DEFAULT_VSN
 from ._channel import Channel
 from ._portal import Portal, check_timeout
 from ._subscription import Subscription
@@ -251,9 +252,9 @@ class RealtimeClient:
 def connect(
     url: str,
     *,
-    apikey: str,
+    apikey: str | None = None,
     access_token: str | TokenSource | BlockingTokenSource | None = None,
-    vsn: str = "1.0.0",
+    vsn: str = DEFAULT_VSN,
     heartbeat_interval: float | None = 25.0,
     timeout: float = 10.0,
     reconnect: ReconnectPolicy | None = backoff(),  # noqa: B008 - the policy is stateless
@@ -276,12 +277,13 @@ def connect(
     not keep the interpreter alive.
 
     Args:
-        url: The project URL, a socket URL or a full ``.../websocket`` URL.
-        apikey: The project's API key. Required.
+        url: The project URL, a socket URL or a full ``.../websocket`` URL; its ``apikey``,
+            ``vsn`` and ``log_level`` query parameters are used when the keywords are not given.
+        apikey: The project's API key. Required, here or in the URL.
         access_token: A user JWT; or a function returning one, called before the first join,
             on reconnect and when the token has expired. A plain function runs in a worker
             thread; an ``async def`` function runs in the client's trio thread.
-        vsn: ``"1.0.0"`` or ``"2.0.0"``.
+        vsn: ``"1.0.0"`` or ``"2.0.0"``; by default the URL's ``vsn``, else ``"1.0.0"``.
         heartbeat_interval: Seconds between heartbeats; ``None`` disables them.
         timeout: Seconds to wait for join, leave and acknowledged push replies.
         reconnect: The reconnect policy (attempt number → seconds, or ``None`` to give up);
@@ -296,7 +298,8 @@ def connect(
         outgoing_buffer: Frames queued for the writer before senders wait.
 
     Raises:
-        ValueError: for a missing apikey, an unsupported vsn or a bad URL.
+        ValueError: for a missing apikey, an unsupported vsn, a bad URL, or a keyword that
+            contradicts the URL's query.
         TypeError: for an ``access_token`` that is neither a string nor a callable.
         RealtimeConnectionError: when the first connection fails.
     """

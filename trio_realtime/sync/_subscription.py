@@ -71,7 +71,7 @@ class Subscription(Generic[T]):
     def _salvage_batch(self, batch: list[T]) -> None:
         self._salvaged.extend(batch)
 
-    def receive(self, timeout: float | None = None) -> T:
+    def receive(self, *, timeout: float | None = None) -> T:
         """Wait for and return the next item.
 
         Args:
