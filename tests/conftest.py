@@ -133,3 +133,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def ca() -> trustme.CA:
     """A certificate authority for TLS tests (SE-02)."""
     return trustme.CA()
+
+
+# The throwaway PostgreSQL cluster, one per session, for the database-backed server tests.
+from db_support import database as database  # noqa: E402
+from db_support import postgres_cluster as postgres_cluster  # noqa: E402
