@@ -20,6 +20,7 @@ from sync_support import SHORT, WAIT, ServerThread, field, time_limit
 
 from trio_realtime import (
     Broadcast,
+    BroadcastMessage,
     ChannelClosed,
     ChannelJoined,
     ChannelState,
@@ -156,6 +157,30 @@ def test_sy01_vsn_2_and_binary_payloads_from_the_url(server: ServerThread) -> No
             channel.send_broadcast("blob", b"\x00\x01raw", timeout=WAIT)
             assert messages.receive(timeout=WAIT).payload == b"\x00\x01raw"
     assert not worker_threads()
+
+
+def test_sy01_rest_sending_reaches_subscribers(open_client: Connect) -> None:
+    """SY-01 (RB-01, RB-02): http_send and http_broadcast from blocking code, no join needed."""
+    listener = open_client()
+    channel = listener.channel("room:rest")
+    messages = channel.broadcasts()
+    sender = open_client()
+    with channel, messages:
+        outgoing = sender.channel("room:rest")
+        outgoing.http_send("chat", {"text": "over http"}, timeout=WAIT)
+        first = messages.receive(timeout=WAIT)
+        assert (first.event, first.payload) == ("chat", {"text": "over http"})
+        assert not outgoing.joined
+        batch = (BroadcastMessage("room:rest", "batch", {"n": n}, id=f"m{n}") for n in range(2))
+        assert sender.http_broadcast(batch, timeout=WAIT) == 2
+        received = [messages.receive(timeout=WAIT) for _ in range(2)]
+        assert [(m.event, m.payload) for m in received] == [
+            ("batch", {"n": 0}),
+            ("batch", {"n": 1}),
+        ]
+        assert [m.meta["id"] for m in received if isinstance(m.meta, dict)] == ["m0", "m1"]
+        with pytest.raises(ValueError, match="event"):
+            outgoing.http_send("", {})
 
 
 def test_sy01_channels_are_the_same_objects_for_the_same_topic(open_client: Connect) -> None:

@@ -11,6 +11,7 @@ from trio_realtime.sync import Channel, RealtimeClient, Subscription, SyncTimeou
 CLIENT_METHODS = [
     "channel",
     "channels",
+    "http_broadcast",
     "connection_events",
     "set_auth",
     "statistics",
@@ -31,6 +32,7 @@ CHANNEL_METHODS = [
     "join",
     "leave",
     "send_broadcast",
+    "http_send",
     "track",
     "untrack",
     "topic",

@@ -227,6 +227,34 @@ class Channel:
             what=f"broadcast {event!r} on {self.topic!r}",
         )
 
+    def http_send(
+        self,
+        event: str,
+        payload: Mapping[str, JSONValue] | bytes | bytearray | memoryview,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        """Send one broadcast of ``event`` to this channel's topic over HTTP, without joining
+        (see the async ``http_send``): a mapping goes as JSON, bytes as binary.
+
+        Raises:
+            ValueError: for an empty event.
+            TypeError: for a payload that is neither a mapping nor bytes.
+            RestUnauthorized, RestPayloadTooLarge, RestRateLimited, RestServerError, RestError:
+                the server's refusals, with its words.
+            PushTimeout: no answer within the client timeout.
+            RealtimeConnectionError: the server could not be reached.
+            SyncTimeout: ``timeout`` elapsed first.
+        """
+        checked = check_timeout(timeout)
+        self._portal.run(
+            self._channel.http_send,
+            event,
+            payload,
+            timeout=checked,
+            what=f"http_send {event!r} on {self.topic!r}",
+        )
+
     def track(self, state: Mapping[str, JSONValue], *, timeout: float | None = None) -> None:
         """Track this client's presence with ``state`` and wait for the server's reply.
 

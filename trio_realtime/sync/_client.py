@@ -6,15 +6,16 @@ import inspect
 import ssl
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import cast
 
+import httpx
 import trio
 
-from .. import Channel as AsyncChannel
 from .. import (
+    BroadcastMessage,
     ClientStatistics,
     ConnectionEvent,
     ReconnectPolicy,
@@ -23,6 +24,7 @@ from .. import (
     backoff,
     open_realtime,
 )
+from .. import Channel as AsyncChannel
 from .. import RealtimeClient as AsyncClient
 from .._subscription import DEFAULT_BUFFER
 from .._transport import DEFAULT_MAX_MESSAGE_SIZE
@@ -215,6 +217,32 @@ class RealtimeClient:
         checked = check_timeout(timeout)
         self._portal.run(self._client.set_auth, token, timeout=checked, what="set_auth")
 
+    def http_broadcast(
+        self, messages: Iterable[BroadcastMessage], *, timeout: float | None = None
+    ) -> int:
+        """Send ``messages`` in one request to the REST batch endpoint (see the async
+        ``http_broadcast``); no socket or join is needed.
+
+        ``messages`` is read in the calling thread, then sent from the client's thread.
+
+        Returns:
+            How many messages were sent (the server answered 202).
+
+        Raises:
+            ValueError: for an empty batch, or one over the server's limit.
+            TypeError: for an item that is not a :class:`~trio_realtime.BroadcastMessage`.
+            RestUnauthorized, RestPayloadTooLarge, RestRateLimited, RestServerError, RestError:
+                the server's refusals, with its words.
+            PushTimeout: no answer within the client timeout.
+            RealtimeConnectionError: the server could not be reached.
+            SyncTimeout: ``timeout`` elapsed first.
+        """
+        checked = check_timeout(timeout)
+        batch = list(messages)
+        return self._portal.run(
+            self._client.http_broadcast, batch, timeout=checked, what="http_broadcast"
+        )
+
     # -- closing --------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -266,6 +294,7 @@ def connect(
     close_timeout: float = 5.0,
     connect_timeout: float = 10.0,
     outgoing_buffer: int = 1024,
+    http_transport: httpx.AsyncBaseTransport | None = None,
 ) -> RealtimeClient:
     """Connect to Supabase Realtime from blocking code; returns once the connection is open.
 
@@ -296,6 +325,8 @@ def connect(
         close_timeout: Bound on the graceful part of closing.
         connect_timeout: Bound on opening a connection.
         outgoing_buffer: Frames queued for the writer before senders wait.
+        http_transport: The httpx transport for REST sending (``http_send``,
+            ``http_broadcast``); by default httpx's own, to the project URL.
 
     Raises:
         ValueError: for a missing apikey, an unsupported vsn, a bad URL, or a keyword that
@@ -322,6 +353,7 @@ def connect(
             close_timeout=close_timeout,
             connect_timeout=connect_timeout,
             outgoing_buffer=outgoing_buffer,
+            http_transport=http_transport,
         )
 
     portal: Portal[AsyncClient] = Portal(
