@@ -10,6 +10,7 @@ terminal's Ctrl-C does.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -34,8 +35,8 @@ from trio_realtime.sync import connect
 
 def helper():
     # Raise SIGINT in this process from a helper thread once the test says "go".
-    sys.stdin.readline()
-    signal.raise_signal(signal.SIGINT)
+    if sys.stdin.readline().strip() == "go":
+        signal.raise_signal(signal.SIGINT)
 
 threading.Thread(target=helper, daemon=True).start()
 
@@ -101,6 +102,26 @@ print("waiting", flush=True)
 """
 
 
+FORK = """
+import os
+with ServerThread() as server, connect(server.url, apikey="anon-key") as client:
+    print("waiting", flush=True)
+    child = os.fork()
+    if child == 0:
+        try:
+            client.statistics()
+            code = 1
+        except RuntimeError as exc:
+            code = 0 if "forked" in str(exc) else 2
+        client.close()  # the parent's client: nothing to do in the child
+        os._exit(code)
+    _, status = os.waitpid(child, 0)
+    result = {"child": os.waitstatus_to_exitcode(status), "parent": client.statistics().connected}
+result["workers"] = workers()
+print(json.dumps(result), flush=True)
+"""
+
+
 @pytest.fixture(autouse=True)
 def _limit() -> Iterator[None]:
     with time_limit(4 * WAIT):
@@ -161,3 +182,13 @@ def test_sy04_a_client_never_closed_does_not_keep_the_interpreter_alive() -> Non
     code, result = run_script(FORGOTTEN, interrupt=None)
     assert code == 0
     assert result == {"close_code": 1000, "workers": []}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_sy04_a_forked_child_is_told_to_open_its_own_client() -> None:
+    """SY-04: in a child forked after connect() (a pre-forking web server), a call raises
+    RuntimeError at once instead of waiting for a thread the child does not have; the
+    parent's client is unaffected."""
+    code, result = run_script(FORK, interrupt=None)
+    assert code == 0
+    assert result == {"child": 0, "parent": True, "workers": []}

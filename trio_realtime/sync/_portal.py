@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, suppress
@@ -65,6 +66,17 @@ WATCH_INTERVAL: Final = 0.5
 """Seconds between checks that the main thread still runs (see :class:`Portal`)."""
 
 CLOSE_NORMAL: Final = 1000
+
+# Bumped in the child of every fork: a portal made before it has no thread there.
+_fork_generation = [0]
+
+
+def _forked() -> None:
+    _fork_generation[0] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 
 class SyncTimeout(RealtimeError, TimeoutError):
@@ -200,6 +212,7 @@ class Portal(Generic[C]):
         self._failure_reported = False
         self._report_lock = threading.Lock()
         self._ready: _Call[C] = _Call()
+        self._generation = _fork_generation[0]
         self._thread = threading.Thread(target=self._thread_main, name=name, daemon=False)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -243,9 +256,14 @@ class Portal(Generic[C]):
         """Stop the trio run and wait for the thread; return the background failure, if any,
         the first time it is asked for (``None`` afterwards).
 
+        In a child process forked after the client was opened it does nothing: the client
+        belongs to the parent.
+
         Raises:
             RuntimeError: when called in the worker thread.
         """
+        if self._generation != _fork_generation[0]:
+            return None
         self.check_thread()
         self._request_stop()
         self._join()
@@ -283,14 +301,20 @@ class Portal(Generic[C]):
             thread.join()
 
     def check_thread(self) -> None:
-        """Refuse a blocking call from the worker thread itself, which would deadlock.
+        """Refuse a blocking call that would wait forever: from the worker thread itself, or
+        in a child process forked after ``connect()`` (the child has no worker thread).
 
         Raises:
-            RuntimeError: when called in the worker thread.
+            RuntimeError: in either case.
         """
         if threading.current_thread() is self._thread:
             raise RuntimeError(
                 "a blocking trio_realtime.sync call cannot run in the client's own thread"
+            )
+        if self._generation != _fork_generation[0]:
+            raise RuntimeError(
+                "this trio_realtime.sync client was opened before the process forked; "
+                "open a client in the child process instead"
             )
 
     # -- the trio side --------------------------------------------------------------------------
