@@ -340,10 +340,12 @@ def test_sy01_join_refusal_raises_join_error(server: ServerThread, open_client: 
 
 def test_sy01_statistics_and_connection_events(server: ServerThread, open_client: Connect) -> None:
     """SY-01: statistics() and connection_events() are the async API's objects."""
-    client = open_client(heartbeat_interval=0.05)
+    client = open_client(heartbeat_interval=0.1)
     events = client.connection_events()
     with client.channel("room:stats") as channel:
         channel.send_broadcast("x", {}, timeout=WAIT)
+        assert channel.statistics().subscriptions == 0
+        assert channel.options == channel.channel.options
         stats = client.statistics()
         assert stats.connected
         assert stats.connects == 1

@@ -39,6 +39,8 @@ CHANNEL_METHODS = [
     "state",
     "join_ref",
     "joined",
+    "options",
+    "statistics",
 ]
 SUBSCRIPTION_METHODS = ["receive", "receive_nowait", "receive_batch", "close", "statistics"]
 

@@ -6,11 +6,19 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .. import Broadcast, ChannelEvent, ChannelState, PostgresChange, PresenceEvent, SystemMessage
+from .. import (
+    Broadcast,
+    ChannelEvent,
+    ChannelState,
+    ChannelStatistics,
+    PostgresChange,
+    PresenceEvent,
+    SystemMessage,
+)
 from .. import Channel as AsyncChannel
 from .. import Subscription as AsyncSubscription
 from .._subscription import DEFAULT_BUFFER
-from ..protocol import JSONObject, JSONValue, Payload
+from ..protocol import ChannelOptions, JSONObject, JSONValue, Payload
 from ._portal import Portal, check_timeout
 from ._subscription import Subscription
 
@@ -43,6 +51,16 @@ class Channel:
     def topic(self) -> str:
         """The full topic, with its ``realtime:`` prefix."""
         return self._channel.topic
+
+    @property
+    def options(self) -> ChannelOptions:
+        """The options the channel was created with."""
+        return self._channel.options
+
+    def statistics(self) -> ChannelStatistics:
+        """Return the channel's figures (the last ones once the client is closed)."""
+        channel = self._channel
+        return self._portal.run_sync(channel.statistics, after_close=channel.statistics)
 
     @property
     def channel(self) -> AsyncChannel:

@@ -46,13 +46,8 @@ from typing import Any, Final, Generic, TypeVar
 import outcome
 import trio
 
-from .. import (
-    ChannelClosed,
-    ConnectionClosed,
-    JoinError,
-    RealtimeConnectionError,
-    RealtimeError,
-)
+from .. import ConnectionClosed, RealtimeConnectionError, RealtimeError
+from .._exceptions import fresh
 
 logger = logging.getLogger("trio_realtime.sync")
 
@@ -111,23 +106,11 @@ def check_timeout(timeout: float | None) -> float | None:
     return None if math.isinf(timeout) else float(timeout)
 
 
-def fresh_failure(error: BaseException) -> RealtimeError:
-    """A new exception like ``error`` (a failure that ended the client), chained to it."""
-    fresh: RealtimeError
-    if isinstance(error, ConnectionClosed):
-        fresh = ConnectionClosed(error.code, error.reason)
-    elif isinstance(error, RealtimeConnectionError):
-        fresh = RealtimeConnectionError(
-            str(error), status_code=error.status_code, server_message=error.server_message
-        )
-    elif isinstance(error, ChannelClosed):
-        fresh = ChannelClosed(error.topic, error.reason, by_server=error.by_server)
-    elif isinstance(error, JoinError):
-        fresh = JoinError(error.topic, error.reason)
-    else:
-        fresh = RealtimeError(f"the client failed: {error}")
-    fresh.__cause__ = error
-    return fresh
+def fresh_failure(error: BaseException) -> BaseException:
+    """A new exception like ``error`` (the failure that ended the client), chained to it."""
+    copy = fresh(error)
+    copy.__cause__ = error
+    return copy
 
 
 class _Call(Generic[T]):
@@ -374,7 +357,7 @@ class Portal(Generic[C]):
         self._stop_requested = True
         self._stop_in_trio()
 
-    def closed_error(self) -> RealtimeError:
+    def closed_error(self) -> BaseException:
         """The error for a call on a closed client: a fresh copy of the failure that ended it,
         else ``ConnectionClosed(1000)``."""
         if self._failure is not None:
