@@ -94,3 +94,10 @@ def test_sy02_sync_timeout_is_a_timeout_error_in_the_tree() -> None:
     """SY-02: SyncTimeout is both a RealtimeError and a builtin TimeoutError."""
     assert issubclass(SyncTimeout, trio_realtime.RealtimeError)
     assert issubclass(SyncTimeout, TimeoutError)
+
+
+def test_sy01_public_names_print_as_trio_realtime_sync() -> None:
+    """SY-01 (DX-03): the public classes and connect() show trio_realtime.sync as their module."""
+    for value in (Channel, RealtimeClient, Subscription, SyncTimeout, connect):
+        assert value.__module__ == "trio_realtime.sync"
+    assert repr(SyncTimeout("x", 1.0)).startswith("SyncTimeout(")

@@ -31,6 +31,11 @@ from ._client import connect as connect
 from ._portal import SyncTimeout as SyncTimeout
 from ._subscription import Subscription as Subscription
 
+# Public names print as trio_realtime.sync.X, wherever they are defined.
+for _value in (Channel, RealtimeClient, Subscription, SyncTimeout, connect):
+    _value.__module__ = __name__
+del _value
+
 __all__ = [
     "BlockingTokenSource",
     "Channel",
