@@ -15,6 +15,7 @@ import trio
 
 import trio_realtime
 import trio_realtime.protocol
+import trio_realtime.sync
 import trio_realtime.testing
 from trio_realtime import RealtimeError
 
@@ -183,10 +184,21 @@ TESTING_NAMES = [
 ]
 
 
+SYNC_NAMES = [
+    "BlockingTokenSource",
+    "Channel",
+    "RealtimeClient",
+    "Subscription",
+    "SyncTimeout",
+    "connect",
+]
+
+
 def test_exported_names_are_the_documented_list() -> None:
-    """__all__ of trio_realtime and trio_realtime.testing are exactly the lists above."""
+    """__all__ of trio_realtime, .testing and .sync are exactly the lists above."""
     assert trio_realtime.__all__ == TOP_LEVEL_NAMES
     assert trio_realtime.testing.__all__ == TESTING_NAMES
+    assert trio_realtime.sync.__all__ == SYNC_NAMES
     assert trio_realtime.testing.__all__ == sorted(trio_realtime.testing.__all__)
 
 
@@ -201,7 +213,7 @@ def _public_objects(module: types.ModuleType) -> list[tuple[str, object]]:
 
 @pytest.mark.parametrize(
     "module",
-    [trio_realtime, trio_realtime.protocol, trio_realtime.testing],
+    [trio_realtime, trio_realtime.protocol, trio_realtime.testing, trio_realtime.sync],
     ids=lambda m: m.__name__,
 )
 def test_public_objects_are_presented_under_a_public_module(module: types.ModuleType) -> None:
@@ -223,8 +235,10 @@ def test_public_objects_are_presented_under_a_public_module(module: types.Module
                 if isinstance(target, property):
                     target = target.fget
                 if inspect.isfunction(target) and not attribute_name.startswith("__"):
-                    assert not target.__module__.startswith("trio_realtime._"), (
-                        f"{name}.{attribute_name}"
+                    parts = target.__module__.split(".")
+                    assert not any(part.startswith("_") for part in parts), (
+                        f"{name}.{attribute_name}",
+                        target.__module__,
                     )
 
 

@@ -44,6 +44,7 @@ from ._presence import PresenceEvent as PresenceEvent
 from ._presence import PresenceMap as PresenceMap
 from ._presence import PresenceMeta as PresenceMeta
 from ._public import publish as _publish
+from ._public import reserve as _reserve
 from ._serializer import Vsn as Vsn
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ _LAZY = {
     "TransportFactory": "_transport",
     "TransportOptions": "_transport",
 }
+
+_reserve(__name__, _LAZY)
 
 
 def __getattr__(name: str) -> Any:

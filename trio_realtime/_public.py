@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-# The names each public module exports, as given to publish().
-_exports: dict[str, frozenset[str]] = {}
+# The names the package itself exports (``trio_realtime.X``), lazily loaded ones included.
+_package_names: set[str] = set()
 
 
 def _is_private(module: object, package: str) -> bool:
@@ -41,20 +41,30 @@ def _rename(obj: object, public: str, package: str, seen: set[int]) -> None:
                 _rename(target, public, package, seen)
 
 
+def reserve(package: str, names: Iterable[str]) -> None:
+    """Record that ``package`` exports ``names``, before they are loaded (lazy names)."""
+    del package  # one package
+    _package_names.update(names)
+
+
 def publish(public: str, namespace: Mapping[str, object], names: Iterable[str]) -> None:
     """Set ``__module__`` to ``public`` for the classes and functions ``names`` of ``namespace``.
 
     Only objects still presented under a private module (one with a ``_name`` part) are
-    renamed, with their methods. A name that the package itself (``trio_realtime``) also
-    exports is presented there, whichever public module publishes it first. Type aliases and
+    renamed, with their methods. An object that another public module re-exports under a name
+    the package itself (``trio_realtime``) exports is presented under the package, whichever
+    module publishes it first; an object defined in the public module's own private modules
+    (``trio_realtime.sync._channel`` for ``trio_realtime.sync``) stays there. Type aliases and
     other values without ``__module__`` are left alone.
     """
-    names = list(names)
-    _exports[public] = _exports.get(public, frozenset()) | frozenset(names)
     package = public.split(".", maxsplit=1)[0]
-    package_names = _exports.get(package, frozenset())
+    names = [name for name in names if name in namespace]
+    if public == package:
+        _package_names.update(names)
     seen: set[int] = set()
     for name in names:
-        if name in namespace:
-            target = package if name in package_names else public
-            _rename(namespace[name], target, package, seen)
+        obj = namespace[name]
+        module = getattr(obj, "__module__", None)
+        own = isinstance(module, str) and module.startswith(public + ".")
+        target = package if name in _package_names and not own else public
+        _rename(obj, target, package, seen)
