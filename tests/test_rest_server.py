@@ -299,3 +299,19 @@ async def test_rb04_over_tcp_keep_alive_and_upgrades_share_the_port() -> None:
                     assert obj(frame.payload)["payload"] == {"n": n}
                 assert server.rest_requests == 4
                 nursery.cancel_scope.cancel()
+
+
+async def test_rb04_a_failure_inside_the_server_is_a_500_not_a_crash(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RB-04: an exception while deciding a request (here from ``authorize``) answers 500 and
+    the server keeps serving."""
+
+    def authorize(topic: str, token: str | None, action: str) -> bool:
+        raise RuntimeError("policy bug")
+
+    async with serve_realtime(authorize=authorize) as server, http(server) as client:
+        broken = await client.post("/api/broadcast/t/events/e?private=true", json={}, headers=AUTH)
+        fine = await client.post("/api/broadcast/t/events/e", json={}, headers=AUTH)
+    assert (broken.status_code, broken.json()) == (500, {"message": "Internal Server Error"})
+    assert fine.status_code == 202

@@ -167,9 +167,17 @@ class RestEndpoints:
     async def handle(self, request: RestRequest) -> RestResponse:
         """Decide ``request`` and do what it asks; never raises for bad input.
 
-        A checkpoint only when a private message needs the database's policies.
+        A checkpoint only when a private message needs the database's policies. A failure of
+        the server itself is logged and answered with 500, so that no serving task dies of it.
         """
         self.requests += 1
+        try:
+            return await self._handle(request)
+        except Exception:
+            logger.exception("REST %s %s: internal error", request.method, request.target)
+            return _message(500, "Internal Server Error", [])
+
+    async def _handle(self, request: RestRequest) -> RestResponse:
         parts = urlsplit(request.target)
         path = parts.path
         if path.startswith(_PREFIX + "/"):
