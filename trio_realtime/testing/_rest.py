@@ -161,6 +161,7 @@ class RestEndpoints:
         self._hub = hub
         self._window = _RateWindow(max_events_per_second)
         self.requests = 0
+        self.connections = 0
 
     # -- routing --------------------------------------------------------------------------------
 
@@ -459,10 +460,12 @@ async def serve_http(stream: trio.abc.Stream, head: bytes, endpoints: RestEndpoi
     Keeps the connection while the client keeps it alive, and closes it after
     :data:`KEEPALIVE_TIMEOUT` idle seconds, a body over :data:`MAX_BODY`, or a protocol error.
     """
+    endpoints.connections += 1
     connection = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
     connection.receive_data(head)
     try:
         while True:
+            event: object = None
             with trio.move_on_after(KEEPALIVE_TIMEOUT):
                 event = await _next_event(connection, stream)
             if not isinstance(event, h11.Request):
