@@ -146,9 +146,10 @@ async function connections(port, count, idleSeconds, heartbeatMs, concurrency) {
     clients[i] = client;
     await connect(client);
   });
-  const t1 = now();
+  const connectS = now() - t0;
   if (global.gc) global.gc();
   const rss1 = rssKib();
+  const t1 = now();
   const channels = new Array(count);
   await pool(count, concurrency, async (i) => {
     const channel = clients[i].channel(`conn-${i}`, { config: { broadcast: { self: false, ack: false } } });
@@ -156,7 +157,7 @@ async function connections(port, count, idleSeconds, heartbeatMs, concurrency) {
     channels[i] = channel;
     await subscribe(channel);
   });
-  const t2 = now();
+  const joinS = now() - t1;
   if (global.gc) global.gc();
   const rss2 = rssKib();
   const c0 = cpuSeconds();
@@ -168,11 +169,11 @@ async function connections(port, count, idleSeconds, heartbeatMs, concurrency) {
   return {
     count,
     connected_after_idle: connected,
-    connect_s: t1 - t0,
-    join_s: t2 - t1,
-    connect_rate: count / (t1 - t0),
-    join_rate: count / (t2 - t1),
-    connect_join_rate: count / (t2 - t0),
+    connect_s: connectS,
+    join_s: joinS,
+    connect_rate: count / connectS,
+    join_rate: count / joinS,
+    connect_join_rate: count / (connectS + joinS),
     rss_per_connection_kib: (rss1 - rss0) / count,
     rss_per_channel_kib: (rss2 - rss1) / count,
     idle_cpu_pct: ((c1 - c0) / (w1 - w0)) * 100,
