@@ -1,12 +1,19 @@
-"""Endpoint URLs: the accepted URL forms (CL-02) and redaction of secrets (SE-01)."""
+"""Endpoint URLs: the accepted URL forms (CL-02), redaction of secrets (SE-01, RS-12) and the
+URL's own query options (RS-08)."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+import trio
+import trio.testing
+from conftest import APIKEY
 
-from trio_realtime._url import Endpoint, redact_url, websocket_url
+from trio_realtime import open_realtime
+from trio_realtime._url import Endpoint, redact, redact_url, url_options, websocket_url
+from trio_realtime.testing import serve_realtime
 
 KEY = "anon-key-SECRET"
 
@@ -137,3 +144,92 @@ def test_se01_endpoint_repr_and_redacted_form_hide_the_apikey() -> None:
 def test_se01_redact_url(url: str, expected: str) -> None:
     """SE-01: secret query values and user info are replaced by ``<redacted>``."""
     assert redact_url(url) == expected
+
+
+# -- RS-08: the URL's own apikey, vsn and log_level ----------------------------------------------
+
+
+def test_rs08_url_options_come_from_the_query_when_no_keyword_is_given() -> None:
+    """RS-08: ``apikey``, ``vsn`` and ``log_level`` in the query fill the keywords left out."""
+    options = url_options(
+        f"ws://h/socket/websocket?apikey={KEY}&vsn=2.0.0&log_level=info&x=1",
+        apikey=None,
+        vsn=None,
+        log_level=None,
+    )
+    assert (options.apikey, options.vsn, options.log_level) == (KEY, "2.0.0", "info")
+    assert KEY not in repr(options)
+    options = url_options("https://h", apikey=KEY, vsn=None, log_level=None)
+    assert (options.apikey, options.vsn, options.log_level) == (KEY, None, None)
+
+
+def test_rs08_a_keyword_that_agrees_with_the_url_is_accepted() -> None:
+    """RS-08: the same value in the URL and in the keyword is no contradiction."""
+    options = url_options(
+        f"ws://h/?apikey={KEY}&vsn=1.0.0", apikey=KEY, vsn="1.0.0", log_level=None
+    )
+    assert (options.apikey, options.vsn) == (KEY, "1.0.0")
+
+
+@pytest.mark.parametrize(
+    ("url", "keywords", "message"),
+    [
+        ("ws://h/?vsn=2.0.0", {"vsn": "1.0.0"}, "vsn='1.0.0' contradicts vsn='2.0.0' in the URL"),
+        ("ws://h/?log_level=info", {"log_level": "error"}, "log_level='error' contradicts"),
+        (f"ws://h/?apikey={KEY}", {"apikey": "other-key"}, "apikey= differs from the apikey"),
+        (f"ws://h/?apikey={KEY}&apikey=other", {}, "gives apikey twice"),
+    ],
+)
+def test_rs08_a_contradicting_keyword_is_a_value_error(
+    url: str, keywords: dict[str, str], message: str
+) -> None:
+    """RS-08: a keyword that contradicts the URL is a ValueError that never shows the apikey."""
+    arguments: dict[str, str | None] = {"apikey": None, "vsn": None, "log_level": None}
+    arguments.update(keywords)
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        url_options(url, **arguments)
+    assert KEY not in str(info.value)
+
+
+async def test_rs08_open_realtime_honours_the_urls_query(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RS-08: ``open_realtime(server.websocket_url(vsn="2.0.0"))`` connects with 2.0.0, the
+    URL's apikey and its log_level; a contradicting keyword fails before any I/O."""
+    with trio.fail_after(5):
+        async with serve_realtime(apikey=APIKEY) as server:
+            url = server.websocket_url(vsn="2.0.0", log_level="info")
+            async with open_realtime(url, transport=server.memory_transport) as client:
+                assert client.vsn == "2.0.0"
+                assert server.connections[0].vsn == "2.0.0"
+                assert "log_level=info" in client.url
+                assert APIKEY not in client.url
+            with pytest.raises(ValueError, match="contradicts"):
+                async with open_realtime(url, vsn="1.0.0", transport=server.memory_transport):
+                    pass  # pragma: no cover
+            assert server.statistics().connections_accepted == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "expected"),
+    [
+        (
+            "refused at ws://127.0.0.1:4000/realtime/v1/websocket?apikey=1&vsn=1.0.0 (HTTP 401)",
+            "1",
+            "refused at ws://127.0.0.1:4000/realtime/v1/websocket?apikey=<redacted>&vsn=1.0.0"
+            " (HTTP 401)",
+        ),
+        ("cannot connect to 127.0.0.1:4001 after 1 attempt", "1", None),
+        (f"the key {KEY}. and {KEY}x", KEY, f"the key <redacted>. and {KEY}x"),
+        (f"apikey={KEY}&b=2", KEY, "apikey=<redacted>&b=2"),
+        ("Authorization: Bearer abc.def.ghi", None, "Authorization: Bearer <redacted>"),
+        ('{"access_token": "abc.def"}', None, '{"access_token": "<redacted>"}'),
+        ("no apikey: pass --apikey, or set SUPABASE_ANON_KEY", "x", None),
+    ],
+)
+def test_rs12_redact_touches_only_secret_values(
+    text: str, secret: str | None, expected: str | None
+) -> None:
+    """RS-12: secrets are replaced where they are values (query, field, header, whole word),
+    never inside other text: ``--apikey 1`` leaves ``127.0.0.1`` alone."""
+    assert redact(text, secret) == (text if expected is None else expected)

@@ -22,7 +22,7 @@ from trio_realtime.protocol import (
     presence_untrack_frame,
 )
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parent / "data"
 
 
 def _load(name: str) -> list[dict[str, str]]:

@@ -1,6 +1,6 @@
 """LS-01: replay every client frame realtime-js 2.119.1 sent, and check the server's answers.
 
-The recorded frames (``shared/vectors``) are sent byte for byte; the expected answers come from
+The recorded frames (``tests/data``) are sent byte for byte; the expected answers come from
 PROTOCOL.md sections 3 to 8. The ``server-phx_error-rejoin`` step is the client rejoining after
 the server crashed its channel, so the test crashes it (``push_error``) first.
 """
@@ -17,7 +17,7 @@ from server_support import RawClient, connect, obj, reply_status
 from trio_realtime.protocol import Frame
 from trio_realtime.testing import RealtimeServer, serve_realtime
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parent / "data"
 
 
 def _load(name: str) -> list[dict[str, str]]:

@@ -23,7 +23,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import ChannelClosed as ChannelClosed
+from ._exceptions import ChannelStateError as ChannelStateError
 from ._exceptions import ConnectionClosed as ConnectionClosed
+from ._exceptions import FilterParseError as FilterParseError
 from ._exceptions import JoinError as JoinError
 from ._exceptions import PostgresSubscriptionError as PostgresSubscriptionError
 from ._exceptions import ProtocolError as ProtocolError
@@ -114,11 +116,13 @@ __all__ = [
     "ChannelJoinFailed",
     "ChannelJoined",
     "ChannelState",
+    "ChannelStateError",
     "ClientStatistics",
     "Connected",
     "ConnectionClosed",
     "ConnectionEvent",
     "Disconnected",
+    "FilterParseError",
     "HeartbeatEvent",
     "JoinError",
     "PostgresChange",

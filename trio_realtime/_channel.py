@@ -28,7 +28,6 @@ Every method the reader calls (``on_frame`` and what it calls) is synchronous an
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -64,6 +63,7 @@ from ._frames import (
 )
 from ._postgres import PostgresChange, parse_postgres_change
 from ._presence import PresenceEvent, PresenceMap, PresenceTracker
+from ._session import ChannelState as ChannelState
 from ._subscription import DEFAULT_BUFFER, Subscription
 
 logger = logging.getLogger("trio_realtime.channel")
@@ -93,16 +93,6 @@ PERMANENT_JOIN_ERRORS: Final = (
 def is_permanent_join_error(reason: str) -> bool:
     """Whether a join refusal cannot be fixed by retrying."""
     return reason.startswith(PERMANENT_JOIN_ERRORS)
-
-
-class ChannelState(enum.Enum):
-    """Where a channel is in its lifecycle."""
-
-    CLOSED = "closed"
-    JOINING = "joining"
-    JOINED = "joined"
-    LEAVING = "leaving"
-    ERRORED = "errored"
 
 
 _TRANSITIONS: Final[Mapping[ChannelState, frozenset[ChannelState]]] = {

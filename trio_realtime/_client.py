@@ -69,7 +69,7 @@ from ._transport import (
     TransportFactory,
     TransportOptions,
 )
-from ._url import Endpoint, redact, websocket_url
+from ._url import DEFAULT_VSN, Endpoint, redact, url_options, websocket_url
 from ._ws_sansio import connect_sansio
 from ._ws_trio_websocket import connect_trio_websocket
 
@@ -658,9 +658,9 @@ class RealtimeClient:
 async def open_realtime(
     url: str,
     *,
-    apikey: str,
+    apikey: str | None = None,
     access_token: str | TokenSource | None = None,
-    vsn: str = "1.0.0",
+    vsn: str = DEFAULT_VSN,
     heartbeat_interval: float | None = 25.0,
     timeout: float = 10.0,  # noqa: ASYNC109 - a protocol reply limit, not a deadline
     reconnect: ReconnectPolicy | None = backoff(),  # noqa: B008 - the policy is stateless
@@ -677,12 +677,15 @@ async def open_realtime(
 
     Args:
         url: The project URL (``https://<ref>.supabase.co``), a socket URL
-            (``ws://host:4000/socket``) or a full ``.../websocket`` URL.
-        apikey: The project's API key (anon or service key). Required.
+            (``ws://host:4000/socket``) or a full ``.../websocket`` URL. Its ``apikey``,
+            ``vsn`` and ``log_level`` query parameters are used when the keywords are not
+            given; a keyword that contradicts them is a ``ValueError``.
+        apikey: The project's API key (anon or service key). Required, here or in the URL.
         access_token: A user JWT, or an async callable returning one. A callable is awaited
             before the first join, on every reconnect, and whenever the cached token has
             expired; if it fails, the cached token is used.
-        vsn: The serializer, ``"1.0.0"`` (JSON objects) or ``"2.0.0"`` (arrays and binary).
+        vsn: The serializer, ``"1.0.0"`` (JSON objects) or ``"2.0.0"`` (arrays and binary);
+            by default the URL's ``vsn``, else ``"1.0.0"``.
         heartbeat_interval: Seconds between heartbeats; a heartbeat unanswered at the next tick
             means the connection is dead. ``None`` disables heartbeats.
         timeout: Seconds to wait for join, leave and acknowledged push replies.
@@ -701,7 +704,8 @@ async def open_realtime(
         outgoing_buffer: Frames queued for the writer before senders wait.
 
     Raises:
-        ValueError: for a missing apikey, an unsupported vsn or a bad URL.
+        ValueError: for a missing apikey, an unsupported vsn, a bad URL, or a keyword that
+            contradicts the URL's query.
         RealtimeConnectionError: when the first connection fails (refused, TLS, or an HTTP
             error such as 401 with the server's message), when the server refuses a reconnect
             with 4xx, or when the reconnect policy gives up (as :class:`ConnectionClosed`).
@@ -709,9 +713,14 @@ async def open_realtime(
 
     Exceptions raised in the body propagate unchanged, after a clean shutdown.
     """
+    # The default vsn is told apart from an explicit "1.0.0", which may contradict the URL.
+    options = url_options(
+        url, apikey=apikey, vsn=None if vsn is DEFAULT_VSN else vsn, log_level=log_level
+    )
+    apikey, log_level = options.apikey, options.log_level
     if not isinstance(apikey, str) or not apikey.strip():
         raise ValueError("open_realtime needs an apikey (the project's anon or service key)")
-    checked_vsn = check_vsn(vsn)
+    checked_vsn = check_vsn(options.vsn or "1.0.0")
     if timeout <= 0:
         raise ValueError("timeout must be positive")
     if heartbeat_interval is not None and heartbeat_interval <= 0:

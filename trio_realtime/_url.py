@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _SECRET_PARAMS = frozenset({"apikey", "access_token", "token"})
@@ -40,6 +42,69 @@ class Endpoint:
 
     def __repr__(self) -> str:
         return f"Endpoint({self.redacted!r})"
+
+
+class _DefaultVsn(str):
+    """The type of :data:`DEFAULT_VSN`."""
+
+    __slots__ = ()
+
+
+DEFAULT_VSN: Final[str] = _DefaultVsn("1.0.0")
+"""``open_realtime``'s default ``vsn``: equal to ``"1.0.0"``, yet not the same object as an
+explicit ``"1.0.0"``, so that only an explicit value can contradict the URL's ``vsn``."""
+
+
+@dataclass(frozen=True, slots=True)
+class UrlOptions:
+    """The connection options a URL's query may carry, merged with the keywords.
+
+    Attributes:
+        apikey: The API key, or ``None`` when neither the URL nor the keyword has one.
+        vsn: The serializer version, or ``None`` when neither gives one.
+        log_level: The server-side log level, or ``None``.
+    """
+
+    apikey: str | None = field(repr=False)
+    vsn: str | None
+    log_level: str | None
+
+
+_URL_OPTIONS = ("apikey", "vsn", "log_level")
+
+
+def url_options(
+    url: str, *, apikey: str | None, vsn: str | None, log_level: str | None
+) -> UrlOptions:
+    """Merge the ``apikey``, ``vsn`` and ``log_level`` query parameters of ``url`` with the
+    keywords of the same names: a keyword left ``None`` takes the URL's value.
+
+    A URL that cannot be parsed is left to :func:`websocket_url` to report.
+
+    Raises:
+        ValueError: when a keyword contradicts the URL, or the URL gives one of them twice
+            with different values. The message never contains the apikey.
+    """
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return UrlOptions(apikey, vsn, log_level)
+    found: dict[str, str] = {}
+    for key, value in parse_qsl(query):
+        if key not in _URL_OPTIONS or not value:
+            continue
+        if found.setdefault(key, value) != value:
+            raise ValueError(f"the URL gives {key} twice, with different values")
+    given = {"apikey": apikey, "vsn": vsn, "log_level": log_level}
+    merged: dict[str, str | None] = {}
+    for key in _URL_OPTIONS:
+        keyword, in_url = given[key], found.get(key)
+        if keyword is not None and in_url is not None and keyword != in_url:
+            if key == "apikey":
+                raise ValueError("apikey= differs from the apikey in the URL; give only one")
+            raise ValueError(f"{key}={keyword!r} contradicts {key}={in_url!r} in the URL")
+        merged[key] = keyword if keyword is not None else in_url
+    return UrlOptions(merged["apikey"], merged["vsn"], merged["log_level"])
 
 
 def websocket_url(url: str, *, apikey: str, vsn: str, log_level: str | None = None) -> Endpoint:
@@ -111,9 +176,40 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+# Characters a key, a JWT or a URL-encoded value is made of: a secret is only a whole value when
+# neither neighbour is one of them (a trailing full stop ends a sentence, not the value).
+_VALUE_CHARS = r"A-Za-z0-9_~+/=%-"
+_URL = re.compile(r"\b(?:wss?|https?)://[^\s'\"<>]+", re.IGNORECASE)
+_SECRET_FIELD = re.compile(
+    # name=value (a query or form field), "name": "value" (JSON) or a header line.
+    r"(?P<name>\b(?:(?:apikey|api_key|access_token|user_token|token)\s*=\s*"
+    r"|(?:apikey|api_key|access_token|user_token|token)[\"']\s*:\s*[\"']"
+    r"|(?:x-api-key|authorization)\s*:\s*(?:bearer\s+)?))"
+    r"(?P<value>[A-Za-z0-9_~+/=%.-]+)",
+    re.IGNORECASE,
+)
+MIN_BARE_SECRET = 8
+"""Secrets shorter than this are redacted only where they stand as a value, never as a bare word."""
+
+
 def redact(text: str, *secrets: str | None) -> str:
-    """Replace every occurrence of each non-empty secret in ``text`` with ``<redacted>``."""
+    """Hide secrets in ``text`` where they appear as values, and nowhere else.
+
+    * in every URL, the ``apikey``, ``access_token`` and ``token`` query values and the user
+      info (as :func:`redact_url`);
+    * the value of ``apikey=``, ``access_token=``, ``user_token=`` and ``token=`` (also as
+      JSON fields), and of the ``x-api-key`` and ``authorization`` headers, whatever it is;
+    * each secret of :data:`MIN_BARE_SECRET` characters or more where it stands as a whole
+      value (not inside a longer word, address or number).
+
+    A short secret (``--apikey 1``) is thus not replaced inside ``127.0.0.1`` or ``HTTP 401``.
+    """
+    text = _URL.sub(lambda match: redact_url(match.group(0)), text)
+    text = _SECRET_FIELD.sub(lambda match: match.group("name") + REDACTED, text)
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
+        if secret and len(secret) >= MIN_BARE_SECRET:
+            pattern = (
+                rf"(?<![{_VALUE_CHARS}.]){re.escape(secret)}(?![{_VALUE_CHARS}]|\.[{_VALUE_CHARS}])"
+            )
+            text = re.sub(pattern, REDACTED, text)
     return text

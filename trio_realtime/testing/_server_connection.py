@@ -71,6 +71,15 @@ UNMATCHED_TOPIC: JSONObject = {"reason": "unmatched topic"}
 CHANNEL_LIMIT = "ChannelRateLimitReached: Too many channels"
 TOPIC_REQUIRED = "TopicNameRequired: You must provide a topic name"
 
+# The code a refused join's reason starts with, by token error message (PROTOCOL.md 4.3).
+_TOKEN_CODES = {
+    "The token provided is not a valid JWT": "MalformedJWT",
+    "Failed to validate JWT signature": "JwtSignatureError",
+    "Failed to generate JWT signer, check your JWT secret or JWKS configuration": (
+        "JwtSignerError"
+    ),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class _Delay:
@@ -522,7 +531,7 @@ class ServerConnection:
         if token is not None and config.token_check is not None:
             message = config.token_check(token)
             if message is not None:
-                return f"InvalidJWTToken: {message}", delay
+                return f"{_TOKEN_CODES.get(message, 'InvalidJWTToken')}: {message}", delay
         if params.replay_error is not None:
             return params.replay_error, delay
         return "", 0.0
@@ -575,6 +584,8 @@ class ServerConnection:
         if channel.presence_enabled and channel.room is not None:
             channel.push(PRESENCE_STATE, channel.room.presence_state())
         if params.bindings:
+            if bindings_error is None and hub.database is not None:
+                bindings_error = await hub.database.subscribe(channel)
             if bindings_error is None:
                 channel.push(SYSTEM, _postgres_system(channel, "ok", SUBSCRIBED))
             else:
