@@ -88,8 +88,10 @@ def test_importing_testing_loads_no_runtime_module() -> None:
 def test_public_surface() -> None:
     """``trio_realtime.testing`` exports exactly its documented names, sorted."""
     assert trio_realtime.testing.__all__ == [
+        "ChannelAuthorization",
         "DatabaseSetupError",
         "DatabaseStatistics",
+        "MemoryHTTPTransport",
         "PostgresCluster",
         "PostgresNotFound",
         "RealtimeServer",

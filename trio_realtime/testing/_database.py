@@ -95,10 +95,13 @@ $body$;
 """
 
 _DECODE_SQL = f"""
-select x.ord, x.c ->> 'name', {SCHEMA}.to_json_value(x.c -> 'value' #>> '{{}}', t.oid),
-       x.c -> 'value' #>> '{{}}', format_type(t.oid, null), octet_length(x.c::text)
-from jsonb_array_elements(%s::jsonb) with ordinality as x(c, ord)
-join pg_type t on t.oid = coalesce((x.c ->> 'typeoid')::oid, (x.c ->> 'type')::regtype::oid)
+select (x.e ->> 'i')::int, x.e ->> 'k', x.e -> 'c' ->> 'name',
+       {SCHEMA}.to_json_value(x.e -> 'c' -> 'value' #>> '{{}}', t.oid),
+       x.e -> 'c' -> 'value' #>> '{{}}', format_type(t.oid, null),
+       octet_length(x.e -> 'c' ->> 'value')
+from jsonb_array_elements(%s::jsonb) with ordinality as x(e, ord)
+join pg_type t
+  on t.oid = coalesce((x.e -> 'c' ->> 'typeoid')::oid, (x.e -> 'c' ->> 'type')::regtype::oid)
 order by x.ord
 """
 
@@ -139,6 +142,43 @@ class _Column:
     text: str | None
     regtype: str
     size: int
+
+
+@dataclass(eq=False, slots=True)
+class _Change:
+    """One decoded change on its way to the subscribers (inside the poller's worker thread)."""
+
+    wal: JSONObject
+    action: str
+    schema: str
+    name: str
+    size: int
+    candidates: list[tuple[_Subscriber, Binding]]
+    table: _Table = field(init=False)
+    new: dict[str, _Column] = field(default_factory=dict)
+    old: dict[str, _Column] = field(default_factory=dict)
+    matched: dict[int, tuple[_Subscriber, list[int]]] = field(default_factory=dict)
+    visible: dict[tuple[str | None, str], bool | None] = field(default_factory=dict)
+
+    def set_rows(self, new: list[_Column], old: list[_Column]) -> None:
+        """Keep the converted rows; an unchanged TOASTed value comes from the old row."""
+        values = {column.name: column for column in new}
+        self.old = {column.name: column for column in old}
+        self.new = {**self.old, **values} if self.action == "UPDATE" else values
+
+    def match(self) -> None:
+        """Pick the subscribers whose filters pass (on DELETE, on the old row)."""
+        new_row: dict[str, JSONValue] = {k: c.value for k, c in self.new.items()}
+        old_row: dict[str, JSONValue] = {k: c.value for k, c in self.old.items()}
+        for subscriber, binding in self.candidates:
+            if binding.conditions and not (
+                filter_matches(binding.conditions, new_row)
+                or (self.action == "DELETE" and filter_matches(binding.conditions, old_row))
+            ):
+                continue
+            entry = self.matched.setdefault(id(subscriber), (subscriber, []))
+            if binding.id not in entry[1]:
+                entry[1].append(binding.id)
 
 
 @dataclass(slots=True)
@@ -440,32 +480,56 @@ class Database:
             found = table.privileges[role] = {row[0] for row in rows if row[1]}
         return found
 
-    def _decode(self, items: JSONValue) -> list[_Column]:
-        if not isinstance(items, list) or not items:
-            return []
+    def _decode(self, changes: list[JSONObject]) -> list[tuple[list[_Column], list[_Column]]]:
+        """Convert the values of every change at once: ``(columns, identity)`` per change."""
+        items: list[JSONValue] = []
+        for index, wal in enumerate(changes):
+            for kind in ("columns", "identity"):
+                listed = wal.get(kind)
+                if isinstance(listed, list):
+                    items.extend({"i": index, "k": kind, "c": column} for column in listed)
+        decoded: list[tuple[list[_Column], list[_Column]]] = [([], []) for _ in changes]
+        if not items:
+            return decoded
         conn = self._poll_conn
         assert conn is not None
         rows = conn.execute(_DECODE_SQL, (orjson.dumps(items).decode(),)).fetchall()
-        return [_Column(row[1], row[2], row[3], row[4], row[5]) for row in rows]
+        for index, kind, name, value, text, regtype, size in rows:
+            new, old = decoded[index]
+            (new if kind == "columns" else old).append(_Column(name, value, text, regtype, size))
+        return decoded
 
-    def _visible(
-        self, schema: str, name: str, keys: list[_Column], role: str | None, claims: str
-    ) -> bool | None:
-        """Whether the row with primary key ``keys`` can be selected as ``role``; ``None`` if
-        the policy raised."""
-        conn = self._poll_conn
-        assert conn is not None
-        condition = sql.SQL(" and ").join(
-            sql.SQL("{} = {}::{}").format(
-                sql.Identifier(key.name), sql.Literal(key.text), sql.SQL(key.regtype)
-            )
-            for key in keys
+    def _visible_keys(
+        self,
+        schema: str,
+        name: str,
+        rows: list[list[_Column]],
+        role: str | None,
+        claims: str,
+    ) -> set[tuple[str | None, ...]] | None:
+        """The primary keys among ``rows`` that can be selected as ``role`` with ``claims``
+        (one query for all of them); ``None`` when the policy raised."""
+        first = rows[0]
+        key_list = sql.SQL(", ").join(sql.Identifier(key.name) for key in first)
+        texts = sql.SQL(", ").join(
+            sql.SQL("{}::text").format(sql.Identifier(key.name)) for key in first
         )
-        query = sql.SQL("select exists(select 1 from {}.{} where {})").format(
-            sql.Identifier(schema), sql.Identifier(name), condition
+        values = sql.SQL(", ").join(
+            sql.SQL("({})").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{}::{}").format(sql.Literal(key.text), sql.SQL(key.regtype))
+                    for key in row
+                )
+            )
+            for row in rows
+        )
+        query = sql.SQL("select {} from {}.{} where ({}) in ({})").format(
+            texts, sql.Identifier(schema), sql.Identifier(name), key_list, values
         )
         claims_data = orjson.loads(claims)
         sub = claims_data.get("sub") if isinstance(claims_data, dict) else None
+        conn = self._poll_conn
+        assert conn is not None
         try:
             with conn.transaction():
                 conn.execute(
@@ -476,19 +540,18 @@ class Database:
                 )
                 if role is not None:
                     conn.execute("select set_config('role', %s, true)", (role,))
-                row = conn.execute(query).fetchone()
+                found = conn.execute(query).fetchall()
         except psycopg.Error as exc:
             if isinstance(exc, psycopg.OperationalError):
                 raise
             logger.warning("database: RLS check on %s.%s as %s failed: %s", schema, name, role, exc)
             return None
-        return bool(row and row[0])
+        return {tuple(row) for row in found}
 
     def _poll(self, subscribers: list[_Subscriber]) -> tuple[int, list[tuple[Channel, JSONObject]]]:
-        changes = self._read_slot()
-        out: list[tuple[Channel, JSONObject]] = []
-        tables: dict[tuple[str, str], _Table] = {}
-        for text in changes:
+        texts = self._read_slot()
+        changes: list[_Change] = []
+        for text in texts:
             wal = orjson.loads(text)
             action = _ACTIONS.get(wal.get("action"))
             if action is None:
@@ -502,48 +565,52 @@ class Database:
                 and binding.schema in ("*", schema)
                 and binding.table in ("*", name)
             ]
-            if not candidates:
-                continue
-            out.extend(self._resolve(wal, action, text, candidates, tables))
-        return len(changes), out
-
-    def _resolve(
-        self,
-        wal: JSONObject,
-        action: str,
-        text: str,
-        candidates: list[tuple[_Subscriber, Binding]],
-        tables: dict[tuple[str, str], _Table],
-    ) -> list[tuple[Channel, JSONObject]]:
-        schema, name = str(wal["schema"]), str(wal["table"])
-        table = self._table(tables, schema, name)
-        new = self._decode(wal.get("columns"))
-        old = self._decode(wal.get("identity"))
-        too_large = len(text.encode()) > self._max_record_bytes
-        new_values = {column.name: column for column in new}
-        old_values = {column.name: column for column in old}
-        # An unchanged TOASTed value is left out of wal2json's columns: take it from the old row.
-        full_new = {**old_values, **new_values} if action == "UPDATE" else new_values
-        new_row: dict[str, JSONValue] = {k: c.value for k, c in full_new.items()}
-        old_row: dict[str, JSONValue] = {k: c.value for k, c in old_values.items()}
-        pk = table.primary_key
-        timestamp = wal.get("timestamp")
-        commit_timestamp = _commit_timestamp(timestamp)
-
-        # Which (channel, ids) pass the filters.
-        matched: dict[int, tuple[_Subscriber, list[int]]] = {}
-        for subscriber, binding in candidates:
-            if binding.conditions and not (
-                filter_matches(binding.conditions, new_row)
-                or (action == "DELETE" and filter_matches(binding.conditions, old_row))
-            ):
-                continue
-            entry = matched.setdefault(id(subscriber), (subscriber, []))
-            if binding.id not in entry[1]:
-                entry[1].append(binding.id)
+            if candidates:
+                changes.append(_Change(wal, action, schema, name, len(text.encode()), candidates))
+        if not changes:
+            return len(texts), []
+        tables: dict[tuple[str, str], _Table] = {}
+        decoded = self._decode([change.wal for change in changes])
+        for change, (new, old) in zip(changes, decoded, strict=True):
+            change.table = self._table(tables, change.schema, change.name)
+            change.set_rows(new, old)
+            change.match()
+        self._check_visibility(changes)
         out: list[tuple[Channel, JSONObject]] = []
-        visibility: dict[tuple[str | None, str], bool | None] = {}
-        for subscriber, ids in matched.values():
+        for change in changes:
+            out.extend(self._messages(change))
+        return len(texts), out
+
+    def _check_visibility(self, changes: list[_Change]) -> None:
+        """Fill each change's ``visible`` map: one query per table, role and claims."""
+        pending: dict[tuple[str, str, str | None, str], list[_Change]] = {}
+        for change in changes:
+            table = change.table
+            if not table.rls or change.action == "DELETE" or not table.primary_key:
+                continue
+            pk = table.primary_key
+            if not all(key in change.new for key in pk):
+                continue
+            for subscriber, _ids in change.matched.values():
+                key = (change.schema, change.name, subscriber.role, subscriber.claims)
+                group = pending.setdefault(key, [])
+                if not group or group[-1] is not change:
+                    group.append(change)
+        for (schema, name, role, claims), group in pending.items():
+            pk = group[0].table.primary_key
+            rows = [[change.new[key] for key in pk] for change in group]
+            found = self._visible_keys(schema, name, rows, role, claims)
+            for change, row in zip(group, rows, strict=True):
+                seen = None if found is None else tuple(key.text for key in row) in found
+                change.visible[(role, claims)] = seen
+
+    def _messages(self, change: _Change) -> list[tuple[Channel, JSONObject]]:
+        schema, name, action, table = change.schema, change.name, change.action, change.table
+        too_large = change.size > self._max_record_bytes
+        pk = table.primary_key
+        commit_timestamp = _commit_timestamp(change.wal.get("timestamp"))
+        out: list[tuple[Channel, JSONObject]] = []
+        for subscriber, ids in change.matched.values():
             role = subscriber.role
             privileges = self._privileges(table, role, schema, name)
             base: JSONObject = {"schema": schema, "table": name, "type": action}
@@ -555,11 +622,7 @@ class Database:
                 out.append((subscriber.channel, error))
                 continue
             if table.rls and action != "DELETE":
-                key = (role, subscriber.claims)
-                if key not in visibility:
-                    keys = [full_new[k] for k in pk if k in full_new]
-                    visibility[key] = self._visible(schema, name, keys, role, subscriber.claims)
-                seen = visibility[key]
+                seen = change.visible.get((role, subscriber.claims), False)
                 if seen is None:
                     out.append((subscriber.channel, _error_data(base, action, ids, ERROR_RLS)))
                     continue
@@ -590,15 +653,15 @@ class Database:
                 "errors": [ERROR_TOO_LARGE] if too_large else None,
             }
             if action != "DELETE":
-                data["record"] = {k: c.value for k, c in full_new.items() if keep(k) and small(c)}
+                data["record"] = {k: c.value for k, c in change.new.items() if keep(k) and small(c)}
             if action == "UPDATE":
                 data["old_record"] = {
-                    k: c.value for k, c in old_values.items() if keep(k) and small(c)
+                    k: c.value for k, c in change.old.items() if keep(k) and small(c)
                 }
             elif action == "DELETE":
                 data["old_record"] = {
                     k: c.value
-                    for k, c in old_values.items()
+                    for k, c in change.old.items()
                     if keep(k) and small(c) and (not table.rls or k in pk)
                 }
             out.append((subscriber.channel, {"ids": list(ids), "data": data}))

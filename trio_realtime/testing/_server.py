@@ -54,6 +54,15 @@ from .._url import Endpoint, redact_url
 from .._ws_sansio import _refusal, server_handshake
 from ._jwt import TokenError, token_check_for, verify_token
 from ._postgres_changes import build_change
+from ._rest import (
+    DEFAULT_EVENTS_PER_SECOND,
+    ChannelAuthorization,
+    MemoryHTTPTransport,
+    RestEndpoints,
+    is_rest_request,
+    prefixed,
+    serve_http,
+)
 from ._server_connection import ServerConnection
 from ._state import Hub, ServerConfig, TokenCheck
 
@@ -202,6 +211,8 @@ class RealtimeServer:
         self._config = config
         self._ssl_context = ssl_context
         self._hub = Hub(config) if hub is None else hub
+        self._rest = RestEndpoints(self._hub, max_events_per_second=config.max_events_per_second)
+        self._http_transport = MemoryHTTPTransport(self._rest)
         self._nursery = nursery
         self._host = host
         self._port = port
@@ -267,6 +278,20 @@ class RealtimeServer:
         return f"{base}{path}?{urlencode(query)}"
 
     # -- connections ----------------------------------------------------------------------------
+
+    @property
+    def http_transport(self) -> MemoryHTTPTransport:
+        """An httpx transport to the REST endpoints, in memory (no socket, MockClock friendly).
+
+        Pass it as ``open_realtime(..., http_transport=server.http_transport)``, or to an
+        ``httpx.AsyncClient``.
+        """
+        return self._http_transport
+
+    @property
+    def rest_requests(self) -> int:
+        """REST requests handled so far (over TCP and in memory)."""
+        return self._rest.requests
 
     @property
     def connections(self) -> list[ServerConnection]:
@@ -631,8 +656,19 @@ class RealtimeServer:
 
         handshake = None
         with trio.move_on_after(HANDSHAKE_TIMEOUT):
+            # A request other than GET is for the REST endpoints; an upgrade goes on as before.
+            try:
+                head = bytes(await stream.receive_some())
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                head = b""
+            if not head:
+                await trio.aclose_forcefully(stream)
+                return
+            if is_rest_request(head):
+                await serve_http(stream, head, self._rest)
+                return
             handshake = await server_handshake(
-                stream, decide, max_message_size=self._config.max_message_size
+                prefixed(stream, head), decide, max_message_size=self._config.max_message_size
             )
         if handshake is not None:
             await self._run(accepted[0], handshake[0])
@@ -690,6 +726,8 @@ async def serve_realtime(
     jwt_secret: str | None = None,
     database_tables: Sequence[str] = (),
     poll_interval: float = 0.1,
+    authorize: ChannelAuthorization | None = None,
+    max_events_per_second: int = DEFAULT_EVENTS_PER_SECOND,
 ) -> AsyncIterator[RealtimeServer]:
     """Run a local Realtime server for the duration of the ``async with`` block.
 
@@ -730,6 +768,15 @@ async def serve_realtime(
         database_tables: Tables (``schema.table`` or ``table``) that must be in the
             publication; one that is not stops the server before it serves.
         poll_interval: Seconds between reads of the replication slot when it is idle.
+        authorize: Private-channel access, in place of the RLS policies on
+            ``realtime.messages``: called as ``authorize(sub_topic, token, action)`` with
+            ``action`` ``"read"`` for a private join (refused with ``"Unauthorized: You do not
+            have permissions to read from this Channel topic: <topic>"``) and ``"write"`` for a
+            private broadcast (over the socket: dropped without an ack; REST single: 403; REST
+            batch: skipped). ``None`` allows everything.
+        max_events_per_second: The rate limit of the REST endpoints: messages accepted in the
+            last second; past it they answer 429 with the server's messages and
+            ``x-rate-limit`` headers.
 
     Raises:
         OSError: if the port cannot be bound.
@@ -743,6 +790,8 @@ async def serve_realtime(
         raise ValueError("record_frames must not be negative")
     if join_error_delay < 0 or connect_error_delay < 0:
         raise ValueError("delays must not be negative")
+    if max_events_per_second < 1:
+        raise ValueError("max_events_per_second must be positive")
     if jwt_secret is not None:
         if not jwt_secret:
             raise ValueError("jwt_secret must not be empty")
@@ -758,6 +807,8 @@ async def serve_realtime(
         send_buffer=send_buffer,
         idle_timeout=idle_timeout,
         record_frames=record_frames,
+        authorize=authorize,
+        max_events_per_second=max_events_per_second,
     )
     async with AsyncExitStack() as stack:
         database: Database | None = None

@@ -37,6 +37,11 @@ from ._postgres_changes import Binding, Change, matching_ids
 
 logger = logging.getLogger("trio_realtime.testing")
 
+ChannelAuthorization = Callable[[str, str | None, str], bool]
+"""Decides private-channel access: ``(sub_topic, token, action)`` -> allowed, ``action`` being
+``"read"`` (join) or ``"write"`` (broadcast). Stands in for the RLS policies on
+``realtime.messages``."""
+
 TokenCheck = Callable[[str], str | None]
 """Validates a token: returns ``None`` when it is valid, else the error message."""
 
@@ -77,6 +82,8 @@ class ServerConfig:
     send_buffer: int
     idle_timeout: float | None
     record_frames: int
+    authorize: ChannelAuthorization | None = None
+    max_events_per_second: int = 100
 
 
 class PostgresBackend(Protocol):
