@@ -3,6 +3,7 @@
 //
 //   node realtime_js_worker.cjs sends --port P --n N --senders S [--ack]
 //   node realtime_js_worker.cjs connections --port P --count K [--idle-seconds W]
+//   node realtime_js_worker.cjs throughput --port P --n N
 //
 // Each prints one JSON object as its last line, in the shape the Python workers use.
 'use strict';
@@ -181,12 +182,35 @@ async function connections(port, count, idleSeconds, heartbeatMs, concurrency) {
   };
 }
 
+async function throughput(port, n) {
+  // Counts a flood of n broadcasts in an on('broadcast') callback; the clocks run from the
+  // subscribe (the flood is requested) to the n-th message, as for the Python clients.
+  const client = newClient(port, 25000);
+  const channel = client.channel(`flood:${n}:0`, { config: { broadcast: { self: false, ack: false } } });
+  let count = 0;
+  const done = new Promise((resolve) => {
+    channel.on('broadcast', { event: 'msg' }, () => {
+      count++;
+      if (count >= n) resolve();
+    });
+  });
+  const t0 = now();
+  const c0 = cpuSeconds();
+  await subscribe(channel);
+  await done;
+  const t1 = now();
+  const c1 = cpuSeconds();
+  return { messages: n, seconds: t1 - t0, rate: n / (t1 - t0), cpu_us: ((c1 - c0) / n) * 1e6 };
+}
+
 async function main() {
   const a = args();
   const port = Number(a.port);
   let result;
   if (a.what === 'sends') {
     result = await sends(port, Number(a.n || 20000), Number(a.senders || 1), a.ack === true);
+  } else if (a.what === 'throughput') {
+    result = await throughput(port, Number(a.n || 100000));
   } else if (a.what === 'connections') {
     result = await connections(
       port,

@@ -7,8 +7,8 @@ chosen measurements, prints their tables and writes every figure to
 
 Measurements: ``throughput``, ``latency``, ``channels``, ``memory``, ``sends``,
 ``connections``. Where node and npm are present, realtime-js and ``ws`` are installed into a
-temporary folder (:mod:`benchmarks._node`): realtime-js gets rows of its own in ``sends`` and
-``connections``, and those two measurements run against the node ``ws`` peer
+temporary folder (:mod:`benchmarks._node`): realtime-js gets rows of its own in ``throughput``,
+``sends`` and ``connections``, and the last two measurements run against the node ``ws`` peer
 (``peer_node.cjs``) rather than the Python one; without node they use the Python peer and say
 so. Full mode takes about half an hour on a two-core machine, ``--quick`` about ten minutes.
 Benchmarks are not tests: nothing here asserts a timing; the targets are printed next to the
@@ -154,7 +154,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
     }
     tables: list[str] = []
-    wants_node = not args.no_realtime_js and bool({"sends", "connections"} & set(chosen))
+    wants_node = not args.no_realtime_js and bool(
+        {"throughput", "sends", "connections"} & set(chosen)
+    )
     with (
         running_peer(peer_cpu) as peer,
         node_runner(wants_node) as (node, node_note),
@@ -179,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 cpu=client_cpu,
                 realtime_py_python=rt_python,
                 log=log,
+                node=node,
             )
             tables.append(
                 f"THROUGHPUT: {n:,} small broadcasts at full speed, median of {repeats} runs\n"
