@@ -43,10 +43,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -54,11 +54,12 @@ import psycopg
 import trio
 from psycopg import sql
 
-from .._frames import BROADCAST, POSTGRES_CHANGES, JSONObject, JSONValue, make_frame, realtime_topic
+from .._frames import POSTGRES_CHANGES, JSONObject, JSONValue, make_frame
 from .._postgres import filter_matches
 from ._database_types import DatabaseSetupError, DatabaseStatistics
 from ._jwt import unverified_claims
 from ._postgres_changes import Binding, format_commit_timestamp, inspect
+from ._replay import StoredMessage, deliver_stored
 from ._state import Channel, Hub, Policies, encode
 from ._supabase_sql import AUTH_SQL, REALTIME_SQL, ROLES_SQL
 
@@ -271,6 +272,7 @@ class Database:
         self._errors = 0
         self._reconnects = 0
         self._broadcasts_sent = 0
+        self._progress = trio.lowlevel.ParkingLot()
         self._wakeup = trio.Event()
 
     @property
@@ -282,6 +284,13 @@ class Database:
     def publication(self) -> str:
         """The publication whose tables are streamed."""
         return self._publication
+
+    async def wait_until(self, predicate: Callable[[DatabaseStatistics], bool]) -> None:
+        """Wait until ``predicate(self.statistics())`` holds; it is checked after every poll,
+        poll failure and reconnect. A checkpoint even when it holds already."""
+        await trio.lowlevel.checkpoint()
+        while not predicate(self.statistics()):
+            await self._progress.park()
 
     def statistics(self) -> DatabaseStatistics:
         """Return a snapshot of the poller's counters."""
@@ -815,16 +824,19 @@ class Database:
                 polled = await trio.to_thread.run_sync(self._poll, subscribers)
             except Exception as exc:
                 self._errors += 1
+                self._progress.unpark_all()
                 logger.error("database: polling the replication slot failed: %s", exc)  # noqa: TRY400
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 await self._reconnect_if_closed()
+                self._progress.unpark_all()
                 continue
             backoff = self._poll_interval
             self._polls += 1
             self._changes += polled.count
             self._deliver(polled.deliveries)
             self._send_broadcasts(polled.broadcasts)
+            self._progress.unpark_all()
             if polled.count == 0:
                 with trio.move_on_after(self._poll_interval):
                     await self._wakeup.wait()
@@ -856,16 +868,16 @@ class Database:
 
     def _send_broadcasts(self, broadcasts: list[_Broadcast]) -> None:
         for message in broadcasts:
-            room = self._hub.room(realtime_topic(message.topic), message.private)
-            if room is None:
-                continue
-            payload: JSONObject = {
-                "type": BROADCAST,
-                "event": message.event,
-                "payload": message.payload,
-                "meta": {"id": message.id},
-            }
-            self._broadcasts_sent += room.fan_out_user_broadcast(payload)
+            # Stored too, so that private channels joining with replay get it again.
+            stored = StoredMessage(
+                id=message.id,
+                topic=message.topic,
+                event=message.event,
+                payload=message.payload,
+                private=message.private,
+                inserted_at=datetime.now(UTC),
+            )
+            self._broadcasts_sent += deliver_stored(self._hub, stored)
 
     def _deliver(self, deliveries: list[tuple[Channel, JSONObject]]) -> None:
         for channel, payload in deliveries:

@@ -17,6 +17,7 @@ import orjson
 
 from .._frames import JSONObject, JSONValue
 from .._postgres import FilterCondition, FilterParseError, filter_matches, parse_filter
+from ._select import parse_select
 
 CHANGE_TYPES = ("INSERT", "UPDATE", "DELETE")
 _EVENTS = frozenset((*CHANGE_TYPES, "*"))
@@ -38,6 +39,7 @@ class Binding:
         schema: The schema, or ``*`` for every schema.
         table: The table, or ``*`` for every table of the schema.
         conditions: The parsed filter; all must hold.
+        select: The columns asked for (``select``), sorted; ``None`` for all of them.
     """
 
     id: int
@@ -45,6 +47,7 @@ class Binding:
     schema: str
     table: str
     conditions: tuple[FilterCondition, ...]
+    select: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ class Change:
         type: ``INSERT``, ``UPDATE`` or ``DELETE``.
         row: What filters are evaluated against: the new record, or the old one on DELETE.
         data: The ``data`` object of the ``postgres_changes`` message.
+        primary_key: The primary key columns, always sent when a binding selects columns.
     """
 
     schema: str
@@ -64,6 +68,7 @@ class Change:
     type: str
     row: Mapping[str, JSONValue]
     data: JSONObject
+    primary_key: tuple[str, ...] = ()
 
 
 def binding_id(raw: Mapping[str, JSONValue]) -> int:
@@ -120,13 +125,16 @@ def parse_bindings(raw_bindings: Sequence[JSONObject]) -> tuple[Binding, ...]:
             )
         text = raw.get("filter")
         conditions = parse_filter(text) if isinstance(text, str) and text else []
+        schema_name = schema if isinstance(schema, str) else "public"
+        table_name = table if isinstance(table, str) else WILDCARD
         bindings.append(
             Binding(
                 id=binding_id(raw),
                 event=normalised if normalised in _EVENTS else WILDCARD,
-                schema=schema if isinstance(schema, str) else "public",
-                table=table if isinstance(table, str) else WILDCARD,
+                schema=schema_name,
+                table=table_name,
                 conditions=tuple(conditions),
+                select=parse_select(raw.get("select"), schema_name, table_name),
             )
         )
     return tuple(bindings)
@@ -189,6 +197,7 @@ def build_change(
     columns: Sequence[Mapping[str, JSONValue]] | None,
     commit_timestamp: str | datetime | None,
     errors: Sequence[str] | None,
+    primary_key: Sequence[str] | None = None,
 ) -> Change:
     """Build the change message data (section 7.4) and the row its filters see.
 
@@ -221,4 +230,7 @@ def build_change(
     if normalised != "INSERT":
         data["old_record"] = old_row
     row = old_row if normalised == "DELETE" else new_row
-    return Change(schema, table, normalised, row, data)
+    if primary_key is None:
+        names = {c.get("name") for c in column_list if isinstance(c, dict)} | set(row)
+        primary_key = ("id",) if "id" in names else ()
+    return Change(schema, table, normalised, row, data, tuple(primary_key))

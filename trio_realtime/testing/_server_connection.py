@@ -60,6 +60,7 @@ from .._serializer import parse_client_frame
 from .._transport import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, OutgoingMessage, Transport
 from ._payloads import SB_PREFIX, JoinParams, channel_token, parse_join
 from ._postgres_changes import SUBSCRIBED, parse_bindings, reply_entries
+from ._replay import replay_on_join
 from ._state import Channel, ChannelAuthorization, Hub, encode
 
 logger = logging.getLogger("trio_realtime.testing")
@@ -632,6 +633,7 @@ class ServerConnection:
         may_see_presence = policies is None or policies.presence_read
         if channel.presence_enabled and channel.room is not None and may_see_presence:
             channel.push(PRESENCE_STATE, channel.room.presence_state())
+        replay_on_join(channel, hub.messages, frame.payload)
         if params.bindings:
             if bindings_error is None and hub.database is not None:
                 bindings_error = await hub.database.subscribe(channel)
