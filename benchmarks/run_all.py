@@ -5,14 +5,14 @@ It starts the flood/echo peer in its own process, creates realtime-py's virtuale
 chosen measurements, prints their tables and writes every figure to
 ``benchmarks/results/<date>-<quick|full>.json`` (or ``--json PATH``).
 
-Measurements: ``throughput``, ``latency``, ``channels``, ``memory``, ``sends``,
-``connections``. Where node and npm are present, realtime-js and ``ws`` are installed into a
-temporary folder (:mod:`benchmarks._node`): realtime-js gets rows of its own in ``throughput``,
-``sends`` and ``connections``, and the last two measurements run against the node ``ws`` peer
-(``peer_node.cjs``) rather than the Python one; without node they use the Python peer and say
-so. Full mode takes about half an hour on a two-core machine, ``--quick`` about ten minutes.
-Benchmarks are not tests: nothing here asserts a timing; the targets are printed next to the
-figures.
+Measurements: ``throughput``, ``latency``, ``channels``, ``memory``, ``blocking`` (the
+blocking interface beside the async one), ``sends``, ``connections``. Where node and npm are
+present, realtime-js and ``ws`` are installed into a temporary folder (:mod:`benchmarks._node`):
+realtime-js gets rows of its own in ``throughput``, ``sends`` and ``connections``, and the last
+two measurements run against the node ``ws`` peer (``peer_node.cjs``) rather than the Python
+one; without node they use the Python peer and say so. Full mode takes about half an hour on a
+two-core machine, ``--quick`` about ten minutes. Benchmarks are not tests: nothing here asserts
+a timing; the targets are printed next to the figures.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import channels, connections, latency, memory, sends, throughput
+from . import blocking, channels, connections, latency, memory, sends, throughput
 from ._common import (
     JSON,
     REALTIME_PY_REQUIREMENT,
@@ -41,7 +41,15 @@ from ._common import (
 )
 from ._node import node_runner, running_node_peer
 
-MEASUREMENTS = ("throughput", "latency", "channels", "memory", "sends", "connections")
+MEASUREMENTS = (
+    "throughput",
+    "latency",
+    "channels",
+    "memory",
+    "blocking",
+    "sends",
+    "connections",
+)
 
 
 def log(message: str) -> None:
@@ -229,6 +237,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                 log=log,
             )
             tables.append("MEMORY\n" + memory.report(results["memory"]))
+        if "blocking" in chosen:
+            log("blocking ...")
+            n, m = (20_000, 5_000) if quick else (100_000, 20_000)
+            results["blocking"] = blocking.measure(
+                peer.port, n=n, m=m, repeats=repeats, cpu=client_cpu, log=log
+            )
+            tables.append(
+                f"BLOCKING INTERFACE (trio_realtime.sync) beside the async API: {n:,}-message "
+                f"flood received, {m:,} sequential sends, median of {repeats} runs\n"
+                + blocking.report(results["blocking"])
+            )
         if "sends" in chosen:
             log("sends ...")
             n = 10_000 if quick else 20_000

@@ -114,3 +114,45 @@ async def test_rb05_realtime_js_http_send_and_send_before_subscribe_reach_trio_r
     ]
     assert (secret_message.event, secret_message.payload) == ("via-private", {"n": 4})
     assert "falling back to REST" in result.stderr
+
+
+REPLAY = r"""
+const { RealtimeClient } = require('@supabase/realtime-js');
+const WebSocket = require('ws');
+const [url, apikey, topic, since, count] = process.argv.slice(2);
+const out = (value) => process.stdout.write(JSON.stringify(value) + '\n');
+const client = new RealtimeClient(url, { params: { apikey }, transport: WebSocket });
+const channel = client.channel(topic, {
+  config: { private: true, broadcast: { replay: { since: Number(since), limit: 10 } } },
+});
+const received = [];
+channel.on('broadcast', { event: '*' }, (message) => {
+  received.push(message);
+  if (received.length === Number(count)) {
+    out({ received });
+    client.disconnect();
+    setTimeout(() => process.exit(0), 10);
+  }
+});
+channel.subscribe((status) => out({ status }));
+"""
+
+
+async def test_rp02_realtime_js_replay_config_gets_stored_messages() -> None:
+    """RP-02, RP-03: realtime-js's own ``config.broadcast.replay`` on a private channel gets the
+    local server's stored messages, with ``meta.replayed`` and ``meta.id``."""
+    node = realtime_js()
+    with trio.fail_after(GUARD):
+        async with serve_realtime(apikey=APIKEY) as server:
+            first = await server.realtime_send("room:replay", "chat", {"n": 1})
+            second = await server.realtime_send("room:replay", "chat", {"n": 2})
+            args = (socket_base(server), APIKEY, "room:replay", "0", "2")
+            result = await node.run("replay.js", REPLAY, *args)
+    assert result.returncode == 0, result.stderr
+    assert result.lines[0] == {"status": "SUBSCRIBED"}
+    final = result.lines[-1]
+    assert isinstance(final, dict)
+    assert [(m["payload"], m["meta"]) for m in final["received"]] == [
+        ({"n": 1}, {"id": first, "replayed": True}),
+        ({"n": 2}, {"id": second, "replayed": True}),
+    ]

@@ -47,7 +47,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -64,6 +64,8 @@ from ._state import Channel, Hub, Policies, encode
 from ._supabase_sql import AUTH_SQL, REALTIME_SQL, ROLES_SQL
 
 logger = logging.getLogger("trio_realtime.testing")
+
+_T = TypeVar("_T")
 
 SCHEMA = "trio_realtime"
 PUBLICATION = "supabase_realtime"
@@ -234,7 +236,7 @@ def _subscription_text(binding: Binding) -> str:
         + "}"
         for c in binding.conditions
     )
-    select = getattr(binding, "select", None)
+    select = binding.select
     return (
         f"[event: {binding.event}, schema: {binding.schema}, table: {binding.table}, "
         f"filters: [{filters}], select: {inspect(list(select)) if select else 'nil'}]"
@@ -287,7 +289,7 @@ class Database:
 
     async def wait_until(self, predicate: Callable[[DatabaseStatistics], bool]) -> None:
         """Wait until ``predicate(self.statistics())`` holds; it is checked after every poll,
-        poll failure and reconnect. A checkpoint even when it holds already."""
+        poll failure, reconnect and new subscription. A checkpoint even when it holds already."""
         await trio.lowlevel.checkpoint()
         while not predicate(self.statistics()):
             await self._progress.park()
@@ -301,6 +303,7 @@ class Database:
             poll_errors=self._errors,
             reconnects=self._reconnects,
             broadcasts_queued=self._broadcasts_sent,
+            subscribed_channels=sum(1 for channel in self._subscribed if channel.room is not None),
         )
 
     # -- setup (worker thread) ------------------------------------------------------------------
@@ -385,6 +388,14 @@ class Database:
 
     # -- subscriptions ----------------------------------------------------------------------------
 
+    def _control(self) -> psycopg.Connection[Any]:
+        """The control connection, opened again if it was lost (in the worker thread)."""
+        conn = self._control_conn
+        if conn is None or conn.closed or conn.broken:
+            logger.warning("database: re-opening the control connection")
+            conn = self._control_conn = _connect(self._url)
+        return conn
+
     def _claims(self, token: str | None) -> tuple[str | None, str]:
         cached = self._claims_cache.get(token)
         if cached is None:
@@ -397,8 +408,7 @@ class Database:
         return cached
 
     def _check_subscription(self, bindings: tuple[Binding, ...], role: str | None) -> str | None:
-        conn = self._control_conn
-        assert conn is not None
+        conn = self._control()
         for binding in bindings:
             text = _subscription_text(binding)
             if binding.table == "*":
@@ -444,6 +454,8 @@ class Database:
                             )
                             break
             except psycopg.Error as exc:
+                if isinstance(exc, psycopg.OperationalError):
+                    raise
                 problem = str(exc).strip()
             if problem is not None:
                 return (
@@ -459,16 +471,14 @@ class Database:
         This is a checkpoint: the check runs on the control connection in a worker thread.
         """
         role, _claims = self._claims(channel.token)
-        async with self._control_lock:
-            try:
-                error = await trio.to_thread.run_sync(
-                    self._check_subscription, channel.bindings, role
-                )
-            except Exception as exc:  # the connection is gone: say so, as the server does
-                logger.warning("database: subscription check failed: %s", exc)
-                error = repr(exc)
-        if error is None:
+        try:
+            error = await self._on_control(self._check_subscription, channel.bindings, role)
+        except Exception as exc:  # the database is gone: say so, as the server does
+            logger.warning("database: subscription check failed: %s", exc)
+            error = repr(exc)
+        if error is None and channel.room is not None:
             self._subscribed[channel] = None
+            self._progress.unpark_all()
         return error
 
     def _authorize(self, role: str | None, claims: str, topic: str) -> Policies | None:
@@ -479,8 +489,7 @@ class Database:
         subscriber; writes by inserting them as the subscriber (a refusal is
         ``insufficient_privilege``). Everything is rolled back.
         """
-        conn = self._control_conn
-        assert conn is not None
+        conn = self._control()
         settings = (
             "select set_config('role', %s, true), set_config('realtime.topic', %s, true), "
             "set_config('request.jwt.claims', %s, true), "
@@ -546,12 +555,21 @@ class Database:
             The policies, or ``None`` when a policy raised or the database failed.
         """
         role, claims = self._claims(token)
+        try:
+            return await self._on_control(self._authorize, role, claims, topic)
+        except Exception as exc:
+            logger.warning("database: authorization check failed: %s", exc)
+            return None
+
+    async def _on_control(self, function: Callable[..., _T], *args: object) -> _T:
+        """Run ``function`` in a worker thread with the control connection to itself; a lost
+        connection is opened again and the call tried once more."""
         async with self._control_lock:
             try:
-                return await trio.to_thread.run_sync(self._authorize, role, claims, topic)
-            except Exception as exc:
-                logger.warning("database: authorization check failed: %s", exc)
-                return None
+                return await trio.to_thread.run_sync(function, *args)
+            except psycopg.OperationalError as exc:
+                logger.warning("database: control connection lost (%s); retrying", exc)
+                return await trio.to_thread.run_sync(function, *args)
 
     def _snapshot(self) -> list[_Subscriber]:
         subscribers: list[_Subscriber] = []
@@ -750,67 +768,75 @@ class Database:
                 change.visible[(role, claims)] = seen
 
     def _messages(self, change: _Change) -> list[tuple[Channel, JSONObject]]:
+        out: list[tuple[Channel, JSONObject]] = []
+        for subscriber, matched_ids in change.matched.values():
+            for select, ids in _select_groups(subscriber, matched_ids):
+                message = self._message(change, subscriber, select, ids)
+                if message is not None:
+                    out.append((subscriber.channel, message))
+        return out
+
+    def _message(
+        self,
+        change: _Change,
+        subscriber: _Subscriber,
+        select: tuple[str, ...] | None,
+        ids: list[int],
+    ) -> JSONObject | None:
+        """The message for one subscriber and one ``select`` group; ``None`` when RLS hides
+        the row."""
         schema, name, action, table = change.schema, change.name, change.action, change.table
         too_large = change.size > self._max_record_bytes
         pk = table.primary_key
-        commit_timestamp = _commit_timestamp(change.wal.get("timestamp"))
-        out: list[tuple[Channel, JSONObject]] = []
-        for subscriber, ids in change.matched.values():
-            role = subscriber.role
-            privileges = self._privileges(table, role, schema, name)
-            base: JSONObject = {"schema": schema, "table": name, "type": action}
-            if action != "DELETE" and not pk:
-                out.append((subscriber.channel, _error_data(base, action, ids, ERROR_NO_PK)))
-                continue
-            if action != "DELETE" and not all(key in privileges for key in pk):
-                error = _error_data(base, action, ids, ERROR_UNAUTHORIZED)
-                out.append((subscriber.channel, error))
-                continue
-            if table.rls and action != "DELETE":
-                seen = change.visible.get((role, subscriber.claims), False)
-                if seen is None:
-                    out.append((subscriber.channel, _error_data(base, action, ids, ERROR_RLS)))
-                    continue
-                if not seen:
-                    continue
-            select = _selected(subscriber, ids)
+        role = subscriber.role
+        privileges = self._privileges(table, role, schema, name)
+        base: JSONObject = {"schema": schema, "table": name, "type": action}
+        if action != "DELETE" and not pk:
+            return _error_data(base, action, ids, ERROR_NO_PK)
+        if action != "DELETE" and not all(key in privileges for key in pk):
+            return _error_data(base, action, ids, ERROR_UNAUTHORIZED)
+        if table.rls and action != "DELETE":
+            seen = change.visible.get((role, subscriber.claims), False)
+            if seen is None:
+                return _error_data(base, action, ids, ERROR_RLS)
+            if not seen:
+                return None
 
-            def keep(
-                column: str, select: set[str] | None = select, privileges: set[str] = privileges
-            ) -> bool:
-                if column not in privileges:
-                    return False
-                return select is None or column in select or column in pk
+        def keep(
+            column: str,
+            select: tuple[str, ...] | None = select,
+            privileges: set[str] = privileges,
+        ) -> bool:
+            if column not in privileges:
+                return False
+            return select is None or column in select or column in pk
 
-            def small(column: _Column) -> bool:
-                return not too_large or column.size <= SMALL_VALUE_BYTES
+        def small(column: _Column) -> bool:
+            return not too_large or column.size <= SMALL_VALUE_BYTES
 
-            data: JSONObject = {
-                "schema": schema,
-                "table": name,
-                "commit_timestamp": commit_timestamp,
-                "type": action,
-                "columns": [
-                    {"name": column, "type": type_name}
-                    for column, type_name, _pk in table.columns
-                    if keep(column)
-                ],
-                "errors": [ERROR_TOO_LARGE] if too_large else None,
+        data: JSONObject = {
+            "schema": schema,
+            "table": name,
+            "commit_timestamp": _commit_timestamp(change.wal.get("timestamp")),
+            "type": action,
+            "columns": [
+                {"name": column, "type": type_name}
+                for column, type_name, _pk in table.columns
+                if keep(column)
+            ],
+            "errors": [ERROR_TOO_LARGE] if too_large else None,
+        }
+        if action != "DELETE":
+            data["record"] = {k: c.value for k, c in change.new.items() if keep(k) and small(c)}
+        if action == "UPDATE":
+            data["old_record"] = {k: c.value for k, c in change.old.items() if keep(k) and small(c)}
+        elif action == "DELETE":
+            data["old_record"] = {
+                k: c.value
+                for k, c in change.old.items()
+                if keep(k) and small(c) and (not table.rls or k in pk)
             }
-            if action != "DELETE":
-                data["record"] = {k: c.value for k, c in change.new.items() if keep(k) and small(c)}
-            if action == "UPDATE":
-                data["old_record"] = {
-                    k: c.value for k, c in change.old.items() if keep(k) and small(c)
-                }
-            elif action == "DELETE":
-                data["old_record"] = {
-                    k: c.value
-                    for k, c in change.old.items()
-                    if keep(k) and small(c) and (not table.rls or k in pk)
-                }
-            out.append((subscriber.channel, {"ids": list(ids), "data": data}))
-        return out
+        return {"ids": list(ids), "data": data}
 
     # -- the poll loop --------------------------------------------------------------------------
 
@@ -913,17 +939,15 @@ def _error_data(base: JSONObject, action: str, ids: list[int], error: str) -> JS
     return {"ids": list(ids), "data": data}
 
 
-def _selected(subscriber: _Subscriber, ids: list[int]) -> set[str] | None:
-    """The union of the ``select`` lists of the matched bindings; ``None`` when any has none."""
-    columns: set[str] = set()
+def _select_groups(
+    subscriber: _Subscriber, ids: list[int]
+) -> list[tuple[tuple[str, ...] | None, list[int]]]:
+    """The matched binding ids grouped by their ``select`` (one message per group)."""
+    groups: dict[tuple[str, ...] | None, list[int]] = {}
     for binding in subscriber.bindings:
-        if binding.id not in ids:
-            continue
-        select = getattr(binding, "select", None)
-        if not select:
-            return None
-        columns.update(select)
-    return columns
+        if binding.id in ids and binding.id not in groups.get(binding.select, ()):
+            groups.setdefault(binding.select, []).append(binding.id)
+    return list(groups.items())
 
 
 @asynccontextmanager
