@@ -10,19 +10,27 @@ library error reaching pytest is reported as such.
 Tests that measure something (recovery times, cancellation points...) put it in the
 ``figures`` fixture; the figures are printed in a section at the end of the run.
 
+Every async test runs under a time limit: it fails after :data:`TEST_TIME_LIMIT` seconds of
+trio's clock. Under ``autojump_clock``
+that is virtual time, so a regression that leaves a periodic task running (a heartbeat or
+retry loop that never stops) fails in milliseconds instead of spinning forever.
+
 Hypothesis runs under the deterministic ``ci`` profile unless ``HYPOTHESIS_PROFILE`` names
 another one (``fuzz``: see ``tests/_fuzzing.py`` and ``nox -s fuzz``).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import traceback
-from collections.abc import Generator, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from typing import Any
 
 import pytest
+import trio
 import trustme
 from hypothesis import HealthCheck, settings
 
@@ -129,7 +137,37 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"{nodeid}: {text}")
 
 
+TEST_TIME_LIMIT = 900.0
+"""Seconds of trio's clock (virtual under autojump_clock) an async test may run."""
+
+
+def _with_time_limit(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    @functools.wraps(test)
+    async def limited(*args: Any, **kwargs: Any) -> None:
+        with trio.move_on_after(TEST_TIME_LIMIT) as scope:
+            await test(*args, **kwargs)
+        if scope.cancelled_caught:
+            pytest.fail(
+                f"the test ran past {TEST_TIME_LIMIT} s of trio's clock (virtual under "
+                "autojump_clock): a task that never stops?"
+            )
+
+    return limited
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run every async test under the :data:`TEST_TIME_LIMIT` of trio's clock."""
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.obj = _with_time_limit(item.obj)
+
+
 @pytest.fixture(scope="session")
 def ca() -> trustme.CA:
     """A certificate authority for TLS tests (SE-02)."""
     return trustme.CA()
+
+
+# The throwaway PostgreSQL cluster, one per session, for the database-backed server tests.
+from db_support import database as database  # noqa: E402
+from db_support import postgres_cluster as postgres_cluster  # noqa: E402

@@ -9,6 +9,10 @@
 * PR-02..PR-04: presence sync against a model of the server: random joins, leaves, rejoins
   (diffs arriving before the new join's state are held) and states; whenever the state of the
   current join has been applied, the tracker holds exactly the server's presences.
+* HD-02, differentially: random WebSocket frames (every opcode, reserved bits, masks, 7-, 16-
+  and 64-bit lengths, lengths that lie, invalid UTF-8, junk) cut at random read boundaries go
+  through the default transport's frame splitter and through websockets' own parser: both
+  deliver the same messages and end with the same close code.
 * BI-01 in the live client: random frames, valid and invalid, text and binary, for the joined
   topic, others and ``phoenix``, go through the local server's ``send_raw`` into a client;
   the reader never dies and never fails to handle a parsed frame (no error logged), the client
@@ -20,6 +24,7 @@ Counts are modest and derandomized in CI; ``nox -s fuzz`` multiplies them (``tes
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 from typing import Any
@@ -39,10 +44,17 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from websockets.client import ClientProtocol
+from websockets.frames import Frame as WSFrame
+from websockets.frames import Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from trio_realtime import ChannelState
 from trio_realtime._frames import make_frame
 from trio_realtime._presence import PresenceTracker, transform_state
+from trio_realtime._transport import Message
+from trio_realtime._ws_sansio import SansIOWebSocket
 from trio_realtime.protocol import (
     Frame,
     ProtocolError,
@@ -437,6 +449,151 @@ PresenceSync.TestCase.settings = settings(
     max_examples=examples(60), stateful_step_count=30, deadline=None
 )
 test_pr02_pr04_presence_sync_matches_the_server = PresenceSync.TestCase
+
+
+# -- HD-02: the frame splitter against websockets' parser -------------------------------------
+
+WS_OPCODES = st.sampled_from([1, 1, 1, 2, 2, 0, 8, 9, 10]) | st.integers(0, 15)
+SIMPLE_FRAMES = st.lists(
+    st.tuples(st.sampled_from([0x81, 0x82]), st.binary(max_size=8)).map(
+        lambda item: bytes([item[0], len(item[1])]) + item[1]
+    ),
+    min_size=1,
+    max_size=3,
+).map(b"".join)
+WS_PAYLOADS = (
+    st.text(max_size=40).map(str.encode)
+    | st.binary(max_size=40)
+    | st.tuples(st.binary(max_size=4), SIMPLE_FRAMES).map(b"".join)  # frames hidden inside
+    | st.sampled_from([125, 126, 127, 200, 65_535, 65_536, 70_000]).map(lambda n: b"p" * n)
+)
+
+
+@st.composite
+def ws_frame(draw: st.DrawFn) -> bytes:
+    """One frame as a server might send it, often valid, sometimes subtly not, or junk."""
+    if draw(st.integers(0, 19)) == 0:
+        return draw(st.binary(max_size=12))
+    fin = draw(st.integers(0, 5)) > 0
+    rsv = draw(st.sampled_from([0] * 12 + [0x10, 0x20, 0x40, 0x70]))
+    opcode = draw(WS_OPCODES)
+    masked = draw(st.integers(0, 19)) == 0
+    payload = draw(WS_PAYLOADS)
+    if opcode == 8 and draw(st.booleans()):
+        code = draw(st.sampled_from([1000, 1001, 1002, 1011, 1012, 4000, 999, 5000]))
+        payload = code.to_bytes(2, "big") + payload[:20]
+    length = len(payload)
+    if draw(st.integers(0, 9)) == 0:  # a length that lies
+        length = max(0, length + draw(st.integers(-3, 3)))
+    width = draw(st.sampled_from(["minimal"] * 6 + ["16", "64"]))
+    head = bytes([(0x80 if fin else 0) | rsv | opcode])
+    mask_bit = 0x80 if masked else 0
+    if width == "64" or length >= 2**16:
+        head += bytes([mask_bit | 127]) + length.to_bytes(8, "big")
+    elif width == "16" or length >= 126:
+        head += bytes([mask_bit | 126]) + length.to_bytes(2, "big")
+    else:
+        head += bytes([mask_bit | length])
+    if masked:
+        head += b"\x00\x00\x00\x00"
+    return head + payload
+
+
+@st.composite
+def ws_reads(draw: st.DrawFn) -> list[bytes]:
+    """A server's byte stream (frames, mostly simple ones), cut into reads anywhere."""
+    stream = b"".join(draw(st.lists(ws_frame(), min_size=1, max_size=8)))
+    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(stream) - 1)), max_size=6))))
+    if draw(st.integers(0, 4)) == 0:  # a run of one-byte reads somewhere
+        first = draw(st.integers(0, max(0, len(stream) - 1)))
+        cuts = sorted(set(cuts) | set(range(first, min(len(stream), first + 24))))
+    bounds = [0, *(cut for cut in cuts if 0 < cut < len(stream)), len(stream)]
+    return [stream[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _client_protocol(max_size: int) -> ClientProtocol:
+    protocol = ClientProtocol(parse_uri("ws://h/"), state=State.OPEN, max_size=max_size)
+    protocol.debug = False  # its DEBUG log of every frame would be most of the cost
+    return protocol
+
+
+def _close_code(protocol: ClientProtocol) -> int:
+    if protocol.close_rcvd is not None:
+        return protocol.close_rcvd.code
+    if protocol.close_sent is not None:
+        return protocol.close_sent.code
+    return 1006
+
+
+def _websockets_alone(reads: list[bytes], max_size: int) -> tuple[list[Message], int]:
+    """What websockets' parser makes of ``reads``: each message once complete, text decoded
+    strictly (invalid UTF-8 fails with 1007); nothing after a close or a failure, the first
+    violation deciding the code."""
+    protocol = _client_protocol(max_size)
+    messages: list[Message] = []
+    parts: list[bytes] = []
+    text = False
+    for data in [*reads, b""]:
+        if data:
+            protocol.receive_data(data)
+        else:
+            protocol.receive_eof()
+        for event in protocol.events_received():
+            assert isinstance(event, WSFrame)
+            if event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                if event.opcode is not Opcode.CONT:
+                    parts, text = [], event.opcode is Opcode.TEXT
+                parts.append(bytes(event.data))
+                if not event.fin:
+                    continue
+                whole = b"".join(parts)
+                if not text:
+                    messages.append(whole)
+                    continue
+                try:
+                    messages.append(whole.decode())
+                except UnicodeDecodeError:
+                    # This message came before anything websockets failed on in this read.
+                    return messages, 1007
+        if protocol.state is not State.OPEN:
+            break
+    return messages, _close_code(protocol)
+
+
+def _splitter(reads: list[bytes], max_size: int, leftover: bool) -> tuple[list[Message], int]:
+    """What the default transport makes of ``reads`` (the first one arriving with the
+    handshake response when ``leftover``)."""
+    protocol = _client_protocol(max_size)
+    stream, _ = trio.testing.memory_stream_pair()
+    leftover = leftover and bool(reads)
+    first = reads[0] if leftover else b""
+    transport = SansIOWebSocket(
+        stream, protocol, pending=first, split_frames=True, max_message_size=max_size
+    )
+    messages: list[Message] = []
+    if leftover:
+        messages.extend(transport._split(b""))
+        reads = reads[1:]
+    for data in [*reads, b""]:
+        if protocol.state is not State.OPEN:
+            break
+        messages.extend(transport._receive_data(data))
+    return messages, _close_code(protocol)
+
+
+@settings(max_examples=examples(400))
+@given(
+    reads=ws_reads(),
+    max_size=st.sampled_from([1 << 20, 1 << 20, 70_000, 1000, 100]),
+    leftover=st.booleans(),
+)
+def test_hd02_splitter_matches_websockets_parser(
+    reads: list[bytes], max_size: int, leftover: bool
+) -> None:
+    """HD-02: whatever the frames and wherever the reads cut them, the splitter delivers
+    exactly the messages websockets' own parser does, and fails or closes the connection with
+    the same code (1002 for every protocol violation, 1009 for size, 1007 for bad UTF-8)."""
+    assert _splitter(reads, max_size, leftover) == _websockets_alone(reads, max_size)
 
 
 # -- the live reader ------------------------------------------------------------------------------

@@ -69,6 +69,8 @@ PROTOCOL_MODULES = [
     "trio_realtime._presence",
     "trio_realtime._postgres",
     "trio_realtime._url",
+    "trio_realtime._events",
+    "trio_realtime._session",
 ]
 
 # Nothing that does I/O, runs tasks or threads, or talks to the network may come with them.

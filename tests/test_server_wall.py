@@ -88,11 +88,19 @@ def test_importing_testing_loads_no_runtime_module() -> None:
 def test_public_surface() -> None:
     """``trio_realtime.testing`` exports exactly its documented names, sorted."""
     assert trio_realtime.testing.__all__ == [
+        "ChannelAuthorization",
+        "DatabaseSetupError",
+        "DatabaseStatistics",
+        "MemoryHTTPTransport",
+        "PostgresCluster",
+        "PostgresNotFound",
         "RealtimeServer",
         "ServerConnection",
         "ServerStatistics",
         "TokenCheck",
+        "make_token",
         "serve_realtime",
+        "start_postgres",
     ]
     for name in trio_realtime.testing.__all__:
         assert getattr(trio_realtime.testing, name) is not None

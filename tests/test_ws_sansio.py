@@ -9,10 +9,15 @@ frames, invalid UTF-8, masked and oversize frames. Real loopback sockets, no sle
 from __future__ import annotations
 
 import struct
+import tracemalloc
 from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 import trio
+import trio.testing
+from websockets.client import ClientProtocol
+from websockets.protocol import State
+from websockets.uri import parse_uri
 from websockets.utils import accept_key
 
 from trio_realtime import ConnectionClosed
@@ -198,3 +203,94 @@ async def test_eof_mid_frame_is_abnormal() -> None:
     messages, code = await _collect(sender(frame(b"ok") + frame(b"cut short")[:5]))
     assert messages == ["ok"]
     assert code == 1006
+
+
+# -- HD-02: protocol violations at any read boundary ----------------------------------------------
+
+SMUGGLED = frame(b"smuggled")
+
+
+def reserved(payload: bytes, bits: int = 0x40, opcode: int = 1) -> bytes:
+    """A final frame with reserved bits ``bits`` set (no extension was negotiated)."""
+    data = bytearray(frame(payload, opcode))
+    data[0] |= bits
+    return bytes(data)
+
+
+@pytest.mark.parametrize("bits", [0x40, 0x20, 0x10])
+async def test_hd02_reserved_bits_split_across_reads_fail_with_1002(bits: int) -> None:
+    """HD-02: a frame with a reserved bit set, cut inside its payload, fails the connection
+    with 1002, and a frame hidden in its payload is never delivered."""
+    bad = reserved(b"pad!" + SMUGGLED + b"tail", bits)
+    cut = 2 + len(b"pad!")  # the second read starts with the hidden frame
+    messages, code = await _collect(
+        sender(frame(b"ok") + bad[:cut], bad[cut:] + frame(b"after") + CLOSE_1000)
+    )
+    assert messages == ["ok"]
+    assert code == 1002
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        reserved(b"x" * 300 + SMUGGLED, 0x40),  # 16-bit length
+        reserved(b"\x00" * 70_000 + SMUGGLED, 0x20, opcode=2),  # 64-bit length, binary
+        frame(b"pad!" + SMUGGLED, opcode=3),  # reserved data opcode
+        frame(b"pad!" + SMUGGLED, opcode=0xB),  # reserved control opcode
+        frame(b"p" * 130 + SMUGGLED, opcode=9),  # a ping over 125 bytes
+        frame(b"pad!" + SMUGGLED, opcode=9, fin=False),  # a fragmented ping
+        frame(b"pad!" + SMUGGLED, opcode=0),  # a continuation with nothing to continue
+    ],
+    ids=["rsv1-16bit", "rsv2-64bit", "opcode-3", "opcode-11", "long-ping", "ping-no-fin", "cont"],
+)
+@pytest.mark.parametrize("cut", [1, 2, 3, 6, 11])
+async def test_hd02_any_violation_at_any_read_boundary_fails_with_1002(
+    bad: bytes, cut: int
+) -> None:
+    """HD-02: bad opcodes, oversize control frames and stray continuations fail with 1002
+    wherever the reads cut them, and nothing inside them or after them is delivered."""
+    data = frame(b"ok") + bad + frame(b"after") + CLOSE_1000
+    start = len(frame(b"ok"))
+    messages, code = await _collect(sender(data[: start + cut], data[start + cut :]))
+    assert messages == ["ok"]
+    assert code == 1002
+
+
+# -- HD-10: reassembly is linear ------------------------------------------------------------------
+
+
+def _open_client(max_size: int) -> SansIOWebSocket:
+    protocol = ClientProtocol(parse_uri("ws://h/"), state=State.OPEN, max_size=max_size)
+    protocol.debug = False
+    stream, _ = trio.testing.memory_stream_pair()
+    return SansIOWebSocket(stream, protocol, split_frames=True, max_message_size=max_size)
+
+
+@pytest.mark.parametrize("read_size", [1460, 16 * 1024])
+def test_hd10_reassembling_a_large_message_allocates_linearly(read_size: int) -> None:
+    """HD-10: a 2 MiB message arriving in small reads costs allocations proportional to its
+    size, not to its size times the number of reads (the partial frame is not copied again at
+    every read). Measured in bytes allocated per read (tracemalloc's peak), not in time."""
+    payload = b"x" * (2 * 1024 * 1024)
+    data = frame(payload, opcode=2) + frame(b"next")
+    reads = [data[pos : pos + read_size] for pos in range(0, len(data), read_size)]
+    transport = _open_client(8 * 1024 * 1024)
+    messages: list[Message] = []
+    allocated = 0
+    started = tracemalloc.is_tracing()
+    if not started:
+        tracemalloc.start()
+    try:
+        for chunk in reads:
+            before, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            messages.extend(transport._receive_data(chunk))
+            _, peak = tracemalloc.get_traced_memory()
+            allocated += peak - before
+    finally:
+        if not started:
+            tracemalloc.stop()
+    assert messages == [payload, "next"]
+    # The reads themselves, one join and the message: about three times the size. Copying
+    # the partial frame at every read would cost len(reads) / 2 times the size (hundreds).
+    assert allocated < 4 * len(data), allocated / len(data)

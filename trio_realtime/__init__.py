@@ -23,7 +23,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import ChannelClosed as ChannelClosed
+from ._exceptions import ChannelStateError as ChannelStateError
 from ._exceptions import ConnectionClosed as ConnectionClosed
+from ._exceptions import FilterParseError as FilterParseError
 from ._exceptions import JoinError as JoinError
 from ._exceptions import PostgresSubscriptionError as PostgresSubscriptionError
 from ._exceptions import ProtocolError as ProtocolError
@@ -52,9 +54,15 @@ if TYPE_CHECKING:
     from ._events import HeartbeatEvent as HeartbeatEvent
     from ._events import Reconnecting as Reconnecting
     from ._events import SystemMessage as SystemMessage
+    from ._http_errors import RestError as RestError
+    from ._http_errors import RestPayloadTooLarge as RestPayloadTooLarge
+    from ._http_errors import RestRateLimited as RestRateLimited
+    from ._http_errors import RestServerError as RestServerError
+    from ._http_errors import RestUnauthorized as RestUnauthorized
     from ._postgres import PostgresChange as PostgresChange
     from ._postgres import postgres_filter as postgres_filter
     from ._presence import PresenceEvent as PresenceEvent
+    from ._rest import BroadcastMessage as BroadcastMessage
     from ._subscription import Subscription as Subscription
     from ._subscription import SubscriptionStatistics as SubscriptionStatistics
     from ._transport import Transport as Transport
@@ -82,7 +90,13 @@ _LAZY = {
     "SystemMessage": "_events",
     "PostgresChange": "_postgres",
     "postgres_filter": "_postgres",
+    "RestError": "_http_errors",
+    "RestPayloadTooLarge": "_http_errors",
+    "RestRateLimited": "_http_errors",
+    "RestServerError": "_http_errors",
+    "RestUnauthorized": "_http_errors",
     "PresenceEvent": "_presence",
+    "BroadcastMessage": "_rest",
     "Subscription": "_subscription",
     "SubscriptionStatistics": "_subscription",
     "Transport": "_transport",
@@ -108,17 +122,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Broadcast",
+    "BroadcastMessage",
     "Channel",
     "ChannelClosed",
     "ChannelEvent",
     "ChannelJoinFailed",
     "ChannelJoined",
     "ChannelState",
+    "ChannelStateError",
     "ClientStatistics",
     "Connected",
     "ConnectionClosed",
     "ConnectionEvent",
     "Disconnected",
+    "FilterParseError",
     "HeartbeatEvent",
     "JoinError",
     "PostgresChange",
@@ -132,6 +149,11 @@ __all__ = [
     "RealtimeError",
     "ReconnectPolicy",
     "Reconnecting",
+    "RestError",
+    "RestPayloadTooLarge",
+    "RestRateLimited",
+    "RestServerError",
+    "RestUnauthorized",
     "Subscription",
     "SubscriptionOverflow",
     "SubscriptionStatistics",

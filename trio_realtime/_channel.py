@@ -28,7 +28,6 @@ Every method the reader calls (``on_frame`` and what it calls) is synchronous an
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -64,6 +63,8 @@ from ._frames import (
 )
 from ._postgres import PostgresChange, parse_postgres_change
 from ._presence import PresenceEvent, PresenceMap, PresenceTracker
+from ._rest import RestSender
+from ._session import ChannelState as ChannelState
 from ._subscription import DEFAULT_BUFFER, Subscription
 
 logger = logging.getLogger("trio_realtime.channel")
@@ -93,16 +94,6 @@ PERMANENT_JOIN_ERRORS: Final = (
 def is_permanent_join_error(reason: str) -> bool:
     """Whether a join refusal cannot be fixed by retrying."""
     return reason.startswith(PERMANENT_JOIN_ERRORS)
-
-
-class ChannelState(enum.Enum):
-    """Where a channel is in its lifecycle."""
-
-    CLOSED = "closed"
-    JOINING = "joining"
-    JOINED = "joined"
-    LEAVING = "leaving"
-    ERRORED = "errored"
 
 
 _TRANSITIONS: Final[Mapping[ChannelState, frozenset[ChannelState]]] = {
@@ -141,6 +132,9 @@ class ChannelHost(Protocol):
     def rejoin_delay(self, attempt: int) -> float: ...
 
     def register_channel(self, channel: Channel) -> None: ...
+
+    @property
+    def rest(self) -> RestSender: ...
 
     def unregister_channel(self, channel: Channel) -> None: ...
 
@@ -703,6 +697,28 @@ class Channel:
 
         await self._push(build, ack=self._broadcast_ack, what=f"broadcast {event!r}")
 
+    async def http_send(
+        self, event: str, payload: Mapping[str, JSONValue] | bytes | bytearray | memoryview
+    ) -> None:
+        """Send one broadcast of ``event`` to this channel's topic over HTTP, without joining.
+
+        ``POST /api/broadcast/<topic>/events/<event>`` (realtime-js ``httpSend``): a mapping is
+        sent as JSON, bytes as ``application/octet-stream`` (V2 subscribers receive bytes; V1
+        subscribers receive nothing for a binary message, as on the server). A private channel
+        sends with ``?private=true``: the token needs broadcast write permission. It does not
+        need the socket, and does not wait for, or cause, a join.
+
+        Raises:
+            ValueError: for an empty event.
+            TypeError: for a payload that is neither a mapping nor bytes.
+            RestUnauthorized: 401 or 403 (for example a private topic the token may not write).
+            RestPayloadTooLarge, RestRateLimited, RestServerError, RestError: the server's
+                other refusals, with its words (see :meth:`RealtimeClient.http_broadcast`).
+            PushTimeout: no answer within the client ``timeout``.
+            RealtimeConnectionError: the server could not be reached.
+        """
+        await self._host.rest.send_single(self.topic, event, payload, private=self._private)
+
     async def track(self, state: Mapping[str, JSONValue]) -> None:
         """Track this client's presence with ``state`` and wait for the server's reply.
 
@@ -787,7 +803,13 @@ class Channel:
             if waiting:
                 with contextlib.suppress(ValueError):
                     self._waiting_pushes.remove(ticket)
-        raise PushTimeout(f"{what} on {self.topic!r} not completed within {timeout} s")
+        hint = ""
+        if not self._want_joined and what.startswith("broadcast"):
+            hint = (
+                ": the channel is not joined (join it first, or send without joining with "
+                "channel.http_send())"
+            )
+        raise PushTimeout(f"{what} on {self.topic!r} not completed within {timeout} s{hint}")
 
     async def _push_once(
         self,

@@ -851,18 +851,36 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--port", type=int, default=4000, help="TCP port (%(default)s); 0 picks a free one"
     )
     serve.add_argument("--apikey", help="require this apikey from clients (default: accept any)")
+    serve.add_argument(
+        "--database-url",
+        help="stream postgres_changes from this PostgreSQL (wal_level=logical, wal2json), with RLS",
+    )
+    serve.add_argument(
+        "--jwt-secret", help="verify tokens as JWTs signed with this secret (HS256/384/512)"
+    )
     serve.set_defaults(handler=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     # Only the server subcommands need the local server, so it is imported here.
-    from .testing import serve_realtime  # noqa: PLC0415
+    from .testing import DatabaseSetupError, serve_realtime  # noqa: PLC0415
 
     async def run() -> None:
-        async with serve_realtime(args.host, args.port, apikey=args.apikey) as server:
+        async with serve_realtime(
+            args.host,
+            args.port,
+            apikey=args.apikey,
+            database_url=args.database_url,
+            jwt_secret=args.jwt_secret,
+        ) as server:
             websocket = "ws" + server.url.removeprefix("http") + "/realtime/v1/websocket"
             print(f"Serving Supabase Realtime at {server.url}", flush=True)
             print(f"  WebSocket: {websocket} (also /socket/websocket), vsn 1.0.0 and 2.0.0")
+            if server.database is not None:
+                print(
+                    f"  postgres_changes: publication {server.database.publication},"
+                    f" slot {server.database.slot_name}"
+                )
             print("  Press Ctrl-C to stop.", flush=True)
             await trio.sleep_forever()
 
@@ -876,5 +894,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(
             f"trio-realtime serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
         )
+        return 1
+    except (DatabaseSetupError, ImportError, ValueError) as exc:
+        print(f"trio-realtime serve: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -35,11 +35,12 @@ import math
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
+import httpx
 import trio
 
 from ._auth import token_expired
@@ -60,6 +61,7 @@ from ._exceptions import (
     leaf_exceptions,
 )
 from ._frames import Frame, heartbeat_frame, next_ref, realtime_topic, ref_counter
+from ._rest import BroadcastMessage, RestSender
 from ._serializer import check_vsn, encode_wire, parse_frame
 from ._subscription import DEFAULT_BUFFER, Subscription
 from ._transport import (
@@ -178,6 +180,7 @@ class RealtimeClient:
         close_timeout: float,
         connect_timeout: float,
         outgoing_buffer: int,
+        http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._apikey = apikey
@@ -198,6 +201,15 @@ class RealtimeClient:
         self._connect_timeout = connect_timeout
         self._outgoing_buffer = outgoing_buffer
         self._refs = ref_counter()
+        self._rest = RestSender(
+            endpoint,
+            apikey=apikey,
+            token=self.token_for_join,
+            ssl_context=transport_options.ssl_context,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            transport=http_transport,
+        )
         self._channels: dict[str, Channel] = {}
         self._connection: Connection | None = None
         self._connected = trio.Event()
@@ -264,6 +276,11 @@ class RealtimeClient:
         """Seconds before channel rejoin attempt ``attempt``."""
         delay = self._rejoin(attempt)
         return 10.0 if delay is None else delay
+
+    @property
+    def rest(self) -> RestSender:
+        """The REST broadcast sender (internal; see :meth:`http_broadcast`)."""
+        return self._rest
 
     def register_channel(self, channel: Channel) -> None:
         """Make ``channel`` the client's channel for its topic again (after a leave)."""
@@ -384,6 +401,31 @@ class RealtimeClient:
         for channel in list(self._channels.values()):
             await channel.send_access_token(token)
         await trio.lowlevel.checkpoint()
+
+    async def http_broadcast(self, messages: Iterable[BroadcastMessage]) -> int:
+        """Send ``messages`` in one request to the REST batch endpoint (``POST /api/broadcast``).
+
+        No socket or join is needed: this works for any topic. Each message names its topic,
+        and may be private (the token must have broadcast write permission there, or the
+        server silently skips it) and carry an ``id``, which subscribers see as ``meta.id``.
+        The apikey and the token (the client's ``access_token``, refreshed like for a join)
+        go in headers.
+
+        Returns:
+            How many messages were sent (the server answered 202).
+
+        Raises:
+            ValueError: for an empty batch, or one of more than ``MAX_BATCH`` messages.
+            TypeError: for an item that is not a :class:`BroadcastMessage`.
+            RestUnauthorized: 401 or 403, with the server's message.
+            RestPayloadTooLarge: a payload over the project's limit (413, or 422).
+            RestRateLimited: 429, with the ``x-rate-limit`` figures.
+            RestServerError: 5xx.
+            RestError: any other error status (for example 422 for an invalid message).
+            PushTimeout: no answer within the client ``timeout``.
+            RealtimeConnectionError: the server could not be reached.
+        """
+        return await self._rest.send_batch(messages)
 
     async def wait_connected(self) -> None:
         """Wait until a connection is open (returns at once when it is)."""
@@ -652,6 +694,8 @@ class RealtimeClient:
         self._closed = True
         for sub in self._connection_subs:
             sub.end()
+        with trio.CancelScope(shield=True), trio.move_on_after(self._close_timeout):
+            await self._rest.aclose()
 
 
 def _only_cancelled(error: BaseException) -> bool:
@@ -679,6 +723,7 @@ async def open_realtime(
     close_timeout: float = 5.0,
     connect_timeout: float = 10.0,
     outgoing_buffer: int = 1024,
+    http_transport: httpx.AsyncBaseTransport | None = None,
 ) -> AsyncIterator[RealtimeClient]:
     """Connect to Supabase Realtime; the body runs once the connection is open.
 
@@ -709,6 +754,9 @@ async def open_realtime(
         connect_timeout: Bound on opening a connection (TCP, TLS and the HTTP upgrade); past
             it the attempt fails like a refused connection.
         outgoing_buffer: Frames queued for the writer before senders wait.
+        http_transport: The httpx transport for REST broadcasts (``http_send``,
+            ``http_broadcast``); by default httpx's own, over TCP with ``ssl_context``. The
+            local server offers ``server.http_transport`` to stay in memory.
 
     Raises:
         ValueError: for a missing apikey, an unsupported vsn, a bad URL, or a keyword that
@@ -752,6 +800,7 @@ async def open_realtime(
         close_timeout=close_timeout,
         connect_timeout=connect_timeout,
         outgoing_buffer=outgoing_buffer,
+        http_transport=http_transport,
     )
     # The body's exception is caught inside the nursery and re-raised outside it, so that it
     # comes out unwrapped; only background failures go through the ExceptionGroup below.

@@ -4,6 +4,8 @@ Every error the library raises derives from :class:`RealtimeError`::
 
     RealtimeError
     ├── ProtocolError           a frame could not be parsed or built
+    ├── FilterParseError        a postgres_changes filter does not parse (also a ValueError)
+    ├── ChannelStateError       an operation the channel's state does not allow
     ├── RealtimeConnectionError the connection failed or was lost for good
     │   └── ConnectionClosed    the WebSocket closed; carries code and reason
     ├── JoinError               the server refused a ``phx_join``; carries the reason
@@ -31,6 +33,33 @@ class RealtimeError(Exception):
 
 class ProtocolError(RealtimeError):
     """A frame was malformed, or a frame could not be encoded for the chosen serializer."""
+
+
+class FilterParseError(RealtimeError, ValueError):
+    """A filter string could not be parsed; the message is the server's error text."""
+
+
+class ChannelStateError(RealtimeError):
+    """An operation that a channel's current state does not allow.
+
+    Raised by the session core for an illegal state transition, and by the runtime for an
+    operation on a channel in the wrong state (for example pushing on a channel that was
+    never joined).
+
+    Attributes:
+        topic: The full topic.
+        state: The channel's state, for example ``"closed"``.
+        operation: What was attempted (a transition trigger or an operation name).
+    """
+
+    def __init__(self, topic: str, state: str, operation: str, detail: str = "") -> None:
+        text = f"channel {topic!r} is {state}: {operation} is not allowed"
+        if detail:
+            text += f"; {detail}"
+        super().__init__(text)
+        self.topic = topic
+        self.state = state
+        self.operation = operation
 
 
 class RealtimeConnectionError(RealtimeError):

@@ -18,6 +18,7 @@ from typing import Final, Literal
 
 import orjson
 
+from ._exceptions import FilterParseError as FilterParseError
 from ._frames import JSONObject, JSONValue
 
 FilterOperator = Literal["eq", "neq", "lt", "lte", "gt", "gte", "in"]
@@ -339,10 +340,6 @@ class FilterCondition:
     operator: str
     value: str | tuple[str, ...]
     negate: bool = False
-
-
-class FilterParseError(ValueError):
-    """A filter string could not be parsed; the message is the server's error text."""
 
 
 _FILTER_ERROR = "Error parsing `filter` params: "

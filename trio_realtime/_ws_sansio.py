@@ -95,7 +95,10 @@ class SansIOWebSocket(Transport):
         self._fragments: list[bytes] = []
         self._fragment_binary = False
         self._released = False
-        self._pending = pending
+        # A frame cut short by the read, as the reads' chunks (joined once, when complete).
+        self._chunks: list[bytes] = [bytes(pending)] if pending else []
+        self._buffered = len(pending)
+        self._needed = 0  # bytes the chunks must hold before the splitter can go on
         self._split_frames = split_frames
         self._unsplit = split_frames and bool(pending)
         self._max_size = max_message_size if max_message_size is not None else 2**63
@@ -151,7 +154,10 @@ class SansIOWebSocket(Transport):
     def _take_messages(self) -> list[Message]:
         messages: list[Message] = []
         append = messages.append
+        protocol = self._protocol
         for event in self._events:
+            if protocol.state is not State.OPEN:
+                break  # invalid UTF-8 failed the connection: nothing after it is delivered
             if type(event) is not WSFrame:
                 continue
             opcode = event.opcode
@@ -206,18 +212,7 @@ class SansIOWebSocket(Transport):
                 data = await self._stream.receive_some(RECEIVE_SIZE)
             except _STREAM_ERRORS:
                 data = b""
-            if data and self._split_frames and protocol.state is State.OPEN:
-                messages = self._split(data)
-            else:
-                if self._pending:
-                    protocol.receive_data(self._pending)
-                    self._pending = b""
-                if data:
-                    protocol.receive_data(data)
-                else:
-                    protocol.receive_eof()
-                self._events = protocol.events_received()
-                messages = self._take_messages() if self._events else []
+            messages = self._receive_data(data)
             if protocol.state is not State.OPEN:
                 await self._finish_close()
             else:
@@ -230,43 +225,90 @@ class SansIOWebSocket(Transport):
             if protocol.state is not State.OPEN:
                 raise self._close_error()
 
+    def _receive_data(self, data: bytes | bytearray) -> list[Message]:
+        """Take one read's bytes (``b""`` for end of stream); return the messages they end.
+
+        No I/O: what the protocol wants to send in reaction waits in ``data_to_send()``.
+        Once the connection fails (or closes), nothing more is delivered.
+        """
+        protocol = self._protocol
+        if data and self._split_frames and protocol.state is State.OPEN:
+            return self._split(data)
+        if self._chunks:
+            protocol.receive_data(b"".join(self._chunks))
+            self._chunks = []
+            self._buffered = 0
+        if data:
+            protocol.receive_data(data)
+        else:
+            protocol.receive_eof()
+        self._events = protocol.events_received()
+        return self._take_messages() if self._events else []
+
     def _split(self, data: bytes | bytearray) -> list[Message]:
         """Take the messages out of ``data``, parsing simple frames here and the rest in websockets.
 
         websockets parses frames one generator step at a time, which costs about 3 µs per small
         frame, as much as everything else the reader does. The frames a Realtime server sends
-        almost all have the simplest form: final, unmasked, no extension bits, text or binary,
-        within the size cap. Those are cut out here directly. Every other frame (ping, close,
-        fragments, anything malformed or oversize) is handed to the protocol object whole,
-        in order, so the protocol only ever sees complete frames and stays at a frame boundary;
-        it answers pings, runs the closing handshake and fails the connection exactly as
-        without this path. A frame cut short by the read waits in ``self._pending``.
+        almost all have the simplest form: final, unmasked, no reserved bits, text or binary,
+        within the size cap. Those are cut out here directly. Every other frame is handed to
+        the protocol object, so that websockets alone decides what is valid:
+
+        * a masked or oversize frame fails on its header: the protocol gets the rest of the
+          data and fails the connection (1002, 1009) at once;
+        * any other frame (ping, close, fragments, reserved bits, reserved opcodes, control
+          frames too long) is handed over whole, once all of it has arrived, so the protocol
+          only ever sees complete frames and stays at a frame boundary; it answers pings, runs
+          the closing handshake and fails the connection (1002) exactly as without this path.
+          A frame the splitter passed on is never parsed here, whatever the read boundaries.
+
+        Should the protocol ever be left inside a frame it was given part of, the splitter
+        stops for good and the protocol parses everything after (slower, never wrong).
+
+        A frame cut short by the read waits in ``self._chunks`` with the length it needs
+        (``self._needed``), so a large message costs one join, not one copy per read (HD-10).
         """
         protocol = self._protocol
-        buf = self._pending + data if self._pending else bytes(data)
+        if self._chunks:
+            self._chunks.append(bytes(data))
+            self._buffered += len(data)
+            if self._buffered < self._needed:
+                return []
+            buf = b"".join(self._chunks)
+            self._chunks = []
+            self._buffered = 0
+        else:
+            buf = bytes(data)
         messages: list[Message] = []
         append = messages.append
         limit = self._max_size
         size = len(buf)
         pos = 0
-        while size - pos >= 2:
+        needed = 0
+        while True:
+            if size - pos < 2:
+                needed = 2
+                break
             b0 = buf[pos]
             b1 = buf[pos + 1]
             length = b1 & 0x7F
             start = pos + 2
             if length == 126:
                 if size - pos < 4:
+                    needed = 4
                     break
                 length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
                 start = pos + 4
             elif length == 127:
                 if size - pos < 10:
+                    needed = 10
                     break
                 length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
                 start = pos + 10
             end = start + length
             if b0 in (0x81, 0x82) and b1 < 0x80 and length <= limit and not self._fragmenting:
                 if end > size:
+                    needed = end - pos
                     break
                 if b0 == 0x82:
                     append(buf[start:end])
@@ -279,18 +321,22 @@ class SansIOWebSocket(Transport):
                         break
                 pos = end
                 continue
-            if b1 >= 0x80 or length > limit or b0 & 0x70:
-                # The protocol fails the connection on this frame's header; give it the rest.
+            if b1 >= 0x80 or length > limit:
+                # websockets fails the connection on this frame's header: give it the rest.
                 protocol.receive_data(buf[pos:])
                 pos = size
+                if protocol.state is State.OPEN:  # pragma: no cover - websockets fails above
+                    self._split_frames = False
             else:
                 if end > size:
+                    needed = end - pos
                     break
                 opcode = b0 & 0x0F
-                if opcode in (1, 2):
-                    self._fragmenting = not b0 & 0x80
-                elif opcode == 0 and b0 & 0x80:
-                    self._fragmenting = False
+                if not b0 & 0x70:
+                    if opcode in (1, 2):
+                        self._fragmenting = not b0 & 0x80
+                    elif opcode == 0 and b0 & 0x80:
+                        self._fragmenting = False
                 protocol.receive_data(buf[pos:end])
                 pos = end
             self._events = protocol.events_received()
@@ -301,7 +347,11 @@ class SansIOWebSocket(Transport):
                     protocol.receive_data(buf[pos:])
                     pos = size
                 break
-        self._pending = buf[pos:] if pos < size else b""
+        if pos < size:
+            rest = buf[pos:]
+            self._chunks = [rest]
+            self._buffered = len(rest)
+            self._needed = needed
         return messages
 
     async def _finish_close(self) -> None:

@@ -3,8 +3,30 @@
 It does no I/O, imports no trio, reads no clock and keeps no hidden state, so it can be driven
 from anything. :func:`encode` and :func:`parse_frame` are the client's side of the wire;
 :func:`encode_server_frame` and :func:`parse_client_frame` the server's.
+
+:class:`Session` is the way to drive Realtime from any I/O framework: it holds a whole
+session's state (refs, join_refs, expected replies, the outstanding heartbeat, channel states,
+bindings, presence and postgres readiness), makes the frames to send and turns received frames
+into events, and is told the time instead of reading a clock::
+
+    session = Session()
+    session.add_channel("realtime:room")
+    send(encode(session.join("realtime:room", token)))
+    for frame in frames_received():
+        for event in session.receive(frame):
+            if isinstance(event, ReplyReceived) and event.kind == "join":
+                result = session.join_replied(event)   # JoinAccepted, JoinRefused ...
+            elif isinstance(event, Broadcast):
+                ...
+
+The trio runtime of this package (``open_realtime``) is one such driver: it only adds tasks,
+waiting, timeouts and policies (retries, reconnects).
 """
 
+from ._events import Broadcast as Broadcast
+from ._events import SystemMessage as SystemMessage
+from ._exceptions import ChannelStateError as ChannelStateError
+from ._exceptions import FilterParseError as FilterParseError
 from ._exceptions import ProtocolError as ProtocolError
 from ._frames import Frame as Frame
 from ._frames import JSONObject as JSONObject
@@ -25,7 +47,6 @@ from ._frames import realtime_topic as realtime_topic
 from ._frames import ref_counter as ref_counter
 from ._frames import sub_topic as sub_topic
 from ._postgres import FilterCondition as FilterCondition
-from ._postgres import FilterParseError as FilterParseError
 from ._postgres import PostgresChange as PostgresChange
 from ._postgres import convert_cell as convert_cell
 from ._postgres import convert_change_data as convert_change_data
@@ -45,22 +66,71 @@ from ._serializer import encode_wire as encode_wire
 from ._serializer import event_kind as event_kind
 from ._serializer import parse_client_frame as parse_client_frame
 from ._serializer import parse_frame as parse_frame
+from ._session import BINDING_MISMATCH as BINDING_MISMATCH
+from ._session import TRANSITIONS as TRANSITIONS
+from ._session import BindingKey as BindingKey
+from ._session import ChannelClosedByServer as ChannelClosedByServer
+from ._session import ChannelErrored as ChannelErrored
+from ._session import ChannelOptions as ChannelOptions
+from ._session import ChannelSession as ChannelSession
+from ._session import ChannelState as ChannelState
+from ._session import HeartbeatReplied as HeartbeatReplied
+from ._session import JoinAccepted as JoinAccepted
+from ._session import JoinRefused as JoinRefused
+from ._session import JoinResult as JoinResult
+from ._session import JoinSuperseded as JoinSuperseded
+from ._session import PostgresChangeReceived as PostgresChangeReceived
+from ._session import PostgresFailed as PostgresFailed
+from ._session import PostgresReady as PostgresReady
+from ._session import PresenceChanged as PresenceChanged
+from ._session import ReplyReceived as ReplyReceived
+from ._session import Session as Session
+from ._session import SessionEvent as SessionEvent
+from ._session import SystemReceived as SystemReceived
+from ._session import Trigger as Trigger
+from ._session import binding_key as binding_key
 
 __all__ = [
+    "BINDING_MISMATCH",
     "SUPPORTED_VSNS",
+    "TRANSITIONS",
+    "BindingKey",
+    "Broadcast",
+    "ChannelClosedByServer",
+    "ChannelErrored",
+    "ChannelOptions",
+    "ChannelSession",
+    "ChannelState",
+    "ChannelStateError",
     "EventKind",
     "FilterCondition",
     "FilterParseError",
     "Frame",
+    "HeartbeatReplied",
     "JSONObject",
     "JSONValue",
+    "JoinAccepted",
+    "JoinRefused",
+    "JoinResult",
+    "JoinSuperseded",
     "Payload",
     "PostgresChange",
+    "PostgresChangeReceived",
+    "PostgresFailed",
+    "PostgresReady",
+    "PresenceChanged",
     "PresenceEvent",
     "PresenceTracker",
     "ProtocolError",
     "RefCounter",
+    "ReplyReceived",
+    "Session",
+    "SessionEvent",
+    "SystemMessage",
+    "SystemReceived",
+    "Trigger",
     "access_token_frame",
+    "binding_key",
     "broadcast_frame",
     "channel_config",
     "check_vsn",

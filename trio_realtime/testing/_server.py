@@ -35,10 +35,11 @@ import secrets
 import ssl
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
@@ -51,9 +52,22 @@ from .._serializer import VSN_1, VSN_2
 from .._transport import Transport, TransportOptions, memory_transport_pair
 from .._url import Endpoint, redact_url
 from .._ws_sansio import _refusal, server_handshake
+from ._jwt import TokenError, token_check_for, verify_token
 from ._postgres_changes import build_change
+from ._rest import (
+    DEFAULT_EVENTS_PER_SECOND,
+    ChannelAuthorization,
+    MemoryHTTPTransport,
+    RestEndpoints,
+    is_rest_request,
+    prefixed,
+    serve_http,
+)
 from ._server_connection import ServerConnection
 from ._state import Hub, ServerConfig, TokenCheck
+
+if TYPE_CHECKING:
+    from ._database import Database
 
 logger = logging.getLogger("trio_realtime.testing")
 
@@ -138,7 +152,10 @@ def _unauthorized(message: str) -> _Refusal:
 
 
 def check_upgrade(
-    resource: str, header_apikey: str | None, required_apikey: str | None
+    resource: str,
+    header_apikey: str | None,
+    required_apikey: str | None,
+    jwt_secret: str | None = None,
 ) -> _Upgrade | _Refusal:
     """Decide an upgrade request as the real server does (PROTOCOL.md sections 1.1 to 1.5).
 
@@ -146,6 +163,7 @@ def check_upgrade(
         resource: The request target, path plus query.
         header_apikey: The ``x-api-key`` header, which wins over the ``apikey`` parameter.
         required_apikey: The key the server requires, or ``None`` to accept any.
+        jwt_secret: When set, the key must be a JWT signed with it, with ``role`` and ``exp``.
     """
     parts = urlsplit(resource)
     if parts.path.rstrip("/") not in WEBSOCKET_PATHS:
@@ -162,6 +180,13 @@ def check_upgrade(
             if token.count(".") != 2:
                 return _unauthorized("The token provided is not a valid JWT")
             return _unauthorized("Failed to validate JWT signature")
+    if jwt_secret is not None:
+        if not token:
+            return _unauthorized("API key is missing")
+        try:
+            verify_token(token, jwt_secret)
+        except TokenError as exc:
+            return _unauthorized(exc.connect_message)
     return _Upgrade(vsn, token or None)
 
 
@@ -179,10 +204,15 @@ class RealtimeServer:
         port: int,
         *,
         ssl_context: ssl.SSLContext | None = None,
+        hub: Hub | None = None,
+        database: Database | None = None,
     ) -> None:
+        self._database = database
         self._config = config
         self._ssl_context = ssl_context
-        self._hub = Hub(config)
+        self._hub = Hub(config) if hub is None else hub
+        self._rest = RestEndpoints(self._hub, max_events_per_second=config.max_events_per_second)
+        self._http_transport = MemoryHTTPTransport(self._rest)
         self._nursery = nursery
         self._host = host
         self._port = port
@@ -194,6 +224,11 @@ class RealtimeServer:
 
     def __repr__(self) -> str:
         return f"<RealtimeServer {self.url} connections={len(self._connections)}>"
+
+    @property
+    def database(self) -> Database | None:
+        """The database postgres_changes come from (``database_url=``), else ``None``."""
+        return self._database
 
     # -- addresses ------------------------------------------------------------------------------
 
@@ -243,6 +278,20 @@ class RealtimeServer:
         return f"{base}{path}?{urlencode(query)}"
 
     # -- connections ----------------------------------------------------------------------------
+
+    @property
+    def http_transport(self) -> MemoryHTTPTransport:
+        """An httpx transport to the REST endpoints, in memory (no socket, MockClock friendly).
+
+        Pass it as ``open_realtime(..., http_transport=server.http_transport)``, or to an
+        ``httpx.AsyncClient``.
+        """
+        return self._http_transport
+
+    @property
+    def rest_requests(self) -> int:
+        """REST requests handled so far (over TCP and in memory)."""
+        return self._rest.requests
 
     @property
     def connections(self) -> list[ServerConnection]:
@@ -551,7 +600,9 @@ class RealtimeServer:
         """
         del nursery  # the server's own nursery runs the connection
         self._refuse_if_stopped()
-        result = check_upgrade(endpoint.resource, None, self._config.apikey)
+        result = check_upgrade(
+            endpoint.resource, None, self._config.apikey, self._config.jwt_secret
+        )
         if isinstance(result, _Refusal):
             await self._refuse(result, endpoint.resource)
             raise _refusal(endpoint, result.status, result.body)
@@ -590,7 +641,10 @@ class RealtimeServer:
 
         async def decide(request: Request) -> tuple[int, bytes] | None:
             result = check_upgrade(
-                request.path, request.headers.get("x-api-key"), self._config.apikey
+                request.path,
+                request.headers.get("x-api-key"),
+                self._config.apikey,
+                self._config.jwt_secret,
             )
             if isinstance(result, _Refusal):
                 await self._refuse(result, request.path)
@@ -602,8 +656,19 @@ class RealtimeServer:
 
         handshake = None
         with trio.move_on_after(HANDSHAKE_TIMEOUT):
+            # A request other than GET is for the REST endpoints; an upgrade goes on as before.
+            try:
+                head = bytes(await stream.receive_some())
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                head = b""
+            if not head:
+                await trio.aclose_forcefully(stream)
+                return
+            if is_rest_request(head):
+                await serve_http(stream, head, self._rest)
+                return
             handshake = await server_handshake(
-                stream, decide, max_message_size=self._config.max_message_size
+                prefixed(stream, head), decide, max_message_size=self._config.max_message_size
             )
         if handshake is not None:
             await self._run(accepted[0], handshake[0])
@@ -657,6 +722,12 @@ async def serve_realtime(
     idle_timeout: float | None = 60.0,
     record_frames: int = 1000,
     ssl_context: ssl.SSLContext | None = None,
+    database_url: str | None = None,
+    jwt_secret: str | None = None,
+    database_tables: Sequence[str] = (),
+    poll_interval: float = 0.1,
+    authorize: ChannelAuthorization | None = None,
+    max_events_per_second: int = DEFAULT_EVENTS_PER_SECOND,
 ) -> AsyncIterator[RealtimeServer]:
     """Run a local Realtime server for the duration of the ``async with`` block.
 
@@ -685,10 +756,33 @@ async def serve_realtime(
         ssl_context: A server-side TLS context (``ssl.Purpose.CLIENT_AUTH``, with a certificate
             chain loaded): connections over TCP then speak TLS, and :attr:`RealtimeServer.url`
             is ``https://``, so clients use ``wss``. The in-memory transport is unaffected.
+        database_url: A PostgreSQL URL (``wal_level = logical``, wal2json installed, a user
+            that may create replication slots). postgres_changes then come from the
+            database's real writes to the tables of the ``supabase_realtime`` publication,
+            each checked against the table's row level security under the subscriber's JWT
+            claims; :meth:`RealtimeServer.emit_postgres_change` still works. Needs
+            ``pip install 'trio-realtime[postgres]'``.
+        jwt_secret: Verify tokens (the socket's apikey at connect, each channel's token at
+            join and on ``access_token``) as HS256/384/512 JWTs signed with this secret, with
+            the server's error strings; replaces ``token_check``.
+        database_tables: Tables (``schema.table`` or ``table``) that must be in the
+            publication; one that is not stops the server before it serves.
+        poll_interval: Seconds between reads of the replication slot when it is idle.
+        authorize: Private-channel access, in place of the RLS policies on
+            ``realtime.messages``: called as ``authorize(sub_topic, token, action)`` with
+            ``action`` ``"read"`` for a private join (refused with ``"Unauthorized: You do not
+            have permissions to read from this Channel topic: <topic>"``) and ``"write"`` for a
+            private broadcast (over the socket: dropped without an ack; REST single: 403; REST
+            batch: skipped). ``None`` allows everything.
+        max_events_per_second: The rate limit of the REST endpoints: messages accepted in the
+            last second; past it they answer 429 with the server's messages and
+            ``x-rate-limit`` headers.
 
     Raises:
         OSError: if the port cannot be bound.
         ValueError: for a non-positive ``send_buffer`` or a negative delay.
+        DatabaseSetupError: when the database cannot serve postgres_changes (wal_level,
+            wal2json, slot permission, a table not in the publication), before serving.
     """
     if send_buffer < 1 or max_message_size < 1:
         raise ValueError("send_buffer and max_message_size must be positive")
@@ -696,8 +790,15 @@ async def serve_realtime(
         raise ValueError("record_frames must not be negative")
     if join_error_delay < 0 or connect_error_delay < 0:
         raise ValueError("delays must not be negative")
+    if max_events_per_second < 1:
+        raise ValueError("max_events_per_second must be positive")
+    if jwt_secret is not None:
+        if not jwt_secret:
+            raise ValueError("jwt_secret must not be empty")
+        token_check = token_check_for(jwt_secret)
     config = ServerConfig(
         apikey=apikey,
+        jwt_secret=jwt_secret,
         token_check=token_check,
         join_error_delay=join_error_delay,
         connect_error_delay=connect_error_delay,
@@ -706,7 +807,45 @@ async def serve_realtime(
         send_buffer=send_buffer,
         idle_timeout=idle_timeout,
         record_frames=record_frames,
+        authorize=authorize,
+        max_events_per_second=max_events_per_second,
     )
+    async with AsyncExitStack() as stack:
+        database: Database | None = None
+        if database_url is not None:
+            try:
+                # psycopg is an optional dependency: imported only for a database.
+                from ._database import open_database  # noqa: PLC0415
+            except ImportError as exc:
+                raise ImportError(
+                    "a database-backed server needs psycopg 3: "
+                    "pip install 'trio-realtime[postgres]'"
+                ) from exc
+            database = await stack.enter_async_context(
+                open_database(
+                    database_url,
+                    hub := Hub(config),
+                    tables=database_tables,
+                    poll_interval=poll_interval,
+                )
+            )
+            hub.database = database
+        else:
+            hub = Hub(config)
+        async with _serve(host, port, config, hub, database, ssl_context=ssl_context) as server:
+            yield server
+
+
+@asynccontextmanager
+async def _serve(
+    host: str,
+    port: int,
+    config: ServerConfig,
+    hub: Hub,
+    database: Database | None,
+    *,
+    ssl_context: ssl.SSLContext | None,
+) -> AsyncIterator[RealtimeServer]:
     listeners = await trio.open_tcp_listeners(port, host=host)
     if port == 0 and len(listeners) > 1:
         # Each address of the host (IPv4 and IPv6 "localhost") got its own random port; keep
@@ -718,7 +857,17 @@ async def serve_realtime(
     body_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            server = RealtimeServer(config, nursery, host, bound_port, ssl_context=ssl_context)
+            server = RealtimeServer(
+                config,
+                nursery,
+                host,
+                bound_port,
+                ssl_context=ssl_context,
+                hub=hub,
+                database=database,
+            )
+            if database is not None:
+                await nursery.start(database.run)
             nursery.start_soon(
                 partial(
                     trio.serve_listeners, server._handle_stream, listeners, handler_nursery=nursery

@@ -60,7 +60,7 @@ from .._serializer import parse_client_frame
 from .._transport import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, OutgoingMessage, Transport
 from ._payloads import SB_PREFIX, JoinParams, channel_token, parse_join
 from ._postgres_changes import SUBSCRIBED, parse_bindings, reply_entries
-from ._state import Channel, Hub, encode
+from ._state import Channel, ChannelAuthorization, Hub, encode
 
 logger = logging.getLogger("trio_realtime.testing")
 
@@ -70,6 +70,16 @@ WRITE_BATCH = 1024
 UNMATCHED_TOPIC: JSONObject = {"reason": "unmatched topic"}
 CHANNEL_LIMIT = "ChannelRateLimitReached: Too many channels"
 TOPIC_REQUIRED = "TopicNameRequired: You must provide a topic name"
+UNAUTHORIZED_READ = "Unauthorized: You do not have permissions to read from this Channel topic: "
+
+# The code a refused join's reason starts with, by token error message (PROTOCOL.md 4.3).
+_TOKEN_CODES = {
+    "The token provided is not a valid JWT": "MalformedJWT",
+    "Failed to validate JWT signature": "JwtSignatureError",
+    "Failed to generate JWT signer, check your JWT secret or JWKS configuration": (
+        "JwtSignerError"
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,6 +426,10 @@ class ServerConnection:
     def _broadcast(self, channel: Channel, frame: Frame, user_broadcast: bool) -> None:
         room = channel.room
         assert room is not None
+        if channel.private and not _may(
+            self._hub.config.authorize, channel.topic, channel.token, "write"
+        ):
+            return  # dropped without a word, and without an ack, as on the server
         exclude = None if channel.broadcast_self else channel
         payload = frame.payload
         if user_broadcast and isinstance(payload, dict):
@@ -522,7 +536,9 @@ class ServerConnection:
         if token is not None and config.token_check is not None:
             message = config.token_check(token)
             if message is not None:
-                return f"InvalidJWTToken: {message}", delay
+                return f"{_TOKEN_CODES.get(message, 'InvalidJWTToken')}: {message}", delay
+        if params.private and not _may(config.authorize, topic, token, "read"):
+            return f"{UNAUTHORIZED_READ}{sub_topic(topic)}", delay
         if params.replay_error is not None:
             return params.replay_error, delay
         return "", 0.0
@@ -575,10 +591,19 @@ class ServerConnection:
         if channel.presence_enabled and channel.room is not None:
             channel.push(PRESENCE_STATE, channel.room.presence_state())
         if params.bindings:
+            if bindings_error is None and hub.database is not None:
+                bindings_error = await hub.database.subscribe(channel)
             if bindings_error is None:
                 channel.push(SYSTEM, _postgres_system(channel, "ok", SUBSCRIBED))
             else:
                 channel.push(SYSTEM, _postgres_system(channel, "error", bindings_error))
+
+
+def _may(
+    authorize: ChannelAuthorization | None, topic: str, token: str | None, action: str
+) -> bool:
+    """Whether the server's private-channel check allows ``action`` on ``topic``."""
+    return authorize is None or authorize(sub_topic(topic), token, action)
 
 
 def _postgres_system(channel: Channel, status: str, message: str) -> JSONObject:

@@ -37,6 +37,11 @@ from ._postgres_changes import Binding, Change, matching_ids
 
 logger = logging.getLogger("trio_realtime.testing")
 
+ChannelAuthorization = Callable[[str, str | None, str], bool]
+"""Decides private-channel access: ``(sub_topic, token, action)`` -> allowed, ``action`` being
+``"read"`` (join) or ``"write"`` (broadcast). Stands in for the RLS policies on
+``realtime.messages``."""
+
 TokenCheck = Callable[[str], str | None]
 """Validates a token: returns ``None`` when it is valid, else the error message."""
 
@@ -69,6 +74,7 @@ class ServerConfig:
 
     apikey: str | None
     token_check: TokenCheck | None
+    jwt_secret: str | None
     join_error_delay: float
     connect_error_delay: float
     max_channels_per_client: int
@@ -76,6 +82,16 @@ class ServerConfig:
     send_buffer: int
     idle_timeout: float | None
     record_frames: int
+    authorize: ChannelAuthorization | None = None
+    max_events_per_second: int = 100
+
+
+class PostgresBackend(Protocol):
+    """Where postgres_changes come from when the server has a database (``_database``)."""
+
+    async def subscribe(self, channel: Channel) -> str | None:
+        """Check and register a joined channel's bindings; return an error message or ``None``."""
+        ...
 
 
 class Peer(Protocol):
@@ -255,6 +271,7 @@ class Hub:
         rejections: Fault knob: topic -> (reason, delay) for joins to refuse.
         rooms: (topic, private) -> room; a room is dropped when its last channel leaves.
         changed: Parked tasks are woken whenever a connection or channel comes or goes.
+        database: The database postgres_changes come from, when the server has one.
     """
 
     def __init__(self, config: ServerConfig) -> None:
@@ -264,6 +281,7 @@ class Hub:
         self.rejections: dict[str, tuple[str, float]] = {}
         self.rooms: dict[tuple[str, bool], Room] = {}
         self.postgres_channels: dict[Channel, None] = {}
+        self.database: PostgresBackend | None = None
         self.changed = trio.lowlevel.ParkingLot()
         self.frames_by_topic: dict[str, int] = {}
         self.joins = 0

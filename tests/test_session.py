@@ -1,0 +1,484 @@
+"""The session core on its own: exact frames in, exact events out, no trio, no clock.
+
+Like h11's own tests, these drive :class:`trio_realtime.protocol.Session` by hand: every frame
+the session builds is compared whole, every frame the "server" sends is written out, and every
+event that comes back is compared whole.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from trio_realtime.protocol import (
+    BINDING_MISMATCH,
+    TRANSITIONS,
+    Broadcast,
+    ChannelClosedByServer,
+    ChannelErrored,
+    ChannelOptions,
+    ChannelState,
+    ChannelStateError,
+    Frame,
+    HeartbeatReplied,
+    JoinAccepted,
+    JoinRefused,
+    JoinSuperseded,
+    JSONObject,
+    JSONValue,
+    PostgresChangeReceived,
+    PostgresFailed,
+    PostgresReady,
+    PresenceChanged,
+    PresenceEvent,
+    ProtocolError,
+    ReplyReceived,
+    Session,
+    SystemMessage,
+    SystemReceived,
+    Trigger,
+    postgres_binding,
+)
+
+TOPIC = "realtime:room"
+CONFIG: JSONObject = {
+    "broadcast": {"ack": False, "self": False},
+    "presence": {"key": "", "enabled": False},
+    "private": False,
+    "postgres_changes": [],
+}
+
+
+def reply(ref: str, status: str = "ok", response: JSONValue = None, topic: str = TOPIC) -> Frame:
+    return Frame(
+        topic,
+        "phx_reply",
+        {"status": status, "response": {} if response is None else response},
+        ref,
+        ref,
+    )
+
+
+def state_of(session: Session, topic: str = TOPIC) -> ChannelState:
+    """The channel's state (a call, so that type checkers do not narrow it)."""
+    return session.channel(topic).state
+
+
+def joined_session(**options: bool) -> tuple[Session, str]:
+    session = Session()
+    session.add_channel(TOPIC, ChannelOptions(**options))  # type: ignore[arg-type]
+    frame = session.join(TOPIC)
+    assert frame.ref is not None
+    (event,) = session.receive(reply(frame.ref))
+    assert isinstance(event, ReplyReceived)
+    assert session.join_replied(event) == JoinAccepted(frame.ref, rejoin=False)
+    return session, frame.ref
+
+
+# -- joining ------------------------------------------------------------------------------------
+
+
+def test_join_frame_and_accepted_reply() -> None:
+    """CH-01: the join frame is exact; its reply, once settled, makes the channel JOINED."""
+    session = Session()
+    channel = session.add_channel(TOPIC)
+    frame = session.join(TOPIC, "tok")
+    assert frame == Frame(TOPIC, "phx_join", {"config": CONFIG, "access_token": "tok"}, "1", "1")
+    assert state_of(session) is ChannelState.JOINING
+    assert session.pending_replies == 1
+    events = session.receive(reply("1"))
+    assert events == (ReplyReceived(TOPIC, "1", "join", "ok", {}),)
+    assert session.pending_replies == 0
+    assert session.join_replied(events[0]) == JoinAccepted("1", rejoin=False)
+    assert state_of(session) is ChannelState.JOINED
+    assert channel.join_ref == "1"
+
+
+def test_refused_join_leaves_the_state_to_the_driver() -> None:
+    """CH-03: a refusal is reported with the server's reason; retrying makes it ERRORED."""
+    session = Session()
+    session.add_channel(TOPIC)
+    session.join(TOPIC)
+    (event,) = session.receive(reply("1", "error", {"reason": "Unauthorized: nope"}))
+    assert isinstance(event, ReplyReceived)
+    assert session.join_replied(event) == JoinRefused("Unauthorized: nope")
+    assert state_of(session) is ChannelState.JOINING
+    session.join_failed(TOPIC)
+    assert state_of(session) is ChannelState.ERRORED
+    frame = session.join(TOPIC)
+    assert (frame.ref, state_of(session)) == ("2", ChannelState.JOINING)
+
+
+def test_rejoin_is_reported_as_such() -> None:
+    """RC-04: a join accepted after an earlier one says ``rejoin``, with the new join_ref."""
+    session, _ = joined_session()
+    session.connection_lost()
+    assert session.channel(TOPIC).state is ChannelState.ERRORED
+    frame = session.join(TOPIC)
+    assert frame.ref == "2"
+    (event,) = session.receive(reply("2"))
+    assert session.join_replied(event) == JoinAccepted("2", rejoin=True)  # type: ignore[arg-type]
+
+
+def test_reply_superseded_by_a_phx_error_of_the_same_batch() -> None:
+    """CH-05: a phx_error read after the join reply decides first: the reply is superseded."""
+    session = Session()
+    session.add_channel(TOPIC)
+    session.join(TOPIC)
+    (event,) = session.receive(reply("1"))
+    assert session.receive(Frame(TOPIC, "phx_error", {}, "1", "1")) == (ChannelErrored(TOPIC),)
+    assert session.join_replied(event) == JoinSuperseded()  # type: ignore[arg-type]
+    assert state_of(session) is ChannelState.ERRORED
+
+
+def test_reply_of_a_superseded_join_is_stale() -> None:
+    """A second join drops the first one's reply: it is counted as stale."""
+    session = Session()
+    session.add_channel(TOPIC)
+    session.join(TOPIC)
+    session.join(TOPIC)
+    assert session.receive(reply("1")) == ()
+    assert session.stale_frames == 1
+    (event,) = session.receive(reply("2"))
+    assert session.join_replied(event) == JoinAccepted("2", rejoin=False)  # type: ignore[arg-type]
+
+
+# -- bindings -----------------------------------------------------------------------------------
+
+
+def test_bindings_get_the_server_ids_and_route_changes() -> None:
+    """PG-02: each binding takes the server's id; a change goes to the bindings it matches,
+    and an INSERT binding does not get an UPDATE."""
+    session = Session()
+    session.add_channel(TOPIC)
+    insert = postgres_binding("INSERT", table="t")
+    every = postgres_binding("*", table="t")
+    key_insert, rejoin = session.add_binding(TOPIC, insert)
+    assert rejoin is False
+    key_every, _ = session.add_binding(TOPIC, every)
+    assert session.add_binding(TOPIC, dict(every)) == (key_every, False)
+    frame = session.join(TOPIC)
+    assert isinstance(frame.payload, dict)
+    assert frame.payload["config"]["postgres_changes"] == [insert, every]  # type: ignore[index,call-overload]
+    assert session.channel(TOPIC).postgres == "waiting"
+    server: list[JSONValue] = [{**insert, "id": 11}, {**every, "id": 12}]
+    (event,) = session.receive(reply("1", response={"postgres_changes": server}))
+    assert isinstance(session.join_replied(event), JoinAccepted)  # type: ignore[arg-type]
+
+    def change(kind: str, ids: list[JSONValue]) -> Frame:
+        data: JSONObject = {
+            "schema": "public",
+            "table": "t",
+            "type": kind,
+            "columns": [],
+            "record": {},
+        }
+        return Frame(TOPIC, "postgres_changes", {"ids": ids, "data": data}, None, None)
+
+    (got,) = session.receive(change("INSERT", [11, 12]))
+    assert isinstance(got, PostgresChangeReceived)
+    assert got.bindings == (key_insert, key_every)
+    (got,) = session.receive(change("UPDATE", [11, 12]))
+    assert isinstance(got, PostgresChangeReceived)
+    assert got.bindings == (key_every,)
+    assert session.receive(change("INSERT", [99])) == ()
+
+
+def test_a_server_binding_differing_from_the_clients_refuses_the_join() -> None:
+    """CH-09: bindings the server echoes differently (another table) refuse the join."""
+    session = Session()
+    session.add_channel(TOPIC)
+    session.add_binding(TOPIC, postgres_binding("INSERT", table="t"))
+    session.join(TOPIC)
+    other: JSONObject = {"event": "INSERT", "schema": "public", "table": "other", "id": 1}
+    (event,) = session.receive(reply("1", response={"postgres_changes": [other]}))
+    assert session.join_replied(event) == JoinRefused(BINDING_MISMATCH)  # type: ignore[arg-type]
+    assert session.receive(reply("1", response={})) == ()  # the reply was consumed
+
+
+def test_new_binding_on_a_joined_channel_asks_for_a_rejoin() -> None:
+    """PG-03: a binding added to a joined channel must travel in a new join."""
+    session, _ = joined_session()
+    _, rejoin = session.add_binding(TOPIC, postgres_binding("INSERT", table="t"))
+    assert rejoin is True
+    assert session.enable_presence(TOPIC) is True
+    assert session.enable_presence(TOPIC) is False
+
+
+def test_postgres_readiness_describes_the_current_join() -> None:
+    """PG-05, RS-04: "Subscribed to PostgreSQL" makes the join ready; the next join waits
+    again; an error is reported."""
+    session = Session()
+    session.add_channel(TOPIC)
+    spec = postgres_binding("INSERT", table="t")
+    session.add_binding(TOPIC, spec)
+    session.join(TOPIC)
+    (event,) = session.receive(reply("1", response={"postgres_changes": [{**spec, "id": 1}]}))
+    session.join_replied(event)  # type: ignore[arg-type]
+    text = "Subscribed to PostgreSQL"
+    ok: JSONObject = {
+        "extension": "postgres_changes",
+        "status": "ok",
+        "message": text,
+    }
+    events = session.receive(Frame(TOPIC, "system", ok, None, "1"))
+    assert events == (
+        PostgresReady(TOPIC),
+        SystemReceived(TOPIC, SystemMessage("postgres_changes", "ok", text, None, ok)),
+    )
+    assert session.channel(TOPIC).postgres == "ready"
+    session.connection_lost()
+    session.join(TOPIC)
+    assert session.channel(TOPIC).postgres == "waiting"
+    bad: JSONObject = {"extension": "postgres_changes", "status": "error", "message": "bad filter"}
+    events = session.receive(Frame(TOPIC, "system", bad, None, "2"))
+    assert events[0] == PostgresFailed(TOPIC, "bad filter")
+    failed = session.channel(TOPIC)
+    assert (failed.postgres, failed.postgres_error) == ("failed", "bad filter")
+
+
+# -- server closes, errors and stale frames ----------------------------------------------------
+
+
+def test_system_error_then_phx_close_closes_with_the_message() -> None:
+    """CH-06: a system error followed by phx_close closes the channel with that reason."""
+    session, _ = joined_session()
+    system: JSONObject = {"extension": "system", "status": "error", "message": "Token has expired"}
+    (event,) = session.receive(Frame(TOPIC, "system", system, None, "1"))
+    assert isinstance(event, SystemReceived)
+    assert session.receive(Frame(TOPIC, "phx_close", {}, "1", "1")) == (
+        ChannelClosedByServer(TOPIC, "Token has expired"),
+    )
+    assert session.channel(TOPIC).state is ChannelState.CLOSED
+    assert session.receive(Frame(TOPIC, "phx_close", {}, "1", "1")) == ()
+
+
+def test_stale_close_error_presence_and_system_frames_are_dropped() -> None:
+    """CH-07: phx_close, phx_error, presence and system frames of another join_ref are
+    dropped and counted; the channel stays joined and its presence empty."""
+    session, _ = joined_session()
+    stale = [
+        Frame(TOPIC, "phx_close", {}, "0", "0"),
+        Frame(TOPIC, "phx_error", {}, "0", "0"),
+        Frame(TOPIC, "presence_state", {"a": {"metas": [{"phx_ref": "x"}]}}, None, "0"),
+        Frame(TOPIC, "presence_diff", {"joins": {}, "leaves": {}}, None, "0"),
+        Frame(TOPIC, "system", {"status": "error", "message": "old"}, None, "0"),
+        Frame(TOPIC, "phx_close", {}, "0", None),  # V1: the ref is the join_ref
+    ]
+    for frame in stale:
+        assert session.receive(frame) == (), frame
+    assert session.stale_frames == len(stale)
+    assert session.channel(TOPIC).state is ChannelState.JOINED
+    assert session.presence_state(TOPIC) == {}
+    # The dropped system error left no close reason behind.
+    assert session.receive(Frame(TOPIC, "phx_close", {}, "1", "1")) == (
+        ChannelClosedByServer(TOPIC, "the server closed the channel"),
+    )
+
+
+def test_phx_error_makes_the_channel_errored() -> None:
+    """CH-05: a phx_error for the current join: ERRORED, reported once."""
+    session, _ = joined_session()
+    assert session.receive(Frame(TOPIC, "phx_error", {}, "1", "1")) == (ChannelErrored(TOPIC),)
+    assert session.channel(TOPIC).state is ChannelState.ERRORED
+
+
+def test_presence_for_the_current_join_is_applied() -> None:
+    """PR-01: presence_state for the current join gives join and sync events."""
+    session, _ = joined_session(presence_enabled=True)
+    state: JSONObject = {"alice": {"metas": [{"phx_ref": "r1", "status": "on"}]}}
+    events = session.receive(Frame(TOPIC, "presence_state", state, None, "1"))
+    meta: JSONObject = {"presence_ref": "r1", "status": "on"}
+    assert events == (
+        PresenceChanged(TOPIC, PresenceEvent("join", "alice", [], [meta])),
+        PresenceChanged(TOPIC, PresenceEvent("sync", None, state={"alice": [meta]})),
+    )
+    assert session.presence_state(TOPIC) == {"alice": [meta]}
+
+
+def test_unknown_topics_events_and_malformed_payloads_are_counted() -> None:
+    """BI-01: frames nobody can use are dropped and counted, never raised."""
+    session, _ = joined_session()
+    frames = [
+        Frame("realtime:other", "broadcast", {"event": "x", "payload": {}}, None, None),
+        Frame("realtime:other", "phx_close", {}, None, None),
+        Frame(TOPIC, "what", {}, None, None),
+        Frame(TOPIC, "postgres_changes", [], None, None),
+        Frame(TOPIC, "presence_diff", [], None, "1"),
+        Frame(TOPIC, "system", "text", None, "1"),
+    ]
+    for frame in frames:
+        assert session.receive(frame) == ()
+    assert session.unroutable_frames == len(frames)
+
+
+def test_broadcast_event() -> None:
+    """BR-01: a broadcast comes out as the public Broadcast item."""
+    session, _ = joined_session()
+    payload: JSONObject = {
+        "type": "broadcast",
+        "event": "cursor",
+        "payload": {"x": 1},
+        "meta": {"id": "m"},
+    }
+    (event,) = session.receive(Frame(TOPIC, "broadcast", payload, None, "1"))
+    assert event == Broadcast("cursor", {"x": 1}, TOPIC, {"id": "m"})
+    assert session.receive(Frame(TOPIC, "broadcast", [1], None, "1")) == ()
+
+
+# -- pushes, tokens, leaves ---------------------------------------------------------------------
+
+
+def test_push_with_ack_expects_its_reply_and_reports_an_error_status() -> None:
+    """BR-03, CH-08: an acked push is answered by ref; status error comes out as such."""
+    session, _ = joined_session()
+    frame = session.broadcast(TOPIC, "e", {"a": 1}, ack=True)
+    assert frame == Frame(
+        TOPIC, "broadcast", {"type": "broadcast", "event": "e", "payload": {"a": 1}}, "2", "1"
+    )
+    assert session.expecting_reply("2")
+    (event,) = session.receive(reply("2", "error", {"reason": "payload too large"}))
+    assert event == ReplyReceived(TOPIC, "2", "push", "error", {"reason": "payload too large"})
+    assert isinstance(event, ReplyReceived)
+    assert (event.ok, event.reason) == (False, "payload too large")
+    unacked = session.broadcast(TOPIC, "e", 1, ack=False)
+    assert not session.expecting_reply(unacked.ref or "")
+    track = session.track(TOPIC, {"s": 1})
+    assert track.payload == {"type": "presence", "event": "track", "payload": {"s": 1}}
+    session.forget(track.ref or "")
+    assert session.pending_replies == 0
+    assert session.receive(reply(track.ref or "")) == ()
+
+
+def test_push_on_a_channel_that_is_not_joined_names_the_state() -> None:
+    """RS-10: pushing on a channel never joined is refused, naming its state."""
+    session = Session()
+    session.add_channel(TOPIC)
+    with pytest.raises(ChannelStateError, match="'realtime:room' is closed: broadcast") as info:
+        session.broadcast(TOPIC, "e", {}, ack=False)
+    assert (info.value.state, info.value.operation) == ("closed", "broadcast")
+    with pytest.raises(ChannelStateError):
+        session.untrack(TOPIC)
+
+
+def test_no_access_token_while_not_joined() -> None:
+    """AU-03: access_token goes only to a joined channel; others get it with their join."""
+    session = Session()
+    session.add_channel(TOPIC)
+    assert session.access_token(TOPIC, "t") is None
+    session.join(TOPIC)
+    assert session.access_token(TOPIC, "t") is None
+    (event,) = session.receive(reply("1"))
+    session.join_replied(event)  # type: ignore[arg-type]
+    assert session.access_token(TOPIC, "t") == Frame(
+        TOPIC, "access_token", {"access_token": "t"}, "2", "1"
+    )
+    assert session.access_token("realtime:nothing", "t") is None
+
+
+def test_leave_of_a_joined_channel() -> None:
+    """CH-02: leave goes out with the join_ref; LEAVING until answered; the phx_close that
+    follows the reply is ignored."""
+    session, _ = joined_session()
+    frame = session.leave(TOPIC)
+    assert frame == Frame(TOPIC, "phx_leave", {}, "2", "1")
+    assert session.channel(TOPIC).state is ChannelState.LEAVING
+    (event,) = session.receive(reply("2"))
+    assert event == ReplyReceived(TOPIC, "2", "leave", "ok", {})
+    session.leave_done(TOPIC)
+    assert session.channel(TOPIC).state is ChannelState.CLOSED
+    assert session.receive(Frame(TOPIC, "phx_close", {}, "1", "1")) == ()
+
+
+def test_leave_of_a_joining_channel_closes_it_at_once() -> None:
+    """CL-05: a leave while joining tells the server and closes the channel now."""
+    session = Session()
+    session.add_channel(TOPIC)
+    session.join(TOPIC)
+    assert session.leave(TOPIC) == Frame(TOPIC, "phx_leave", {}, "2", "1")
+    assert session.channel(TOPIC).state is ChannelState.CLOSED
+    assert session.pending_replies == 0
+    assert session.leave(TOPIC) is None
+
+
+def test_connection_lost() -> None:
+    """RC-04: after a loss joined channels are ERRORED, a leave in flight ends, nothing is
+    expected any more."""
+    session, _ = joined_session()
+    session.add_channel("realtime:b")
+    session.join("realtime:b")
+    session.add_channel("realtime:c")
+    session.heartbeat(5.0)
+    session.broadcast(TOPIC, "e", 1, ack=True)
+    session.leave(TOPIC)
+    assert session.connection_lost() == [TOPIC]
+    assert session.channel(TOPIC).state is ChannelState.CLOSED
+    assert session.channel("realtime:b").state is ChannelState.ERRORED
+    assert session.channel("realtime:c").state is ChannelState.CLOSED
+    assert (session.pending_replies, session.heartbeat_outstanding) == (0, None)
+
+
+def test_close_forget_drops_bindings_and_presence() -> None:
+    """CH-02: a channel closed for good forgets its bindings and presence, with leaves."""
+    session, _ = joined_session()
+    state: JSONObject = {"a": {"metas": [{"phx_ref": "r"}]}}
+    session.receive(Frame(TOPIC, "presence_state", state, None, "1"))
+    session.add_binding(TOPIC, postgres_binding())
+    leaves = session.close(TOPIC, forget=True)
+    assert [event.event for event in leaves] == ["leave", "sync"]
+    assert session.channel(TOPIC).bindings == []
+    session.remove_channel(TOPIC)
+    assert TOPIC not in session.channels
+
+
+# -- heartbeat ----------------------------------------------------------------------------------
+
+
+def test_heartbeat_reply_with_the_right_ref_only() -> None:
+    """HB-01, HB-03: the heartbeat is outstanding until a reply with its ref; a reply with
+    another ref is ignored; a second heartbeat while one is outstanding is refused."""
+    session = Session()
+    assert session.heartbeat(12.5) == Frame("phoenix", "heartbeat", {}, "1", None)
+    assert session.heartbeat_outstanding == ("1", 12.5)
+    with pytest.raises(ProtocolError):
+        session.heartbeat(13.0)
+    assert session.receive(reply("7", topic="phoenix")) == ()
+    assert session.heartbeat_outstanding == ("1", 12.5)
+    assert session.receive(reply("1", topic="phoenix")) == (HeartbeatReplied("1", "ok", 12.5),)
+    assert session.receive(reply("1", topic="phoenix")) == ()
+    assert session.heartbeat(14.0).ref == "2"  # no longer outstanding
+
+
+# -- the transition table -----------------------------------------------------------------------
+
+
+def test_illegal_transitions_raise_naming_the_state() -> None:
+    """Every (state, trigger) outside the table raises ChannelStateError naming both."""
+    session = Session()
+    channel = session.add_channel(TOPIC)
+    for state in ChannelState:
+        for trigger in Trigger:
+            channel.state = state
+            if (state, trigger) in TRANSITIONS:
+                channel._fire(trigger)
+                assert channel.state is TRANSITIONS[state, trigger]
+                continue
+            with pytest.raises(ChannelStateError) as info:
+                channel._fire(trigger)
+            assert info.value.state == state.value
+            assert info.value.operation == trigger.value
+            assert channel.state is state
+
+
+def test_joining_a_leaving_channel_is_illegal() -> None:
+    """CH-02: a channel that is leaving cannot be joined until the leave is done."""
+    session, _ = joined_session()
+    session.leave(TOPIC)
+    with pytest.raises(ChannelStateError, match="is leaving: send_join"):
+        session.join(TOPIC)
+
+
+def test_two_channels_on_one_topic_are_refused() -> None:
+    session = Session()
+    session.add_channel(TOPIC)
+    with pytest.raises(ValueError, match="already exists"):
+        session.add_channel(TOPIC)

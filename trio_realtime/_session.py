@@ -1,0 +1,912 @@
+"""The session core: the whole state of a Realtime session, with no I/O, no trio and no clock.
+
+Theory of operation
+-------------------
+A :class:`Session` is to Realtime what h11's ``Connection`` is to HTTP/1.1. The driver (the trio
+runtime, or any other I/O framework) asks it for outgoing frames (:meth:`Session.join`,
+:meth:`Session.leave`, :meth:`Session.broadcast`, :meth:`Session.track`,
+:meth:`Session.heartbeat`, :meth:`Session.access_token` ...), writes them, and hands every
+incoming frame to :meth:`Session.receive`, which returns what the frame means as events. The
+session keeps:
+
+* the ref counter, each channel's join_ref, and the replies it still expects (by ref);
+* the outstanding heartbeat, with the time the driver said it was sent;
+* each channel's :class:`ChannelState`, changed only through :data:`TRANSITIONS`, a table keyed
+  by ``(state, trigger)``; a trigger the table does not list for a state raises
+  :class:`~trio_realtime.ChannelStateError` naming both;
+* the stale-frame rules: ``phx_close``, ``phx_error``, ``presence_*`` and ``system`` frames
+  tagged with another join_ref, and replies to refs nobody expects, are dropped (and counted);
+* the postgres_changes bindings and their reconciliation with the server's join reply;
+* presence state (a :class:`~trio_realtime.protocol.PresenceTracker` per channel) and
+  postgres readiness ("Subscribed to PostgreSQL").
+
+Waiting, timeouts, retries and every other policy are the driver's: the session only says what
+happened. A join reply comes out of :meth:`Session.receive` as a :class:`ReplyReceived`; the
+driver settles the join with :meth:`Session.join_replied` when its join task resumes, so that
+frames read in the same batch after the reply (a ``phx_close`` or ``phx_error`` for the same
+join) decide first.
+
+Everything that :meth:`Session.receive` returns concerns the frame's topic.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from ._events import Broadcast, SystemMessage
+from ._exceptions import ChannelStateError, ProtocolError
+from ._frames import (
+    BROADCAST,
+    PHOENIX_TOPIC,
+    PHX_CLOSE,
+    PHX_ERROR,
+    PHX_REPLY,
+    POSTGRES_CHANGES,
+    PRESENCE_DIFF,
+    PRESENCE_STATE,
+    SYSTEM,
+    Frame,
+    JSONObject,
+    JSONValue,
+    Payload,
+    RefCounter,
+    access_token_frame,
+    broadcast_frame,
+    channel_config,
+    heartbeat_frame,
+    join_frame,
+    leave_frame,
+    next_ref,
+    presence_track_frame,
+    presence_untrack_frame,
+    ref_counter,
+)
+from ._postgres import PostgresChange, parse_postgres_change
+from ._presence import PresenceEvent, PresenceMap, PresenceTracker
+
+BINDING_MISMATCH: Final = "mismatch between server and client bindings for postgres changes"
+
+
+class ChannelState(enum.Enum):
+    """Where a channel is in its lifecycle."""
+
+    CLOSED = "closed"
+    JOINING = "joining"
+    JOINED = "joined"
+    LEAVING = "leaving"
+    ERRORED = "errored"
+
+
+class Trigger(enum.Enum):
+    """What changes a channel's state; the keys of :data:`TRANSITIONS`."""
+
+    SEND_JOIN = "send_join"
+    """A ``phx_join`` goes out (first join, rejoin, or a join with new bindings)."""
+    JOIN_OK = "join_ok"
+    """The server accepted the current join."""
+    JOIN_FAILED = "join_failed"
+    """The current join was refused or timed out, and the driver will retry."""
+    SERVER_ERROR = "server_error"
+    """The server sent ``phx_error`` for the current join."""
+    SERVER_CLOSE = "server_close"
+    """The server sent ``phx_close`` for the current join."""
+    SEND_LEAVE = "send_leave"
+    """A ``phx_leave`` goes out for a joined channel."""
+    LEAVE_DONE = "leave_done"
+    """The leave was answered, timed out or given up."""
+    CONNECTION_LOST = "connection_lost"
+    """The connection the channel lived on is gone."""
+    CLOSE = "close"
+    """The driver closes the channel locally (a refused first join, an abandoned join ...)."""
+
+
+_S = ChannelState
+_T = Trigger
+
+TRANSITIONS: Final[Mapping[tuple[ChannelState, Trigger], ChannelState]] = {
+    (_S.CLOSED, _T.SEND_JOIN): _S.JOINING,
+    (_S.ERRORED, _T.SEND_JOIN): _S.JOINING,
+    (_S.JOINED, _T.SEND_JOIN): _S.JOINING,
+    (_S.JOINING, _T.SEND_JOIN): _S.JOINING,
+    (_S.JOINING, _T.JOIN_OK): _S.JOINED,
+    (_S.JOINING, _T.JOIN_FAILED): _S.ERRORED,
+    (_S.JOINING, _T.SERVER_ERROR): _S.ERRORED,
+    (_S.JOINED, _T.SERVER_ERROR): _S.ERRORED,
+    (_S.ERRORED, _T.SERVER_ERROR): _S.ERRORED,
+    (_S.JOINING, _T.SERVER_CLOSE): _S.CLOSED,
+    (_S.JOINED, _T.SERVER_CLOSE): _S.CLOSED,
+    (_S.ERRORED, _T.SERVER_CLOSE): _S.CLOSED,
+    (_S.JOINED, _T.SEND_LEAVE): _S.LEAVING,
+    (_S.LEAVING, _T.LEAVE_DONE): _S.CLOSED,
+    (_S.JOINED, _T.CONNECTION_LOST): _S.ERRORED,
+    (_S.JOINING, _T.CONNECTION_LOST): _S.ERRORED,
+    (_S.ERRORED, _T.CONNECTION_LOST): _S.ERRORED,
+    (_S.CLOSED, _T.CONNECTION_LOST): _S.CLOSED,
+    (_S.LEAVING, _T.CONNECTION_LOST): _S.CLOSED,
+    **{(state, _T.CLOSE): _S.CLOSED for state in ChannelState},
+}
+"""Every legal ``(state, trigger) -> new state``; anything else raises ChannelStateError."""
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyReceived:
+    """The server answered a join, leave or push the session was waiting for.
+
+    Attributes:
+        topic: The channel topic.
+        ref: The ref of the frame answered.
+        kind: ``"join"``, ``"leave"`` or ``"push"``.
+        status: The reply's ``status`` (``"ok"``, ``"error"``...; ``""`` when missing).
+        response: The reply's ``response`` value.
+    """
+
+    topic: str
+    ref: str
+    kind: Literal["join", "leave", "push"]
+    status: str
+    response: JSONValue
+
+    @property
+    def ok(self) -> bool:
+        """Whether ``status`` is ``"ok"``."""
+        return self.status == "ok"
+
+    @property
+    def reason(self) -> str:
+        """The server's reason for an error reply (``response.reason``), else a repr."""
+        response = self.response
+        if isinstance(response, dict):
+            reason = response.get("reason")
+            if isinstance(reason, str):
+                return reason
+        if isinstance(response, str):
+            return response
+        return repr(response)
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReplied:
+    """The outstanding heartbeat was answered.
+
+    Attributes:
+        ref: The heartbeat's ref.
+        status: The reply's status (``"ok"`` normally).
+        sent_at: The time the driver gave :meth:`Session.heartbeat`; latency is now minus it.
+    """
+
+    ref: str
+    status: str
+    sent_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelErrored:
+    """The server sent ``phx_error`` for the current join: the channel is ERRORED.
+
+    Attributes:
+        topic: The channel topic.
+    """
+
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelClosedByServer:
+    """The server sent ``phx_close`` for the current join: the channel is CLOSED.
+
+    Attributes:
+        topic: The channel topic.
+        reason: The message of the ``system`` error that preceded it, or a default text.
+    """
+
+    topic: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SystemReceived:
+    """A ``system`` message for the current join.
+
+    Attributes:
+        topic: The channel topic.
+        message: The message.
+    """
+
+    topic: str
+    message: SystemMessage
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresReady:
+    """The server confirmed that postgres_changes stream for the current join.
+
+    Attributes:
+        topic: The channel topic.
+    """
+
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresFailed:
+    """The server could not start postgres_changes for the current join.
+
+    Attributes:
+        topic: The channel topic.
+        message: The server's text.
+    """
+
+    topic: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    """Presence state changed.
+
+    Attributes:
+        topic: The channel topic.
+        event: The change (join, leave or sync).
+    """
+
+    topic: str
+    event: PresenceEvent
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresChangeReceived:
+    """A row change for some of the channel's bindings.
+
+    Attributes:
+        topic: The channel topic.
+        change: The change, values converted.
+        bindings: The keys (:func:`binding_key`) of the bindings it is for.
+    """
+
+    topic: str
+    change: PostgresChange
+    bindings: tuple[BindingKey, ...]
+
+
+SessionEvent = (
+    ReplyReceived
+    | HeartbeatReplied
+    | ChannelErrored
+    | ChannelClosedByServer
+    | SystemReceived
+    | PostgresReady
+    | PostgresFailed
+    | PresenceChanged
+    | PostgresChangeReceived
+    | Broadcast
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JoinAccepted:
+    """What :meth:`Session.join_replied` returns for an accepted join; the channel is JOINED.
+
+    Attributes:
+        join_ref: The join's ref.
+        rejoin: Whether the channel had been joined before.
+    """
+
+    join_ref: str
+    rejoin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRefused:
+    """What :meth:`Session.join_replied` returns for a refused join (state unchanged).
+
+    Attributes:
+        reason: The server's reason, or :data:`BINDING_MISMATCH`.
+    """
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class JoinSuperseded:
+    """What :meth:`Session.join_replied` returns when a later frame already decided the join."""
+
+
+JoinResult = JoinAccepted | JoinRefused | JoinSuperseded
+
+BindingKey = tuple[str, str, str, str]
+"""A binding's identity: event (upper case), schema, table and filter."""
+
+
+def binding_key(spec: Mapping[str, JSONValue]) -> BindingKey:
+    """The identity of a postgres_changes binding, as the server echoes it in the join reply."""
+    return (
+        str(spec.get("event", "*")).upper(),
+        str(spec.get("schema", "")),
+        str(spec.get("table", "")),
+        str(spec.get("filter", "")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOptions:
+    """A channel's options, as given to ``client.channel()``.
+
+    Attributes:
+        broadcast_self: Receive one's own broadcasts.
+        broadcast_ack: Ask the server to acknowledge broadcasts.
+        presence_key: The presence key (``""``: the server picks one).
+        presence_enabled: Ask for presence from the first join.
+        private: A private channel (authorised by RLS policies).
+    """
+
+    broadcast_self: bool = False
+    broadcast_ack: bool = False
+    presence_key: str = ""
+    presence_enabled: bool = False
+    private: bool = False
+
+
+@dataclass(slots=True)
+class _Binding:
+    spec: JSONObject
+    key: BindingKey
+    server_id: int | None = None
+
+
+PostgresReadiness = Literal["none", "waiting", "ready", "failed"]
+
+
+@dataclass(slots=True)
+class ChannelSession:
+    """The pure state of one channel; owned by a :class:`Session`, read by the driver.
+
+    Attributes:
+        topic: The full topic.
+        options: The options it was created with.
+        state: Its current state.
+        join_ref: The ref of the current (or last) join.
+        ever_joined: Whether a join was accepted since the channel was last closed for good.
+        presence_enabled: Whether joins ask for presence (set by the options or by
+            :meth:`Session.enable_presence`).
+        postgres: The readiness of postgres_changes for the current join.
+        postgres_error: The server's message when ``postgres`` is ``"failed"``.
+    """
+
+    topic: str
+    options: ChannelOptions
+    state: ChannelState = ChannelState.CLOSED
+    join_ref: str | None = None
+    ever_joined: bool = False
+    presence_enabled: bool = False
+    postgres: PostgresReadiness = "none"
+    postgres_error: str | None = None
+    close_reason: str | None = None
+    bindings: list[_Binding] = field(default_factory=list)
+    presence: PresenceTracker = field(default_factory=PresenceTracker)
+
+    def config(self) -> JSONObject:
+        """The join's ``config`` object, without the bindings."""
+        options = self.options
+        return channel_config(
+            broadcast_self=options.broadcast_self,
+            broadcast_ack=options.broadcast_ack,
+            presence_key=options.presence_key,
+            presence_enabled=self.presence_enabled,
+            private=options.private,
+        )
+
+    def binding_specs(self) -> list[JSONObject]:
+        """The bindings, in the order they travel in the join."""
+        return [binding.spec for binding in self.bindings]
+
+    def _fire(self, trigger: Trigger) -> ChannelState:
+        new = TRANSITIONS.get((self.state, trigger))
+        if new is None:
+            raise ChannelStateError(self.topic, self.state.value, trigger.value)
+        self.state = new
+        return new
+
+
+@dataclass(slots=True)
+class _Pending:
+    topic: str
+    kind: Literal["join", "leave", "push"]
+
+
+_NOTHING: Final[tuple[SessionEvent, ...]] = ()
+
+
+class Session:
+    """The state of a Realtime session over successive connections; see the module docstring.
+
+    Args:
+        refs: The ref counter to draw refs from (a fresh one by default).
+    """
+
+    def __init__(self, *, refs: RefCounter | None = None) -> None:
+        self._refs = refs if refs is not None else ref_counter()
+        self._channels: dict[str, ChannelSession] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._heartbeat: tuple[str, float] | None = None
+        self.stale_frames = 0
+        """Frames dropped by the stale-frame rules (other join_ref, unknown reply ref)."""
+        self.unroutable_frames = 0
+        """Frames for a topic with no channel, or with an event the session does not know."""
+
+    def __repr__(self) -> str:
+        return (
+            f"<Session channels={len(self._channels)} pending_replies={len(self._pending)} "
+            f"heartbeat={'outstanding' if self._heartbeat else 'none'}>"
+        )
+
+    # -- channels ---------------------------------------------------------------------------------
+
+    def add_channel(self, topic: str, options: ChannelOptions | None = None) -> ChannelSession:
+        """Register the channel for ``topic`` (its full ``realtime:`` topic).
+
+        Raises:
+            ValueError: when the topic already has a channel.
+        """
+        if topic in self._channels:
+            raise ValueError(f"channel {topic!r} already exists")
+        opts = options if options is not None else ChannelOptions()
+        channel = ChannelSession(topic, opts, presence_enabled=opts.presence_enabled)
+        self._channels[topic] = channel
+        return channel
+
+    def remove_channel(self, topic: str) -> None:
+        """Forget the channel for ``topic`` and the replies it was waiting for. Idempotent."""
+        if self._channels.pop(topic, None) is not None:
+            for ref in [r for r, p in self._pending.items() if p.topic == topic]:
+                del self._pending[ref]
+
+    def channel(self, topic: str) -> ChannelSession:
+        """The channel for ``topic``.
+
+        Raises:
+            KeyError: when there is none.
+        """
+        return self._channels[topic]
+
+    @property
+    def channels(self) -> Mapping[str, ChannelSession]:
+        """The registered channels, by topic (read-only view)."""
+        return self._channels
+
+    def add_binding(self, topic: str, spec: JSONObject) -> tuple[BindingKey, bool]:
+        """Add a postgres_changes binding (no-op if the same one exists).
+
+        Returns:
+            The binding's key, and whether the channel must rejoin to send it (it is joined or
+            joining, and the binding is new).
+        """
+        channel = self._channels[topic]
+        key = binding_key(spec)
+        if any(binding.key == key for binding in channel.bindings):
+            return key, False
+        channel.bindings.append(_Binding(dict(spec), key))
+        return key, channel.state in (ChannelState.JOINED, ChannelState.JOINING)
+
+    def enable_presence(self, topic: str) -> bool:
+        """Ask for presence in this channel's joins; return whether it must rejoin for that."""
+        channel = self._channels[topic]
+        if channel.presence_enabled:
+            return False
+        channel.presence_enabled = True
+        return channel.state in (ChannelState.JOINED, ChannelState.JOINING)
+
+    # -- outgoing frames --------------------------------------------------------------------------
+
+    def next_ref(self) -> str:
+        """A fresh ref (for frames the session does not build itself)."""
+        return next_ref(self._refs)
+
+    def join(self, topic: str, access_token: str | None = None) -> Frame:
+        """Build the ``phx_join`` for ``topic`` and expect its reply; the channel is JOINING.
+
+        A join while one is pending supersedes it: the old join's reply will be ignored.
+        """
+        channel = self._channels[topic]
+        channel._fire(Trigger.SEND_JOIN)
+        if channel.join_ref is not None:
+            self._pending.pop(channel.join_ref, None)
+        ref = next_ref(self._refs)
+        channel.join_ref = ref
+        channel.close_reason = None
+        channel.postgres = "waiting" if channel.bindings else "none"
+        channel.postgres_error = None
+        self._pending[ref] = _Pending(topic, "join")
+        return join_frame(ref, topic, channel.config(), channel.binding_specs(), access_token)
+
+    def join_replied(self, reply: ReplyReceived) -> JoinResult:
+        """Settle a join with its reply (from :meth:`receive`).
+
+        Returns :class:`JoinSuperseded` when the channel has moved on (a later join, a
+        ``phx_close`` or ``phx_error``, a leave); :class:`JoinRefused` for a refusal or bindings
+        that do not match the server's (the state is unchanged: the driver then fires
+        :meth:`join_failed` or :meth:`close`); :class:`JoinAccepted` otherwise, with the channel
+        JOINED and each binding given the server's id.
+        """
+        channel = self._channels.get(reply.topic)
+        if (
+            channel is None
+            or channel.join_ref != reply.ref
+            or channel.state is not ChannelState.JOINING
+        ):
+            return JoinSuperseded()
+        if not reply.ok:
+            return JoinRefused(reply.reason)
+        ids = _server_binding_ids(channel.bindings, reply.response)
+        if ids is None:
+            return JoinRefused(BINDING_MISMATCH)
+        for binding, server_id in zip(channel.bindings, ids, strict=True):
+            binding.server_id = server_id
+        channel._fire(Trigger.JOIN_OK)
+        rejoin = channel.ever_joined
+        channel.ever_joined = True
+        return JoinAccepted(reply.ref, rejoin)
+
+    def join_failed(self, topic: str) -> None:
+        """The current join failed and will be retried: JOINING becomes ERRORED."""
+        channel = self._channels[topic]
+        if channel.join_ref is not None:
+            self._pending.pop(channel.join_ref, None)
+        if channel.state is ChannelState.JOINING:
+            channel._fire(Trigger.JOIN_FAILED)
+
+    def leave(self, topic: str) -> Frame | None:
+        """Build the ``phx_leave`` for ``topic``, if the server may hold the channel.
+
+        A joined channel becomes LEAVING and its reply is expected (call :meth:`leave_done`
+        when it is answered or given up). A joining one is closed at once: the leave only tells
+        the server, in case it joins. Otherwise the channel is closed and ``None`` returned.
+        """
+        channel = self._channels[topic]
+        state = channel.state
+        join_ref = channel.join_ref
+        if state is ChannelState.JOINED and join_ref is not None:
+            channel._fire(Trigger.SEND_LEAVE)
+            ref = next_ref(self._refs)
+            self._pending[ref] = _Pending(topic, "leave")
+            return leave_frame(ref, join_ref, topic)
+        self.close(topic)
+        if state is ChannelState.JOINING and join_ref is not None:
+            return leave_frame(next_ref(self._refs), join_ref, topic)
+        return None
+
+    def leave_done(self, topic: str) -> None:
+        """The leave was answered (or given up): LEAVING becomes CLOSED."""
+        channel = self._channels[topic]
+        if channel.state is ChannelState.LEAVING:
+            channel._fire(Trigger.LEAVE_DONE)
+
+    def close(self, topic: str, *, forget: bool = False) -> list[PresenceEvent]:
+        """Close the channel locally; no frame is needed (or the driver sent one already).
+
+        Args:
+            topic: The channel.
+            forget: Also drop its bindings and presence state, for a channel closed for good.
+
+        Returns:
+            The presence leaves of a forgotten state.
+        """
+        channel = self._channels[topic]
+        channel._fire(Trigger.CLOSE)
+        if channel.join_ref is not None:
+            self._pending.pop(channel.join_ref, None)
+        channel.close_reason = None
+        if not forget:
+            return []
+        channel.ever_joined = False
+        channel.bindings.clear()
+        channel.postgres = "none"
+        return channel.presence.clear()
+
+    def _require_joined(self, topic: str, what: str) -> tuple[ChannelSession, str]:
+        channel = self._channels[topic]
+        if channel.state is not ChannelState.JOINED or channel.join_ref is None:
+            raise ChannelStateError(topic, channel.state.value, what)
+        return channel, channel.join_ref
+
+    def _push(self, topic: str, frame: Frame, ack: bool) -> Frame:
+        if ack:
+            assert frame.ref is not None
+            self._pending[frame.ref] = _Pending(topic, "push")
+        return frame
+
+    def broadcast(self, topic: str, event: str, payload: Payload, *, ack: bool) -> Frame:
+        """Build a broadcast push; with ``ack``, its reply is expected.
+
+        Raises:
+            ChannelStateError: when the channel is not joined.
+        """
+        _, join_ref = self._require_joined(topic, "broadcast")
+        frame = broadcast_frame(next_ref(self._refs), join_ref, topic, event, payload)
+        return self._push(topic, frame, ack)
+
+    def track(self, topic: str, state: Mapping[str, JSONValue]) -> Frame:
+        """Build a presence ``track`` push and expect its reply.
+
+        Raises:
+            ChannelStateError: when the channel is not joined.
+        """
+        _, join_ref = self._require_joined(topic, "track")
+        frame = presence_track_frame(next_ref(self._refs), join_ref, topic, state)
+        return self._push(topic, frame, True)
+
+    def untrack(self, topic: str) -> Frame:
+        """Build a presence ``untrack`` push and expect its reply.
+
+        Raises:
+            ChannelStateError: when the channel is not joined.
+        """
+        _, join_ref = self._require_joined(topic, "untrack")
+        frame = presence_untrack_frame(next_ref(self._refs), join_ref, topic)
+        return self._push(topic, frame, True)
+
+    def access_token(self, topic: str, token: str) -> Frame | None:
+        """Build an ``access_token`` push for a joined channel (never answered), else ``None``.
+
+        A channel that is not joined gets the token with its next join instead.
+        """
+        channel = self._channels.get(topic)
+        if channel is None or channel.state is not ChannelState.JOINED:
+            return None
+        return access_token_frame(next_ref(self._refs), channel.join_ref, topic, token)
+
+    def heartbeat(self, now: float) -> Frame:
+        """Build a heartbeat sent at time ``now``; it is outstanding until answered.
+
+        Raises:
+            ProtocolError: when the previous heartbeat is still outstanding (the driver
+                should declare the connection dead instead).
+        """
+        if self._heartbeat is not None:
+            raise ProtocolError("the previous heartbeat is still unanswered")
+        ref = next_ref(self._refs)
+        self._heartbeat = (ref, now)
+        return heartbeat_frame(ref)
+
+    @property
+    def heartbeat_outstanding(self) -> tuple[str, float] | None:
+        """The ref and send time of the unanswered heartbeat, if any."""
+        return self._heartbeat
+
+    def expecting_reply(self, ref: str) -> bool:
+        """Whether a reply to ``ref`` is expected."""
+        return ref in self._pending
+
+    @property
+    def pending_replies(self) -> int:
+        """How many replies are expected."""
+        return len(self._pending)
+
+    def forget(self, ref: str) -> None:
+        """Stop expecting the reply to ``ref`` (its waiter gave up). Idempotent."""
+        self._pending.pop(ref, None)
+
+    # -- connection lifecycle ---------------------------------------------------------------------
+
+    def connection_lost(self) -> list[str]:
+        """The connection is gone: no reply or heartbeat will come.
+
+        Joined and joining channels become ERRORED (they rejoin on the next connection);
+        leaving ones become CLOSED.
+
+        Returns:
+            The topics whose leave was cut short (now CLOSED).
+        """
+        self._pending.clear()
+        self._heartbeat = None
+        left: list[str] = []
+        for topic, channel in self._channels.items():
+            if channel.state is ChannelState.LEAVING:
+                left.append(topic)
+            channel._fire(Trigger.CONNECTION_LOST)
+        return left
+
+    # -- incoming frames --------------------------------------------------------------------------
+
+    def receive(self, frame: Frame) -> Sequence[SessionEvent]:
+        """Take one frame from the server; return what it means (possibly nothing).
+
+        Never raises for what the server sends: malformed or stale frames are dropped and
+        counted (:attr:`stale_frames`, :attr:`unroutable_frames`).
+        """
+        event = frame.event
+        topic = frame.topic
+        if event == BROADCAST:
+            # The hot path: one dict lookup and a one-step fill (see _new_broadcast).
+            if topic not in self._channels:
+                self.unroutable_frames += 1
+                return _NOTHING
+            payload = frame.payload
+            if type(payload) is not dict:
+                return _NOTHING
+            user_event = payload.get("event")
+            if type(user_event) is not str:
+                return _NOTHING
+            return (_new_broadcast(user_event, payload.get("payload"), topic, payload.get("meta")),)
+        if event == PHX_REPLY:
+            return self._on_reply(frame)
+        channel = self._channels.get(topic)
+        if channel is None:
+            self.unroutable_frames += 1
+            return _NOTHING
+        if event == POSTGRES_CHANGES:
+            return self._on_postgres(channel, frame.payload)
+        if event in (PRESENCE_DIFF, PRESENCE_STATE):
+            return self._on_presence(channel, frame)
+        if event == SYSTEM:
+            return self._on_system(channel, frame)
+        if event == PHX_CLOSE:
+            return self._on_close(channel, frame)
+        if event == PHX_ERROR:
+            return self._on_error(channel, frame)
+        self.unroutable_frames += 1
+        return _NOTHING
+
+    def _stale(self, channel: ChannelSession, frame: Frame, *, ref_too: bool) -> bool:
+        marker = frame.join_ref
+        if marker is None and ref_too:
+            marker = frame.ref
+        if marker is not None and marker != channel.join_ref:
+            self.stale_frames += 1
+            return True
+        return False
+
+    def _on_reply(self, frame: Frame) -> Sequence[SessionEvent]:
+        payload = frame.payload
+        status: JSONValue = None
+        response: JSONValue = None
+        if isinstance(payload, dict):
+            status = payload.get("status")
+            response = payload.get("response")
+        status_text = status if isinstance(status, str) else ""
+        ref = frame.ref
+        if frame.topic == PHOENIX_TOPIC:
+            heartbeat = self._heartbeat
+            if heartbeat is None or heartbeat[0] != ref:
+                self.stale_frames += 1
+                return _NOTHING
+            self._heartbeat = None
+            return (HeartbeatReplied(heartbeat[0], status_text, heartbeat[1]),)
+        pending = self._pending.get(ref) if ref is not None else None
+        if ref is None or pending is None or pending.topic != frame.topic:
+            self.stale_frames += 1
+            return _NOTHING
+        del self._pending[ref]
+        return (ReplyReceived(frame.topic, ref, pending.kind, status_text, response),)
+
+    def _on_postgres(self, channel: ChannelSession, payload: Payload) -> Sequence[SessionEvent]:
+        change = parse_postgres_change(payload)
+        if change is None:
+            self.unroutable_frames += 1
+            return _NOTHING
+        ids = change.ids
+        kind = change.event_type.upper()
+        keys = tuple(
+            binding.key
+            for binding in channel.bindings
+            if binding.server_id is not None
+            and binding.server_id in ids
+            and binding.key[0] in ("*", kind)
+        )
+        if not keys:
+            return _NOTHING
+        return (PostgresChangeReceived(channel.topic, change, keys),)
+
+    def _on_presence(self, channel: ChannelSession, frame: Frame) -> Sequence[SessionEvent]:
+        if channel.state is ChannelState.CLOSED or self._stale(channel, frame, ref_too=False):
+            return _NOTHING
+        try:
+            if frame.event == PRESENCE_DIFF:
+                changes = channel.presence.sync_diff(frame.payload, channel.join_ref)
+            else:
+                changes = channel.presence.sync_state(frame.payload, channel.join_ref)
+        except ProtocolError:
+            self.unroutable_frames += 1
+            return _NOTHING
+        return tuple(PresenceChanged(channel.topic, change) for change in changes)
+
+    def _on_system(self, channel: ChannelSession, frame: Frame) -> Sequence[SessionEvent]:
+        if self._stale(channel, frame, ref_too=False):
+            return _NOTHING
+        payload = frame.payload
+        if not isinstance(payload, dict):
+            self.unroutable_frames += 1
+            return _NOTHING
+        message = payload.get("message")
+        status = payload.get("status")
+        extension = payload.get("extension")
+        sub = payload.get("channel")
+        item = SystemMessage(
+            extension=extension if isinstance(extension, str) else "",
+            status=status if isinstance(status, str) else "",
+            message=message if isinstance(message, str) else str(message),
+            channel=sub if isinstance(sub, str) else None,
+            payload=payload,
+        )
+        received = SystemReceived(channel.topic, item)
+        if item.extension == POSTGRES_CHANGES:
+            if item.ok:
+                channel.postgres = "ready"
+                return (PostgresReady(channel.topic), received)
+            channel.postgres = "failed"
+            channel.postgres_error = item.message
+            return (PostgresFailed(channel.topic, item.message), received)
+        if item.status == "error":
+            channel.close_reason = item.message
+        return (received,)
+
+    def _on_close(self, channel: ChannelSession, frame: Frame) -> Sequence[SessionEvent]:
+        if self._stale(channel, frame, ref_too=True):
+            return _NOTHING
+        if channel.state in (ChannelState.CLOSED, ChannelState.LEAVING):
+            # Closed already, or the server's phx_close that follows a leave reply.
+            return _NOTHING
+        reason = channel.close_reason or "the server closed the channel"
+        channel._fire(Trigger.SERVER_CLOSE)
+        if channel.join_ref is not None:
+            self._pending.pop(channel.join_ref, None)
+        channel.close_reason = None
+        return (ChannelClosedByServer(channel.topic, reason),)
+
+    def _on_error(self, channel: ChannelSession, frame: Frame) -> Sequence[SessionEvent]:
+        if self._stale(channel, frame, ref_too=True):
+            return _NOTHING
+        if channel.state in (ChannelState.CLOSED, ChannelState.LEAVING):
+            return _NOTHING
+        channel._fire(Trigger.SERVER_ERROR)
+        if channel.join_ref is not None:
+            self._pending.pop(channel.join_ref, None)
+        return (ChannelErrored(channel.topic),)
+
+    # -- presence ---------------------------------------------------------------------------------
+
+    def presence_state(self, topic: str) -> PresenceMap:
+        """A copy of the channel's presence state."""
+        return self._channels[topic].presence.snapshot()
+
+
+def _server_binding_ids(bindings: list[_Binding], response: JSONValue) -> list[int] | None:
+    """The server's id for each binding, in order, or ``None`` when they do not match."""
+    server = response.get("postgres_changes") if isinstance(response, dict) else None
+    entries = server if isinstance(server, list) else []
+    if len(entries) != len(bindings):
+        return None
+    ids: list[int] = []
+    for binding, entry in zip(bindings, entries, strict=True):
+        if not isinstance(entry, dict):
+            return None
+        entry_id = entry.get("id")
+        if not isinstance(entry_id, int) or isinstance(entry_id, bool):
+            return None
+        if binding_key(entry) != binding.key:
+            return None
+        ids.append(entry_id)
+    return ids
+
+
+# -- speed trick -----------------------------------------------------------------------------------
+# Broadcasts are the reader's hot path. Filling the frozen dataclass's ``__dict__`` in one step
+# skips the generated ``__init__`` (four ``object.__setattr__`` calls): about 0.4 µs of the
+# ~1.5 µs the session spends per broadcast (python -m benchmarks.protocol_micro). The same trick
+# as ``_frames.make_frame``; Broadcast is not slotted for this reason.
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
+def _new_broadcast(event: str, payload: Payload, topic: str, meta: Payload) -> Broadcast:
+    item: Broadcast = _new_object(Broadcast)
+    _set_attribute(
+        item, "__dict__", {"event": event, "payload": payload, "topic": topic, "meta": meta}
+    )
+    return item
