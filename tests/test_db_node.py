@@ -74,3 +74,48 @@ async def test_db07_realtime_js_receives_an_insert(database: str) -> None:
         "ok": True,
     }
     assert payload["old"] == {}
+
+
+PRIVATE = r"""
+const { RealtimeClient } = require('@supabase/realtime-js');
+const WebSocket = require('ws');
+const [url, apikey] = process.argv.slice(2);
+const out = (value) => process.stdout.write(JSON.stringify(value) + '\n');
+const client = new RealtimeClient(url, { params: { apikey }, transport: WebSocket });
+client.setAuth(apikey);
+const channel = client.channel('lobby', { config: { private: true } });
+channel.on('broadcast', { event: 'note' }, (message) => {
+  out({ received: message });
+  client.disconnect();
+  setTimeout(() => process.exit(0), 10);
+});
+channel.subscribe((status, error) => out({ status, error: error ? String(error) : null }));
+"""
+
+
+async def test_bd01_realtime_js_receives_realtime_send(database: str) -> None:
+    """BD-01: realtime-js, joined to a private channel its policy allows, receives a message
+    sent with realtime.send() from SQL, with meta.id."""
+    node = realtime_js()
+    token = make_token(JWT_SECRET, role="authenticated", sub="00000000-0000-0000-0000-000000000001")
+    with trio.fail_after(GUARD):
+        await sql(
+            database,
+            "create policy lobby on realtime.messages for select to authenticated"
+            " using (realtime.topic() = 'lobby');",
+        )
+        async with serve_realtime(database_url=database, jwt_secret=JWT_SECRET) as server:
+            base = "ws" + server.url.removeprefix("http") + "/realtime/v1"
+            async with node.start("db_private.js", PRIVATE, base, token) as (process, lines):
+                assert await lines.next() == {"status": "SUBSCRIBED", "error": None}
+                await sql(database, """select realtime.send('{"n": 1}', 'note', 'lobby')""")
+                received = await lines.next()
+                assert await process.wait() == 0
+    assert isinstance(received, dict)
+    message = received["received"]
+    assert (message["event"], message["payload"], message["type"]) == (
+        "note",
+        {"n": 1},
+        "broadcast",
+    )
+    assert isinstance(message["meta"]["id"], str)

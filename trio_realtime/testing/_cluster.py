@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from ._supabase_sql import AUTH_SQL, GRANTS_SQL, PUBLICATION_SQL, ROLES_SQL
+from ._supabase_sql import AUTH_SQL, GRANTS_SQL, PUBLICATION_SQL, REALTIME_SQL, ROLES_SQL
 
 DEFAULT_SETTINGS: Mapping[str, str] = {
     "wal_level": "logical",
@@ -171,11 +171,13 @@ class PostgresCluster:
             supabase: Make it look like a Supabase project's database where RLS policies are
                 concerned: the ``anon``, ``authenticated`` and ``service_role`` roles, the
                 ``auth.uid()``, ``auth.role()`` and ``auth.jwt()`` functions, the default
-                grants on ``public``, and an empty ``supabase_realtime`` publication.
+                grants on ``public``, an empty ``supabase_realtime`` publication, and the
+                ``realtime`` schema (``realtime.messages`` for private channel policies,
+                ``realtime.topic()``, ``realtime.send()``, ``realtime.broadcast_changes()``).
         """
         self.run("createdb", "-h", self.host, "-p", str(self.port), "-U", self.user, name)
         if supabase:
-            self.psql(ROLES_SQL + AUTH_SQL + GRANTS_SQL + PUBLICATION_SQL, name)
+            self.psql(ROLES_SQL + AUTH_SQL + GRANTS_SQL + PUBLICATION_SQL + REALTIME_SQL, name)
         return self.url(name)
 
     def log(self) -> str:

@@ -54,13 +54,13 @@ import psycopg
 import trio
 from psycopg import sql
 
-from .._frames import POSTGRES_CHANGES, JSONObject, JSONValue, make_frame
+from .._frames import BROADCAST, POSTGRES_CHANGES, JSONObject, JSONValue, make_frame, realtime_topic
 from .._postgres import filter_matches
 from ._database_types import DatabaseSetupError, DatabaseStatistics
 from ._jwt import unverified_claims
 from ._postgres_changes import Binding, format_commit_timestamp, inspect
-from ._state import Channel, Hub, encode
-from ._supabase_sql import AUTH_SQL
+from ._state import Channel, Hub, Policies, encode
+from ._supabase_sql import AUTH_SQL, REALTIME_SQL, ROLES_SQL
 
 logger = logging.getLogger("trio_realtime.testing")
 
@@ -142,6 +142,26 @@ class _Column:
     text: str | None
     regtype: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Broadcast:
+    """A row inserted into ``realtime.messages`` (``realtime.send``), to broadcast."""
+
+    topic: str
+    event: str
+    payload: JSONValue
+    private: bool
+    id: str
+
+
+@dataclass(slots=True)
+class _Polled:
+    """What one poll found: rows read, postgres_changes messages, database broadcasts."""
+
+    count: int
+    deliveries: list[tuple[Channel, JSONObject]]
+    broadcasts: list[_Broadcast]
 
 
 @dataclass(eq=False, slots=True)
@@ -250,6 +270,7 @@ class Database:
         self._queued = 0
         self._errors = 0
         self._reconnects = 0
+        self._broadcasts_sent = 0
         self._wakeup = trio.Event()
 
     @property
@@ -270,6 +291,7 @@ class Database:
             messages_queued=self._queued,
             poll_errors=self._errors,
             reconnects=self._reconnects,
+            broadcasts_queued=self._broadcasts_sent,
         )
 
     # -- setup (worker thread) ------------------------------------------------------------------
@@ -299,6 +321,11 @@ class Database:
                 logger.debug("database: keeping the existing auth schema")
             else:
                 control.execute(AUTH_SQL)
+            if control.execute("select 1 from pg_namespace where nspname = 'realtime'").fetchone():
+                logger.debug("database: keeping the existing realtime schema")
+            else:
+                control.execute(ROLES_SQL)
+                control.execute(REALTIME_SQL)
             exists = control.execute(
                 "select 1 from pg_publication where pubname = %s", (self._publication,)
             ).fetchone()
@@ -435,6 +462,88 @@ class Database:
             self._subscribed[channel] = None
         return error
 
+    def _authorize(self, role: str | None, claims: str, topic: str) -> Policies | None:
+        """Evaluate the read and write policies of ``realtime.messages`` for ``topic``.
+
+        As the real server does: reads are checked by inserting a broadcast and a presence
+        message for the topic as the server's own user, then selecting them back as the
+        subscriber; writes by inserting them as the subscriber (a refusal is
+        ``insufficient_privilege``). Everything is rolled back.
+        """
+        conn = self._control_conn
+        assert conn is not None
+        settings = (
+            "select set_config('role', %s, true), set_config('realtime.topic', %s, true), "
+            "set_config('request.jwt.claims', %s, true), "
+            "set_config('request.jwt.claim.sub', %s, true), "
+            "set_config('request.jwt.claim.role', %s, true)"
+        )
+        claims_data = orjson.loads(claims)
+        sub = claims_data.get("sub") if isinstance(claims_data, dict) else None
+        values = (role or "none", topic, claims, sub if isinstance(sub, str) else "", role or "")
+        insert = (
+            "insert into realtime.messages (topic, extension, private) "
+            "values (%s, %s, true) returning id"
+        )
+        try:
+            with conn.transaction(force_rollback=True):
+                ids = {}
+                for extension in ("broadcast", "presence"):
+                    row = conn.execute(insert, (topic, extension)).fetchone()
+                    assert row is not None
+                    ids[extension] = row[0]
+                if role is not None:
+                    conn.execute(settings, values)
+                else:
+                    conn.execute(settings.replace("set_config('role', %s, true), ", ""), values[1:])
+                seen = {
+                    row[0]
+                    for row in conn.execute(
+                        "select id from realtime.messages where topic = %s and id = any(%s)",
+                        (topic, list(ids.values())),
+                    ).fetchall()
+                }
+            writes: dict[str, bool] = {}
+            with conn.transaction(force_rollback=True):
+                if role is not None:
+                    conn.execute(settings, values)
+                else:
+                    conn.execute(settings.replace("set_config('role', %s, true), ", ""), values[1:])
+                for extension in ("broadcast", "presence"):
+                    try:
+                        with conn.transaction():
+                            conn.execute(insert, (topic, extension))
+                        writes[extension] = True
+                    except psycopg.errors.InsufficientPrivilege:
+                        writes[extension] = False
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                raise
+            logger.warning("database: RLS policy error on realtime.messages: %s", exc)
+            return None
+        return Policies(
+            broadcast_read=ids["broadcast"] in seen,
+            presence_read=ids["presence"] in seen,
+            broadcast_write=writes["broadcast"],
+            presence_write=writes["presence"],
+        )
+
+    async def authorize(self, token: str | None, topic: str) -> Policies | None:
+        """Evaluate the ``realtime.messages`` policies for ``topic`` under ``token``'s claims.
+
+        This is a checkpoint (a worker thread on the control connection).
+
+        Returns:
+            The policies, or ``None`` when a policy raised or the database failed.
+        """
+        role, claims = self._claims(token)
+        async with self._control_lock:
+            try:
+                return await trio.to_thread.run_sync(self._authorize, role, claims, topic)
+            except Exception as exc:
+                logger.warning("database: authorization check failed: %s", exc)
+                return None
+
     def _snapshot(self) -> list[_Subscriber]:
         subscribers: list[_Subscriber] = []
         for channel in list(self._subscribed):
@@ -548,15 +657,20 @@ class Database:
             return None
         return {tuple(row) for row in found}
 
-    def _poll(self, subscribers: list[_Subscriber]) -> tuple[int, list[tuple[Channel, JSONObject]]]:
+    def _poll(self, subscribers: list[_Subscriber]) -> _Polled:
         texts = self._read_slot()
         changes: list[_Change] = []
+        messages: list[JSONObject] = []
         for text in texts:
             wal = orjson.loads(text)
             action = _ACTIONS.get(wal.get("action"))
             if action is None:
                 continue
             schema, name = wal["schema"], wal["table"]
+            if schema == "realtime" and (name == "messages" or name.startswith("messages_")):
+                if action == "INSERT":
+                    messages.append(wal)
+                continue
             candidates = [
                 (subscriber, binding)
                 for subscriber in subscribers
@@ -567,8 +681,9 @@ class Database:
             ]
             if candidates:
                 changes.append(_Change(wal, action, schema, name, len(text.encode()), candidates))
+        broadcasts = self._broadcasts(messages)
         if not changes:
-            return len(texts), []
+            return _Polled(len(texts), [], broadcasts)
         tables: dict[tuple[str, str], _Table] = {}
         decoded = self._decode([change.wal for change in changes])
         for change, (new, old) in zip(changes, decoded, strict=True):
@@ -579,7 +694,28 @@ class Database:
         out: list[tuple[Channel, JSONObject]] = []
         for change in changes:
             out.extend(self._messages(change))
-        return len(texts), out
+        return _Polled(len(texts), out, broadcasts)
+
+    def _broadcasts(self, messages: list[JSONObject]) -> list[_Broadcast]:
+        """Broadcast from Database: the ``realtime.messages`` rows with extension broadcast."""
+        if not messages:
+            return []
+        broadcasts: list[_Broadcast] = []
+        for new, _old in self._decode(messages):
+            row = {column.name: column.value for column in new}
+            topic, event = row.get("topic"), row.get("event")
+            if row.get("extension") != "broadcast" or not isinstance(topic, str):
+                continue
+            broadcasts.append(
+                _Broadcast(
+                    topic=topic,
+                    event=event if isinstance(event, str) else "",
+                    payload=row.get("payload"),
+                    private=row.get("private") is True,
+                    id=str(row.get("id")),
+                )
+            )
+        return broadcasts
 
     def _check_visibility(self, changes: list[_Change]) -> None:
         """Fill each change's ``visible`` map: one query per table, role and claims."""
@@ -676,7 +812,7 @@ class Database:
         while True:
             subscribers = self._snapshot()
             try:
-                count, deliveries = await trio.to_thread.run_sync(self._poll, subscribers)
+                polled = await trio.to_thread.run_sync(self._poll, subscribers)
             except Exception as exc:
                 self._errors += 1
                 logger.error("database: polling the replication slot failed: %s", exc)  # noqa: TRY400
@@ -686,9 +822,10 @@ class Database:
                 continue
             backoff = self._poll_interval
             self._polls += 1
-            self._changes += count
-            self._deliver(deliveries)
-            if count == 0:
+            self._changes += polled.count
+            self._deliver(polled.deliveries)
+            self._send_broadcasts(polled.broadcasts)
+            if polled.count == 0:
                 with trio.move_on_after(self._poll_interval):
                     await self._wakeup.wait()
                 if self._wakeup.is_set():
@@ -716,6 +853,19 @@ class Database:
             self._control_conn = _connect(self._url)
         self._reconnects += 1
         logger.warning("database: reconnected with a new slot %s", self._slot)
+
+    def _send_broadcasts(self, broadcasts: list[_Broadcast]) -> None:
+        for message in broadcasts:
+            room = self._hub.room(realtime_topic(message.topic), message.private)
+            if room is None:
+                continue
+            payload: JSONObject = {
+                "type": BROADCAST,
+                "event": message.event,
+                "payload": message.payload,
+                "meta": {"id": message.id},
+            }
+            self._broadcasts_sent += room.fan_out_user_broadcast(payload)
 
     def _deliver(self, deliveries: list[tuple[Channel, JSONObject]]) -> None:
         for channel, payload in deliveries:

@@ -19,6 +19,7 @@ class DatabaseStatistics:
         messages_queued: ``postgres_changes`` messages queued to channels.
         poll_errors: Polls that failed (logged, then retried).
         reconnects: Times the poll connection was re-opened with a new slot.
+        broadcasts_queued: Broadcasts from the database (``realtime.send``) queued to channels.
     """
 
     polls: int
@@ -26,3 +27,4 @@ class DatabaseStatistics:
     messages_queued: int
     poll_errors: int
     reconnects: int
+    broadcasts_queued: int

@@ -317,6 +317,8 @@ class ServerConnection:
                         record(frame)
                         if frame.event == PHX_JOIN:
                             await self._join(frame)
+                        elif frame.event == ACCESS_TOKEN and hub.database is not None:
+                            await self._reauthorize(frame)
                         else:
                             self._handle(frame, user_broadcast)
         finally:
@@ -426,6 +428,10 @@ class ServerConnection:
     def _broadcast(self, channel: Channel, frame: Frame, user_broadcast: bool) -> None:
         room = channel.room
         assert room is not None
+        if channel.policies is not None and not channel.policies.broadcast_write:
+            # No write policy: dropped silently, with no ack even when acks were asked for.
+            logger.debug("connection %d: broadcast on %s refused by RLS", self._id, channel.topic)
+            return
         if channel.private and not _may(
             self._hub.config.authorize, channel.topic, channel.token, "write"
         ):
@@ -453,6 +459,9 @@ class ServerConnection:
             self._reply(topic, ref, join_ref, "ok", {})
             return
         name = event.lower() if isinstance(event, str) else None
+        if channel.policies is not None and not channel.policies.presence_write:
+            self._reply(topic, ref, join_ref, "error", {})
+            return
         if name == "track":
             state = body.get("payload", {})
             if not isinstance(state, dict):
@@ -477,21 +486,46 @@ class ServerConnection:
         self.remove_channel(channel.topic)
         channel.push_close()
 
-    def _access_token(self, channel: Channel, frame: Frame) -> None:
+    def _access_token(self, channel: Channel, frame: Frame) -> bool:
+        """Take a new token; return whether the channel now runs with it."""
         body = frame.payload
         if not isinstance(body, dict) or "access_token" not in body:
-            return
+            return False
         token = body["access_token"]
         if not isinstance(token, str) or token.startswith(SB_PREFIX) or token == channel.token:
-            return
+            return False
         check = self._hub.config.token_check
         message = check(token) if check is not None else None
         if message is not None:
             self.system_close(channel, message)
-            return
+            return False
         channel.token = token
         if channel.bindings:
             channel.push(SYSTEM, _postgres_system(channel, "ok", SUBSCRIBED))
+        return True
+
+    async def _reauthorize(self, frame: Frame) -> None:
+        """``access_token`` on a database-backed server: a private channel's policies are
+        evaluated again under the new token, and the channel closes if it may no longer read."""
+        channel = self._channels.get(frame.topic)
+        if channel is None:
+            self._handle(frame, False)
+            return
+        if not self._access_token(channel, frame) or channel.policies is None:
+            return
+        database = self._hub.database
+        assert database is not None
+        policies = await database.authorize(channel.token, sub_topic(channel.topic))
+        if self._channels.get(channel.topic) is not channel:
+            return  # left or replaced meanwhile
+        if policies is None or not policies.can_read:
+            self.system_close(
+                channel,
+                "You no longer have permission to read from this Channel topic: "
+                + sub_topic(channel.topic),
+            )
+            return
+        channel.policies = policies
 
     def system_close(self, channel: Channel, message: str) -> None:
         """Close ``channel`` as the server does on an error: ``system`` error, then close."""
@@ -553,6 +587,12 @@ class ServerConnection:
         params = parse_join(frame.payload)
         token = channel_token(params.token, self._token)
         reason, delay = self._refusal(topic, params, token)
+        policies = None
+        if not reason and params.private and hub.database is not None:
+            policies = await hub.database.authorize(token, sub_topic(topic))
+            if policies is None or not policies.can_read:
+                reason = UNAUTHORIZED_READ + sub_topic(topic)
+                delay = hub.config.join_error_delay
         if reason:
             hub.joins_refused += 1
             logger.debug("connection %d: refusing join of %s: %s", self._id, topic, reason)
@@ -574,6 +614,7 @@ class ServerConnection:
             presence_enabled=params.presence_enabled,
             presence_key=params.presence_key,
             token=token,
+            policies=policies,
         )
         bindings_error: str | None = None
         if params.bindings:
@@ -588,7 +629,8 @@ class ServerConnection:
         self._reply(topic, ref, raw_join_ref, "ok", response)
         if old is not None:
             old.push_close()
-        if channel.presence_enabled and channel.room is not None:
+        may_see_presence = policies is None or policies.presence_read
+        if channel.presence_enabled and channel.room is not None and may_see_presence:
             channel.push(PRESENCE_STATE, channel.room.presence_state())
         if params.bindings:
             if bindings_error is None and hub.database is not None:

@@ -86,11 +86,38 @@ class ServerConfig:
     max_events_per_second: int = 100
 
 
+@dataclass(frozen=True, slots=True)
+class Policies:
+    """What the RLS policies on ``realtime.messages`` let a private channel's user do.
+
+    Attributes:
+        broadcast_read: Receive broadcasts (SELECT with ``extension = 'broadcast'``).
+        presence_read: Receive presence (SELECT with ``extension = 'presence'``).
+        broadcast_write: Send broadcasts (INSERT with ``extension = 'broadcast'``).
+        presence_write: Track presence (INSERT with ``extension = 'presence'``).
+    """
+
+    broadcast_read: bool
+    presence_read: bool
+    broadcast_write: bool
+    presence_write: bool
+
+    @property
+    def can_read(self) -> bool:
+        """Whether the channel may be joined at all (either read policy passes)."""
+        return self.broadcast_read or self.presence_read
+
+
 class PostgresBackend(Protocol):
-    """Where postgres_changes come from when the server has a database (``_database``)."""
+    """The database behind the server, when it has one (``_database``)."""
 
     async def subscribe(self, channel: Channel) -> str | None:
         """Check and register a joined channel's bindings; return an error message or ``None``."""
+        ...
+
+    async def authorize(self, token: str | None, topic: str) -> Policies | None:
+        """Evaluate the ``realtime.messages`` policies for ``topic`` (the sub-topic) under the
+        token's claims; ``None`` when a policy raised."""
         ...
 
 
@@ -124,6 +151,7 @@ class Channel:
         presence_key: The key its presence is tracked under.
         bindings: Active postgres_changes bindings (empty if none, or if they failed to parse).
         token: The token the channel runs with (never logged).
+        policies: For a private channel on a database-backed server, what its user may do.
     """
 
     peer: Peer
@@ -139,6 +167,7 @@ class Channel:
     bindings: tuple[Binding, ...] = ()
     token: str | None = field(default=None, repr=False)
     room: Room | None = None
+    policies: Policies | None = None
 
     def push(self, event: str, payload: JSONValue) -> bool:
         """Queue a push from the channel: ``[join_ref, null, topic, event, payload]``."""
@@ -157,12 +186,38 @@ def _new_phx_ref() -> str:
     return secrets.token_urlsafe(12)
 
 
-def _deliver(subscribers: dict[Channel, Enqueue], item: OutgoingMessage, exclude: object) -> int:
+def _deliver(
+    subscribers: dict[Channel, Enqueue],
+    item: OutgoingMessage,
+    exclude: object,
+    allowed: Callable[[Channel], bool] | None = None,
+) -> int:
     delivered = 0
     for channel, enqueue in subscribers.items():
-        if channel is not exclude and enqueue(item):
+        if channel is exclude or (allowed is not None and not allowed(channel)):
+            continue
+        if enqueue(item):
             delivered += 1
     return delivered
+
+
+def _may_read_broadcast(channel: Channel) -> bool:
+    return channel.policies is None or channel.policies.broadcast_read
+
+
+def _may_read_presence(channel: Channel) -> bool:
+    return channel.policies is None or channel.policies.presence_read
+
+
+def _reader_check(private: bool, event: str) -> Callable[[Channel], bool] | None:
+    """In a private room, who may receive ``event``: the read policy of its extension."""
+    if not private:
+        return None
+    if event == BROADCAST:
+        return _may_read_broadcast
+    if event == PRESENCE_DIFF:
+        return _may_read_presence
+    return None
 
 
 class Room:
@@ -189,6 +244,7 @@ class Room:
         """
         delivered = 0
         frame = make_frame(self.topic, event, payload)
+        allowed = _reader_check(self.private, event)
         for vsn, subscribers in ((VSN_1, self.v1), (VSN_2, self.v2)):
             if len(subscribers) > (exclude in subscribers):
                 try:
@@ -198,7 +254,7 @@ class Room:
                         "cannot encode %s on %s for vsn %s: %s", event, self.topic, vsn, exc
                     )
                     continue
-                delivered += _deliver(subscribers, item, exclude)
+                delivered += _deliver(subscribers, item, exclude, allowed)
         return delivered
 
     def fan_out_user_broadcast(self, payload: JSONObject, exclude: Channel | None = None) -> int:
@@ -212,20 +268,21 @@ class Room:
         """
         delivered = 0
         frame = make_frame(self.topic, BROADCAST, payload)
+        allowed = _reader_check(self.private, BROADCAST)
         if len(self.v2) > (exclude in self.v2):
             try:
                 item = encode(frame, VSN_2, user_broadcast=True)
             except ProtocolError as exc:
                 logger.warning("cannot encode a user broadcast on %s: %s", self.topic, exc)
             else:
-                delivered += _deliver(self.v2, item, exclude)
+                delivered += _deliver(self.v2, item, exclude, allowed)
         if len(self.v1) > (exclude in self.v1) and not isinstance(payload.get("payload"), bytes):
             try:
                 item = encode(frame, VSN_1)
             except ProtocolError as exc:
                 logger.warning("cannot encode a broadcast on %s: %s", self.topic, exc)
             else:
-                delivered += _deliver(self.v1, item, exclude)
+                delivered += _deliver(self.v1, item, exclude, allowed)
         return delivered
 
     # -- presence ---------------------------------------------------------------------------

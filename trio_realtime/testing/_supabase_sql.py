@@ -63,3 +63,58 @@ end
 $body$;
 """
 """Create the (empty) ``supabase_realtime`` publication where missing."""
+
+REALTIME_SQL = """
+create schema realtime;
+create table realtime.messages (
+  id uuid primary key default gen_random_uuid(),
+  topic text not null,
+  extension text not null,
+  event text,
+  payload jsonb,
+  private boolean default false,
+  inserted_at timestamp not null default now(),
+  updated_at timestamp not null default now()
+);
+alter table realtime.messages enable row level security;
+create function realtime.topic() returns text language sql stable as $body$
+  select nullif(current_setting('realtime.topic', true), '')::text
+$body$;
+create function realtime.send(payload jsonb, event text, topic text, private boolean default true)
+  returns void language plpgsql security definer set search_path = '' as $body$
+begin
+  insert into realtime.messages (topic, extension, event, payload, private)
+  values (topic, 'broadcast', event, payload, private);
+end
+$body$;
+create function realtime.broadcast_changes(
+  topic_name text, event_name text, operation text, table_name text, table_schema text,
+  new record, old record, level text default 'ROW'
+) returns void language plpgsql as $body$
+begin
+  if level <> 'ROW' then
+    raise exception 'realtime.broadcast_changes needs a FOR EACH ROW trigger';
+  end if;
+  if operation not in ('INSERT', 'UPDATE', 'DELETE') then
+    raise exception 'realtime.broadcast_changes: unexpected operation %', operation;
+  end if;
+  perform realtime.send(
+    jsonb_build_object(
+      'old_record', old, 'record', new, 'operation', operation,
+      'table', table_name, 'schema', table_schema
+    ),
+    event_name,
+    topic_name
+  );
+end
+$body$;
+grant usage on schema realtime to anon, authenticated, service_role;
+grant select, insert, update on realtime.messages to anon, authenticated, service_role;
+grant execute on function realtime.topic(), realtime.send(jsonb, text, text, boolean),
+  realtime.broadcast_changes(text, text, text, text, text, record, record, text)
+  to anon, authenticated, service_role;
+"""
+"""Realtime's database objects for private channels and Broadcast from Database, with
+Supabase's signatures: ``realtime.messages`` (RLS on, no policy: nobody may read or write until
+you add policies), ``realtime.topic()``, ``realtime.send()`` and ``realtime.broadcast_changes()``.
+Run only where the ``realtime`` schema is absent."""
