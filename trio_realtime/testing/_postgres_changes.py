@@ -17,6 +17,7 @@ import orjson
 
 from .._frames import JSONObject, JSONValue
 from .._postgres import FilterCondition, FilterParseError, filter_matches, parse_filter
+from ._filters import subscription_error
 
 CHANGE_TYPES = ("INSERT", "UPDATE", "DELETE")
 _EVENTS = frozenset((*CHANGE_TYPES, "*"))
@@ -105,7 +106,8 @@ def parse_bindings(raw_bindings: Sequence[JSONObject]) -> tuple[Binding, ...]:
 
     Raises:
         FilterParseError: with the text the server puts in its ``system`` error message, for a
-            binding without schema and table, or a filter that does not parse.
+            binding without schema and table, a filter that does not parse, or one the
+            server's subscription trigger refuses (``_filters``).
     """
     bindings: list[Binding] = []
     for raw in raw_bindings:
@@ -120,15 +122,23 @@ def parse_bindings(raw_bindings: Sequence[JSONObject]) -> tuple[Binding, ...]:
             )
         text = raw.get("filter")
         conditions = parse_filter(text) if isinstance(text, str) and text else []
-        bindings.append(
-            Binding(
-                id=binding_id(raw),
-                event=normalised if normalised in _EVENTS else WILDCARD,
-                schema=schema if isinstance(schema, str) else "public",
-                table=table if isinstance(table, str) else WILDCARD,
-                conditions=tuple(conditions),
-            )
+        binding = Binding(
+            id=binding_id(raw),
+            event=normalised if normalised in _EVENTS else WILDCARD,
+            schema=schema if isinstance(schema, str) else "public",
+            table=table if isinstance(table, str) else WILDCARD,
+            conditions=tuple(conditions),
         )
+        select = raw.get("select")
+        columns = (
+            [name for name in select if isinstance(name, str)] if isinstance(select, list) else []
+        )
+        error = subscription_error(
+            binding.event, binding.schema, binding.table, binding.conditions, columns or None
+        )
+        if error is not None:
+            raise FilterParseError(error)
+        bindings.append(binding)
     return tuple(bindings)
 
 
