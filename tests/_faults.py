@@ -403,11 +403,10 @@ class World:
     def check_bounded(self, *, channels: int = len(ROOMS)) -> None:
         """Nothing accumulates: reply waiters, waiting pushes, subscription buffers, server
         connections and channels."""
-        connection = self.client.connection
-        assert connection is not None
-        assert connection.replies == {}
+        assert self.client.connected
+        assert self.client.statistics().pending_replies == 0
         for room in self.rooms:
-            assert not room.channel._waiting_pushes
+            assert room.channel.statistics().waiting_pushes == 0
             for sink in room.sinks:
                 stats = sink.subscription.statistics()
                 assert stats.buffered <= stats.buffer

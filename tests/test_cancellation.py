@@ -114,10 +114,10 @@ async def world(*, join: bool = True) -> AsyncIterator[World]:
 
 
 def assert_no_leaks(client: RealtimeClient, channel: Channel) -> None:
-    connection = client.connection
-    assert connection is not None
-    assert connection.replies == {}, connection.replies
-    assert not channel._waiting_pushes
+    assert client.connected
+    assert client.statistics().pending_replies == 0
+    figures = channel.statistics()
+    assert (figures.waiting_pushes, figures.pushes_in_flight) == (0, 0)
 
 
 async def cancel_at(k: int, operation: Callable[[], Awaitable[object]], seen: Coverage) -> bool:

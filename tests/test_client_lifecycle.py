@@ -25,6 +25,7 @@ from trio_realtime import (
     backoff,
     open_realtime,
 )
+from trio_realtime._driver import HEALTHY_AFTER
 from trio_realtime._url import Endpoint
 from trio_realtime.testing import RealtimeServer, serve_realtime
 
@@ -213,10 +214,9 @@ async def test_hb04_error_reply_is_reported_and_connection_continues(
             await trio.sleep(5.0)
             await settle()
             # Answer the outstanding heartbeat with an error status by hand.
-            pending = client.connection
+            pending = client._runtime.session.heartbeat_outstanding
             assert pending is not None
-            assert pending.pending_heartbeat is not None
-            heartbeat_ref = pending.pending_heartbeat[0]
+            heartbeat_ref = pending[0]
             await server.send_raw(
                 '{"event":"phx_reply","payload":{"response":{},"status":"error"},'
                 f'"ref":"{heartbeat_ref}","topic":"phoenix"}}'
@@ -290,11 +290,13 @@ async def test_rc02_no_reconnect_after_user_close(autojump_clock: trio.testing.M
 
 
 async def test_rc03_backoff_resets_after_success(autojump_clock: trio.testing.MockClock) -> None:
-    """RC-03: after a successful reconnect, the next loss starts again at 1 s."""
+    """RC-03, HD-11: after a reconnect that stayed up for HEALTHY_AFTER seconds, the next loss
+    starts again at 1 s."""
     async with serve_realtime() as server:
         async with connect(server, reconnect=EXACT) as client:
             events = client.connection_events()
             for _ in range(3):
+                await trio.sleep(HEALTHY_AFTER)
                 await server.drop_connections()
                 delays = []
                 while True:
@@ -304,6 +306,35 @@ async def test_rc03_backoff_resets_after_success(autojump_clock: trio.testing.Mo
                     if isinstance(event, Connected):
                         break
                 assert delays == [1.0]
+
+
+async def test_hd11_backoff_grows_while_connections_drop_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """HD-11: a server that accepts and drops at once is retried with a growing delay: the
+    backoff is not reset by an upgrade that did not stay up, and resets once one does."""
+    async with serve_realtime() as server:
+        async with connect(server, reconnect=EXACT) as client:
+            events = client.connection_events()
+            delays: list[float] = []
+            times: list[float] = []
+            for _ in range(5):
+                await server.drop_connections()
+                while True:
+                    event = await events.receive()
+                    if isinstance(event, Reconnecting):
+                        delays.append(event.delay)
+                    if isinstance(event, Connected):
+                        times.append(trio.current_time())
+                        break
+            assert delays == [1.0, 2.0, 5.0, 10.0, 10.0]
+            assert times == [1.0, 3.0, 8.0, 18.0, 28.0]
+            await trio.sleep(HEALTHY_AFTER)
+            await server.drop_connections()
+            event = await events.receive()
+            assert isinstance(event, Disconnected)
+            event = await events.receive()
+            assert event == Reconnecting(1, 1.0)
 
 
 @pytest.mark.parametrize("vsn", ["1.0.0", "2.0.0"])

@@ -13,6 +13,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import trio
 from db_support import JWT_SECRET, sql
 from server_support import RawClient, connect, obj, reply_status
@@ -239,3 +240,38 @@ async def test_bd02_broadcast_changes_from_a_trigger(database: str, nursery: tri
     inner = obj(obj(update.payload)["payload"])
     assert inner["old_record"] == {"id": 1, "body": "a"}
     assert inner["record"] == {"id": 1, "body": "b"}
+
+
+async def test_az02_rest_broadcasts_to_private_topics_need_the_write_policy(
+    database: str, nursery: trio.Nursery
+) -> None:
+    """AZ-02: REST broadcasts to a private topic are checked against the same insert policy:
+    the single endpoint answers 403 without it, the batch endpoint skips the message (202)."""
+    with trio.fail_after(LIMIT):
+        await sql(database, POLICIES)
+        async with db_server(database) as server:
+            reader, _ = await join_private(server, nursery, "lobby", token(BOB))
+            assert (await reader.receive()).event == "presence_state"
+            async with httpx.AsyncClient(
+                transport=server.http_transport, base_url=server.url
+            ) as http:
+
+                def auth(user_token: str) -> dict[str, str]:
+                    return {"authorization": f"Bearer {user_token}", "apikey": user_token}
+
+                single = "/api/broadcast/lobby/events/note?private=true"
+                refused = await http.post(single, json={"n": 0}, headers=auth(token(BOB)))
+                batch = {
+                    "messages": [
+                        {"topic": "lobby", "event": "note", "payload": {"n": 1}, "private": True}
+                    ]
+                }
+                skipped = await http.post("/api/broadcast", json=batch, headers=auth(token(BOB)))
+                allowed = await http.post(
+                    single, json={"n": 2}, headers=auth(token(ALICE, writer=True))
+                )
+            received = await reader.receive()
+    assert (refused.status_code, refused.json()) == (403, {"message": "Unauthorized"})
+    assert skipped.status_code == 202
+    assert allowed.status_code == 202
+    assert obj(received.payload)["payload"] == {"n": 2}

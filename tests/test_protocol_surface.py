@@ -95,6 +95,7 @@ ALLOWED_IMPORTS = {
     "__future__",
     "collections",
     "collections.abc",
+    "contextlib",
     "copy",
     "dataclasses",
     "enum",

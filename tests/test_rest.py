@@ -448,7 +448,7 @@ async def test_rb03_network_failure_raises_connection_error() -> None:
                 server.url, apikey=APIKEY, access_token=TOKEN, transport=server.memory_transport
             ) as client:
                 # Point REST at a port nothing listens on: the socket stays in memory.
-                client.rest._url = f"http://127.0.0.1:{_closed_port()}/api/broadcast"
+                client._runtime.rest._url = f"http://127.0.0.1:{_closed_port()}/api/broadcast"
                 with pytest.raises(RealtimeConnectionError) as caught:
                     await client.channel("room:x").http_send("e", {})
             assert port
@@ -481,7 +481,7 @@ async def test_rb03_over_tcp_with_the_default_transport() -> None:
             async with open_realtime(
                 server.url, apikey=APIKEY, transport=server.memory_transport
             ) as client:
-                client.rest._apikey = "anon-SECRET-wrong"
+                client._runtime.rest._apikey = "anon-SECRET-wrong"
                 with pytest.raises(RestUnauthorized) as caught:
                     await client.channel("room:tcp").http_send("e", {})
             assert caught.value.status_code == 401
@@ -507,8 +507,8 @@ async def test_rb03_closed_client_refuses_rest(autojump_clock: trio.testing.Mock
     async with serve_realtime() as server:
         async with rest_client(server) as client:
             await client.channel("room:x").http_send("e", {})
-            http = client.rest._client
+            http = client._runtime.rest._client
             assert http is not None
         assert http.is_closed
         with pytest.raises(Exception, match="closed"):
-            await client.rest.send_single("room:x", "e", {}, private=False)
+            await client._runtime.rest.send_single("room:x", "e", {}, private=False)

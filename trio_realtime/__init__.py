@@ -38,6 +38,7 @@ from ._exceptions import SubscriptionOverflow as SubscriptionOverflow
 if TYPE_CHECKING:
     from ._channel import Channel as Channel
     from ._channel import ChannelState as ChannelState
+    from ._channel import ChannelStatistics as ChannelStatistics
     from ._client import ClientStatistics as ClientStatistics
     from ._client import RealtimeClient as RealtimeClient
     from ._client import ReconnectPolicy as ReconnectPolicy
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Channel": "_channel",
     "ChannelState": "_channel",
+    "ChannelStatistics": "_channel",
     "ClientStatistics": "_client",
     "RealtimeClient": "_client",
     "ReconnectPolicy": "_client",
@@ -132,6 +134,7 @@ __all__ = [
     "ChannelJoined",
     "ChannelState",
     "ChannelStateError",
+    "ChannelStatistics",
     "ClientStatistics",
     "Connected",
     "ConnectionClosed",

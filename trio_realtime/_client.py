@@ -1,41 +1,31 @@
-"""``open_realtime()``: the connection, its reader, writer and heartbeat tasks, and reconnects.
+"""``open_realtime()`` and :class:`RealtimeClient`: the public face of the trio runtime.
 
 Theory of operation
 -------------------
-``open_realtime`` owns one nursery. In it, :meth:`RealtimeClient._run` loops for the life of the
-client: open a transport, run a connection, and when the connection is lost, wait for the
-reconnect policy's delay and open the next one. Each connection has its own nursery with three
-tasks:
+``open_realtime`` validates every option, then owns one nursery. In it the driver
+(``_driver.Driver``) loops for the life of the client: connect, serve, reconnect. The body of
+``open_realtime`` runs only after the first connection is open, and an error there is raised
+from ``open_realtime`` itself.
 
-* the **reader** takes every message the transport has, parses it and routes it synchronously:
-  replies to their waiters, frames to their channel, which puts items into bounded
-  subscriptions. It never awaits a consumer, so a consumer that stops reading cannot delay
-  heartbeats or any other subscription;
-* the **writer** is the only task that writes to the transport; everyone else queues encoded
-  frames for it (``_connection.Connection``);
-* the **heartbeat** sends a heartbeat every interval and declares the connection dead when the
-  previous one is still unanswered at the next tick.
-
-When a connection ends, the client fails what was tied to it (reply waiters, unwritten frames),
-marks joined channels as waiting to rejoin, publishes ``Disconnected`` and ``Reconnecting``
-events, and after the delay reconnects; every channel that the user still wants joined then
-rejoins with a fresh join_ref. The body of ``open_realtime`` runs only after the first
-connection is open, and an error there is raised from ``open_realtime`` itself.
+Under the client, floor by floor: the session core (``_session``, pure) holds the protocol
+state; the runtime (``_runtime``) shares it, the open connection and the token with the
+channels (``_channel``), which wait, time and retry; the driver moves bytes.
 
 On exit, joined channels are left and the socket is closed with code 1000, shielded and within
-``close_timeout``; then the nursery is cancelled, so no task outlives the ``async with``. Once
-connected, the background tasks are shielded from the caller's cancel scopes, so that a
-cancelled body still gets this graceful exit; only the exit itself cancels them.
+``close_timeout``; then the nursery is cancelled, whatever happened in the graceful part, so no
+task outlives the ``async with`` (HD-06). Once connected, the background tasks are shielded
+from the caller's cancel scopes, so that a cancelled body still gets this graceful exit; only
+the exit itself cancels them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
 import ssl
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
@@ -43,47 +33,35 @@ from typing import Final
 import httpx
 import trio
 
-from ._auth import token_expired
-from ._channel import Channel, ChannelState
-from ._connection import Connection
-from ._events import (
-    Connected,
-    ConnectionEvent,
-    Disconnected,
-    HeartbeatEvent,
-    Reconnecting,
-)
-from ._exceptions import (
-    ConnectionClosed,
-    ProtocolError,
-    RealtimeConnectionError,
-    RealtimeError,
-    leaf_exceptions,
-)
-from ._frames import Frame, heartbeat_frame, next_ref, realtime_topic, ref_counter
+from ._channel import Channel
+from ._driver import Driver
+from ._events import ConnectionEvent
+from ._exceptions import ConnectionClosed, RealtimeError, leaf_exceptions
+from ._frames import realtime_topic
 from ._rest import BroadcastMessage, RestSender
-from ._serializer import check_vsn, encode_wire, parse_frame
-from ._subscription import DEFAULT_BUFFER, Subscription
-from ._transport import (
-    CLOSE_ABNORMAL,
-    CLOSE_NORMAL,
-    DEFAULT_MAX_MESSAGE_SIZE,
-    TransportFactory,
-    TransportOptions,
-)
+from ._runtime import MAX_FRAME_SIZE, ReconnectPolicy, Runtime, Settings, TokenSource
+from ._serializer import check_vsn
+from ._session import ChannelOptions
+from ._subscription import DEFAULT_BUFFER, Feed, Subscription, open_subscription
+from ._transport import DEFAULT_MAX_MESSAGE_SIZE, TransportFactory, TransportOptions
 from ._url import DEFAULT_VSN, Endpoint, redact, url_options, websocket_url
 from ._ws_sansio import connect_sansio
 from ._ws_trio_websocket import connect_trio_websocket
 
+__all__ = [
+    "ClientStatistics",
+    "RealtimeClient",
+    "ReconnectPolicy",
+    "TokenSource",
+    "backoff",
+    "open_realtime",
+]
+
 logger = logging.getLogger("trio_realtime.client")
 
-TokenSource = Callable[[], Awaitable[str | None]]
-ReconnectPolicy = Callable[[int], float | None]
-"""Maps the attempt number (from 1) to seconds to wait, or ``None`` to give up."""
-
 DEFAULT_DELAYS: Final = (1.0, 2.0, 5.0, 10.0)
-# Refusals at the HTTP upgrade that no reconnect can fix.
-_FATAL_STATUSES: Final = frozenset({400, 401, 403, 404})
+MIN_HEARTBEAT_INTERVAL: Final = 0.1
+MIN_MESSAGE_SIZE: Final = 1024
 
 
 def backoff(
@@ -101,11 +79,17 @@ def backoff(
             clients do not reconnect in step. 0 gives exact delays.
         max_attempts: Give up after this many attempts (``None``: never give up).
         rng: The random source (for reproducible tests).
+
+    Raises:
+        ValueError: for an empty schedule, a delay that is negative or not finite, a jitter
+            outside ``[0, 1)``, or ``max_attempts`` below 1.
     """
-    if not delays or any(d < 0 for d in delays):
-        raise ValueError("delays must be non-empty and non-negative")
-    if not 0 <= jitter < 1:
+    if not delays or any(not _finite(d) or d < 0 for d in delays):
+        raise ValueError("delays must be non-empty, finite and non-negative")
+    if not _finite(jitter) or not 0 <= jitter < 1:
         raise ValueError("jitter must be in [0, 1)")
+    if max_attempts is not None and (not _is_int(max_attempts) or max_attempts < 1):
+        raise ValueError(f"max_attempts must be a positive int or None, not {max_attempts!r}")
     source = rng or random.Random()
 
     def policy(attempt: int) -> float | None:
@@ -115,6 +99,58 @@ def backoff(
         return base * (1 - jitter * source.random()) if jitter else base
 
     return policy
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_seconds(name: str, value: object, *, minimum: float = 0.0) -> float:
+    """Validate a duration option: a finite number above ``minimum`` (HD-08)."""
+    if not _finite(value) or value <= minimum:  # type: ignore[operator]
+        raise ValueError(
+            f"{name} must be a finite number of seconds above {minimum}, not {value!r}"
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def _check_count(name: str, value: object, *, minimum: int) -> int:
+    if not _is_int(value) or value < minimum:  # type: ignore[operator]
+        raise ValueError(f"{name} must be an int of at least {minimum}, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _check_policy(name: str, value: object, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not callable(value):
+        raise TypeError(f"{name} must be a callable policy (see backoff()), not {value!r}")
+
+
+def check_token(token: object, what: str) -> str | None:
+    """Validate an access token: a string the server can take, or ``None`` (HD-04, HD-10).
+
+    Raises:
+        TypeError: for anything but a string or ``None``.
+        ValueError: for a token that is not valid UTF-8 text or is too large to send.
+    """
+    if token is None:
+        return None
+    if not isinstance(token, str):
+        raise TypeError(f"{what} must be a string or None, not {type(token).__name__}")
+    try:
+        size = len(token.encode())
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid text (it has a lone surrogate)") from None
+    if size > MAX_FRAME_SIZE // 2:
+        raise ValueError(
+            f"{what} is {size} bytes: a join carrying it would be over the server's frame limit"
+        )
+    return token
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,12 +164,15 @@ class ClientStatistics:
         frames_received: Messages received, over all connections.
         frames_sent: Frames written, over all connections.
         malformed_frames: Messages that did not parse and were skipped.
-        unroutable_frames: Frames for a topic with no channel, or with an unknown event.
+        unroutable_frames: Frames for a topic with no channel, with an unknown event, or with a
+            payload of the wrong shape.
+        stale_frames: Frames dropped as stale (another join_ref, a reply nobody waits for).
         channels: Channels registered with the client.
         joined_channels: Channels joined now.
         heartbeat_latency: The last heartbeat round trip in seconds, if any.
         dropped_items: Items dropped by subscription overflow policies, over all subscriptions
             that are still registered.
+        pending_replies: Replies (joins, leaves, acked pushes) waited for now.
     """
 
     connected: bool
@@ -143,10 +182,12 @@ class ClientStatistics:
     frames_sent: int
     malformed_frames: int
     unroutable_frames: int
+    stale_frames: int
     channels: int
     joined_channels: int
     heartbeat_latency: float | None
     dropped_items: int
+    pending_replies: int
 
 
 def _transport_factory(transport: str | TransportFactory) -> TransportFactory:
@@ -164,89 +205,26 @@ def _transport_factory(transport: str | TransportFactory) -> TransportFactory:
 class RealtimeClient:
     """A connection to Supabase Realtime; obtain it from :func:`open_realtime`."""
 
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        *,
-        apikey: str,
-        access_token: str | TokenSource | None,
-        vsn: str,
-        heartbeat_interval: float | None,
-        timeout: float,
-        reconnect: ReconnectPolicy | None,
-        rejoin: ReconnectPolicy,
-        transport: TransportFactory,
-        transport_options: TransportOptions,
-        close_timeout: float,
-        connect_timeout: float,
-        outgoing_buffer: int,
-        http_transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    def __init__(self, runtime: Runtime, driver: Driver, endpoint: Endpoint) -> None:
+        self._runtime = runtime
+        self._driver = driver
         self._endpoint = endpoint
-        self._apikey = apikey
-        if callable(access_token):
-            self._token_source: TokenSource | None = access_token
-            self._token: str | None = None
-        else:
-            self._token_source = None
-            self._token = access_token
-        self._vsn = vsn
-        self._heartbeat_interval = heartbeat_interval
-        self._timeout = timeout
-        self._reconnect = reconnect
-        self._rejoin = rejoin
-        self._factory = transport
-        self._transport_options = transport_options
-        self._close_timeout = close_timeout
-        self._connect_timeout = connect_timeout
-        self._outgoing_buffer = outgoing_buffer
-        self._refs = ref_counter()
-        self._rest = RestSender(
-            endpoint,
-            apikey=apikey,
-            token=self.token_for_join,
-            ssl_context=transport_options.ssl_context,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            transport=http_transport,
-        )
-        self._channels: dict[str, Channel] = {}
-        self._connection: Connection | None = None
-        self._connected = trio.Event()
-        self._connection_subs: list[Subscription[ConnectionEvent]] = []
-        self._closing = False
         self._closed = False
-        self._run_done = trio.Event()
-        # Shielded once the first connection is open (open_realtime); only the exit cancels it.
-        self._run_scope = trio.CancelScope()
-        # Statistics.
-        self._connects = 0
-        self._frames_received = 0
-        self._frames_sent_closed = 0
-        self._malformed = 0
-        self._unroutable = 0
-        self._heartbeat_latency: float | None = None
 
     def __repr__(self) -> str:
-        state = "connected" if self._connection is not None else "disconnected"
-        return f"<RealtimeClient {self._endpoint.redacted} {state} channels={len(self._channels)}>"
-
-    # -- ChannelHost -----------------------------------------------------------------------------
+        state = "connected" if self.connected else "disconnected"
+        channels = len(self._runtime.channels)
+        return f"<RealtimeClient {self._endpoint.redacted} {state} channels={channels}>"
 
     @property
     def timeout(self) -> float:
-        """Seconds to wait for join and push replies."""
-        return self._timeout
+        """Seconds to wait for join, leave and acknowledged push replies."""
+        return self._runtime.settings.timeout
 
     @property
     def vsn(self) -> str:
         """The serializer version in use, ``"1.0.0"`` or ``"2.0.0"``."""
-        return self._vsn
-
-    @property
-    def connection(self) -> Connection | None:
-        """The open connection, if any (internal)."""
-        return self._connection
+        return self._runtime.settings.vsn
 
     @property
     def url(self) -> str:
@@ -256,70 +234,7 @@ class RealtimeClient:
     @property
     def connected(self) -> bool:
         """Whether a connection is open right now."""
-        return self._connection is not None
-
-    def next_ref(self) -> str:
-        """Return a fresh ref for an outgoing frame."""
-        return next_ref(self._refs)
-
-    def encode(self, frame: Frame) -> tuple[bytes, bool]:
-        """Encode an outgoing frame for this connection's vsn; log it at DEBUG (redacted).
-
-        Raises:
-            ProtocolError: when the frame cannot be encoded (for example bytes under 1.0.0).
-        """
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("> %r", frame)
-        return encode_wire(frame, self._vsn)
-
-    def rejoin_delay(self, attempt: int) -> float:
-        """Seconds before channel rejoin attempt ``attempt``."""
-        delay = self._rejoin(attempt)
-        return 10.0 if delay is None else delay
-
-    @property
-    def rest(self) -> RestSender:
-        """The REST broadcast sender (internal; see :meth:`http_broadcast`)."""
-        return self._rest
-
-    def register_channel(self, channel: Channel) -> None:
-        """Make ``channel`` the client's channel for its topic again (after a leave)."""
-        current = self._channels.get(channel.topic)
-        if current is None:
-            self._channels[channel.topic] = channel
-        elif current is not channel:
-            raise RealtimeError(
-                f"another channel object for {channel.topic!r} exists; use client.channel()"
-            )
-
-    def unregister_channel(self, channel: Channel) -> None:
-        """Forget ``channel`` (it was left or closed by the server)."""
-        if self._channels.get(channel.topic) is channel:
-            del self._channels[channel.topic]
-
-    async def token_for_join(self) -> str | None:
-        """The token for a join: refreshed first when it is missing or expired (AU-02, AU-05)."""
-        if self._token_source is not None and (
-            self._token is None or token_expired(self._token, time.time())
-        ):
-            await self._refresh_token()
-        return self._token
-
-    async def _refresh_token(self) -> None:
-        assert self._token_source is not None
-        try:
-            token: object = await self._token_source()
-        except Exception as exc:
-            logger.warning(
-                "access token callback failed (%s); keeping the cached token", type(exc).__name__
-            )
-            return
-        if token is not None and not isinstance(token, str):
-            logger.warning("access token callback returned %s, not a string", type(token).__name__)
-            return
-        self._token = token
-
-    # -- public API -------------------------------------------------------------------------------
+        return self._runtime.connection is not None
 
     def channel(
         self,
@@ -339,50 +254,71 @@ class RealtimeClient:
         Raises:
             ValueError: for an empty topic, or when the topic's channel exists with other
                 options.
+            TypeError: for an option of the wrong type.
             RealtimeError: after the client has closed.
         """
         if self._closed:
             raise RealtimeError("the client is closed")
         full = realtime_topic(topic)
-        existing = self._channels.get(full)
-        if existing is not None:
-            if not existing.same_options(broadcast_self, broadcast_ack, presence_key, private):
-                raise ValueError(f"channel {full!r} already exists with other options")
-            return existing
-        channel = Channel(
-            self,
-            full,
+        try:
+            full.encode()
+        except UnicodeEncodeError:
+            raise ValueError("topic is not valid text (it has a lone surrogate)") from None
+        flags = {
+            "broadcast_self": broadcast_self,
+            "broadcast_ack": broadcast_ack,
+            "presence_enabled": presence_enabled,
+            "private": private,
+        }
+        for name, value in flags.items():
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, not {value!r}")
+        if not isinstance(presence_key, str):
+            raise TypeError(f"presence_key must be a string, not {presence_key!r}")
+        try:
+            presence_key.encode()
+        except UnicodeEncodeError:
+            raise ValueError("presence_key is not valid text (it has a lone surrogate)") from None
+        options = ChannelOptions(
             broadcast_self=broadcast_self,
             broadcast_ack=broadcast_ack,
             presence_key=presence_key,
             presence_enabled=presence_enabled,
             private=private,
         )
-        self._channels[full] = channel
+        channels = self._runtime.channels
+        existing = channels.get(full)
+        if existing is not None:
+            if existing.options != options:
+                raise ValueError(f"channel {full!r} already exists with other options")
+            return existing
+        channel = Channel(self._runtime, full, options)
+        channels[full] = channel
         return channel
 
     @property
     def channels(self) -> list[Channel]:
         """The registered channels."""
-        return list(self._channels.values())
+        return list(self._runtime.channels.values())
 
     def connection_events(
         self, *, buffer: int = DEFAULT_BUFFER, overflow: str = "error"
     ) -> Subscription[ConnectionEvent]:
         """Subscribe to :class:`Connected`, :class:`Disconnected`, :class:`Reconnecting` and
         :class:`HeartbeatEvent` events, in the order they happen."""
-        registry = self._connection_subs
+        registry = self._driver.event_feeds
 
-        def unregister(sub: Subscription[ConnectionEvent]) -> None:
-            if sub in registry:
-                registry.remove(sub)
+        def unregister(feed: Feed[ConnectionEvent]) -> None:
+            if feed in registry:
+                registry.remove(feed)
 
-        sub: Subscription[ConnectionEvent] = Subscription(
+        feed, sub = open_subscription(
             "connection events", buffer=buffer, overflow=overflow, on_close=unregister
         )
         if self._closed:
-            sub.end()
-        registry.append(sub)
+            feed.end(None)
+        else:
+            registry.append(feed)
         return sub
 
     async def set_auth(self, token: str | None) -> None:
@@ -391,15 +327,22 @@ class RealtimeClient:
 
         A token callback given to ``open_realtime`` is still used on reconnect and when the
         token expires.
+
+        Raises:
+            TypeError: for a token that is not a string or ``None``.
+            ValueError: for a token that is not valid text or too large to send.
         """
-        if token is not None and not isinstance(token, str):
-            raise TypeError("token must be a string or None")
-        self._token = token
-        if token is None:
-            await trio.lowlevel.checkpoint()
-            return
-        for channel in list(self._channels.values()):
-            await channel.send_access_token(token)
+        checked = check_token(token, "token")
+        runtime = self._runtime
+        runtime.token = checked
+        if checked is not None:
+            for topic in list(runtime.channels):
+                frame = runtime.session.access_token(topic, checked)
+                connection = runtime.open_connection
+                if frame is not None and connection is not None:
+                    data, binary = runtime.encode(frame)
+                    with contextlib.suppress(ConnectionClosed):
+                        await connection.send(data, binary)
         await trio.lowlevel.checkpoint()
 
     async def http_broadcast(self, messages: Iterable[BroadcastMessage]) -> int:
@@ -425,277 +368,47 @@ class RealtimeClient:
             PushTimeout: no answer within the client ``timeout``.
             RealtimeConnectionError: the server could not be reached.
         """
-        return await self._rest.send_batch(messages)
+        return await self._runtime.rest.send_batch(messages)
 
     async def wait_connected(self) -> None:
         """Wait until a connection is open (returns at once when it is)."""
-        await self._connected.wait()
+        await self._driver.connected.wait()
 
     def statistics(self) -> ClientStatistics:
         """Return the client's figures."""
-        connection = self._connection
-        frames_sent = self._frames_sent_closed + (connection.frames_sent if connection else 0)
-        dropped = sum(sub.statistics().dropped for sub in self._connection_subs)
-        for channel in self._channels.values():
-            dropped += sum(sub.statistics().dropped for sub in channel._all_subscriptions())
+        runtime = self._runtime
+        driver = self._driver
+        connection = runtime.connection
+        frames_sent = driver.frames_sent_closed + (connection.frames_sent if connection else 0)
+        dropped = sum(feed.dropped for feed in driver.event_feeds)
+        channels = list(runtime.channels.values())
+        for channel in channels:
+            dropped += channel.statistics().dropped_items
         return ClientStatistics(
             connected=connection is not None,
-            connects=self._connects,
-            reconnects=max(self._connects - 1, 0),
-            frames_received=self._frames_received,
+            connects=driver.connects,
+            reconnects=max(driver.connects - 1, 0),
+            frames_received=driver.frames_received,
             frames_sent=frames_sent,
-            malformed_frames=self._malformed,
-            unroutable_frames=self._unroutable,
-            channels=len(self._channels),
-            joined_channels=sum(1 for c in self._channels.values() if c.joined),
-            heartbeat_latency=self._heartbeat_latency,
+            malformed_frames=driver.malformed,
+            unroutable_frames=runtime.session.unroutable_frames,
+            stale_frames=runtime.session.stale_frames,
+            channels=len(channels),
+            joined_channels=sum(1 for c in channels if c.joined),
+            heartbeat_latency=driver.heartbeat_latency,
             dropped_items=dropped,
+            pending_replies=max(
+                runtime.session.pending_replies, len(connection.replies) if connection else 0
+            ),
         )
 
-    # -- events ------------------------------------------------------------------------------------
-
-    def _emit(self, event: ConnectionEvent) -> None:
-        for sub in self._connection_subs:
-            sub.put(event)
-
-    # -- the connection loop -----------------------------------------------------------------------
-
-    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        try:
-            with self._run_scope:
-                await self._connect_forever(task_status)
-        finally:
-            self._run_done.set()
-
-    async def _connect_forever(self, task_status: trio.TaskStatus[None]) -> None:
-        attempt = 0
-        first = True
-        while True:
-            lost: ConnectionClosed | None = None
-            try:
-                lost = await self._run_connection(first, task_status)
-            except RealtimeConnectionError as exc:
-                if first or exc.status_code in _FATAL_STATUSES:
-                    raise
-                logger.warning("reconnect to %s failed: %s", self._endpoint.redacted, exc)
-            else:
-                if self._closing:
-                    return
-                first = False
-                attempt = 0
-            if lost is not None:
-                logger.warning(
-                    "connection to %s lost (code %s%s)",
-                    self._endpoint.redacted,
-                    lost.code,
-                    f": {lost.reason}" if lost.reason else "",
-                )
-            attempt += 1
-            delay = self._reconnect(attempt) if self._reconnect is not None else None
-            if lost is not None:
-                self._emit(Disconnected(lost.code, lost.reason, delay is not None))
-            if delay is None:
-                code = lost.code if lost is not None else CLOSE_ABNORMAL
-                reason = lost.reason if lost is not None else "reconnect failed"
-                raise ConnectionClosed(code, reason or "reconnecting is disabled or gave up")
-            self._emit(Reconnecting(attempt, delay))
-            logger.info("reconnecting in %.2f s (attempt %d)", delay, attempt)
-            await trio.sleep(delay)
-
-    async def _run_connection(
-        self, first: bool, task_status: trio.TaskStatus[None]
-    ) -> ConnectionClosed | None:
-        """Open one connection and serve it until it ends; return why it ended.
-
-        Two nurseries: the outer one holds whatever the transport runs for itself (trio-websocket
-        has its own reader task), the inner one our reader, writer, heartbeat and join loops.
-        Losing the connection cancels only the inner one, so the transport can still perform
-        its closing handshake before the outer one is cancelled.
-        """
-        connection: Connection | None = None
-        connect_error: RealtimeConnectionError | None = None
-        async with trio.open_nursery() as transport_nursery:
-            if self._token_source is not None and not first:
-                await self._refresh_token()
-            try:
-                with trio.move_on_after(self._connect_timeout) as connect_scope:
-                    transport = await self._factory(
-                        self._endpoint, self._transport_options, transport_nursery
-                    )
-                if connect_scope.cancelled_caught:
-                    raise RealtimeConnectionError(
-                        f"no connection to {self._endpoint.redacted} "
-                        f"within {self._connect_timeout} s"
-                    )
-            except RealtimeConnectionError as exc:
-                # Raised outside the nursery, so that it is not wrapped in a group.
-                connect_error = exc
-                transport_nursery.cancel_scope.cancel()
-            else:
-                try:
-                    async with trio.open_nursery() as nursery:
-                        connection = Connection(
-                            transport, nursery, outgoing_buffer=self._outgoing_buffer
-                        )
-                        self._serve(connection, first, task_status)
-                finally:
-                    if connection is not None:
-                        await self._connection_ended(connection)
-                    else:
-                        with trio.CancelScope(shield=True):
-                            await transport.abort()
-                    transport_nursery.cancel_scope.cancel()
-        if connect_error is not None:
-            raise connect_error
-        assert connection is not None
-        return connection.lost
-
-    def _serve(
-        self, connection: Connection, first: bool, task_status: trio.TaskStatus[None]
-    ) -> None:
-        """Start the connection's tasks and tell everyone that it is open."""
-        self._connection = connection
-        self._connects += 1
-        nursery = connection.nursery
-        nursery.start_soon(self._writer, connection)
-        nursery.start_soon(self._reader, connection)
-        if self._heartbeat_interval:
-            nursery.start_soon(self._heartbeat, connection)
-        logger.info("connected to %s", self._endpoint.redacted)
-        self._emit(Connected(self._endpoint.redacted, reconnect=not first))
-        self._connected.set()
-        if first:
-            task_status.started()
-        for channel in list(self._channels.values()):
-            channel.start_join_loop()
-
-    async def _connection_ended(self, connection: Connection) -> None:
-        self._connection = None
-        self._connected = trio.Event()
-        if connection.lost is None:
-            connection.lost = ConnectionClosed(CLOSE_ABNORMAL, "")
-        self._frames_sent_closed += connection.frames_sent
-        connection.fail_pending()
-        for channel in list(self._channels.values()):
-            channel.connection_lost()
-        with trio.CancelScope(shield=True):
-            if self._closing and connection.lost.code == CLOSE_NORMAL:
-                with trio.move_on_after(self._close_timeout):
-                    await connection.transport.aclose(CLOSE_NORMAL, "")
-            await connection.transport.abort()
-
-    async def _writer(self, connection: Connection) -> None:
-        await connection.run_writer()
-
-    async def _reader(self, connection: Connection) -> None:
-        transport = connection.transport
-        vsn = self._vsn
-        dispatch = self._dispatch
-        try:
-            while True:
-                messages = await transport.receive_messages()
-                self._frames_received += len(messages)
-                debug = logger.isEnabledFor(logging.DEBUG)
-                for data in messages:
-                    try:
-                        frame = parse_frame(data, vsn)
-                    except ProtocolError as exc:
-                        self._malformed += 1
-                        logger.warning("skipping malformed frame (%s): %.120r", exc, data)
-                        continue
-                    if debug:
-                        logger.debug("< %r", frame)
-                    try:
-                        dispatch(connection, frame)
-                    except Exception:
-                        logger.exception("error while handling a frame on %s", frame.topic)
-        except ConnectionClosed as exc:
-            reason = exc.reason
-            if exc.code == 1009 and not reason:
-                reason = "message too big"
-            connection.lose(exc.code, reason)
-
-    def _dispatch(self, connection: Connection, frame: Frame) -> None:
-        if frame.event == "phx_reply":
-            if frame.topic == "phoenix":
-                self._on_heartbeat_reply(connection, frame)
-                return
-            ref = frame.ref
-            waiter = connection.replies.pop(ref, None) if ref is not None else None
-            if waiter is not None:
-                waiter.set(frame)
-                return
-            logger.debug("ignoring a reply to an unknown ref %r on %s", ref, frame.topic)
-            return
-        channel = self._channels.get(frame.topic)
-        if channel is None:
-            self._unroutable += 1
-            logger.debug("ignoring %r for unknown topic %s", frame.event, frame.topic)
-            return
-        channel.on_frame(frame)
-
-    async def _heartbeat(self, connection: Connection) -> None:
-        interval = self._heartbeat_interval
-        assert interval
-        while True:
-            await trio.sleep(interval)
-            if connection.pending_heartbeat is not None:
-                logger.warning("no heartbeat reply within %.1f s; the connection is dead", interval)
-                connection.lose(CLOSE_ABNORMAL, "heartbeat timeout")
-                return
-            ref = self.next_ref()
-            connection.pending_heartbeat = (ref, trio.current_time())
-            data, binary = self.encode(heartbeat_frame(ref))
-            try:
-                # A queue that stays full for a whole interval means a dead connection too.
-                with trio.move_on_after(interval):
-                    await connection.send(data, binary)
-            except ConnectionClosed:
-                return
-
-    def _on_heartbeat_reply(self, connection: Connection, frame: Frame) -> None:
-        pending = connection.pending_heartbeat
-        if pending is None or pending[0] != frame.ref:
-            logger.debug("ignoring a heartbeat reply for ref %r", frame.ref)
-            return
-        connection.pending_heartbeat = None
-        latency = trio.current_time() - pending[1]
-        payload = frame.payload
-        status = payload.get("status") if isinstance(payload, dict) else None
-        if status == "ok":
-            self._heartbeat_latency = latency
-            self._emit(HeartbeatEvent("ok", latency))
-        else:
-            logger.warning("heartbeat reply with status %r", status)
-            self._emit(HeartbeatEvent("error", latency))
-
-    # -- shutdown ----------------------------------------------------------------------------------
-
-    async def _shutdown(self) -> None:
-        """Leave joined channels and close with 1000; shielded and bounded by close_timeout.
-
-        The close frame is sent by the connection's own teardown (``_connection_ended``), after
-        its reader has stopped, so that nothing else reads the socket meanwhile.
-        """
-        self._closing = True
-        with trio.CancelScope(shield=True):
-            connection = self._connection
-            if connection is not None and connection.lost is None:
-                joined = [c for c in self._channels.values() if c.state is ChannelState.JOINED]
-                with trio.move_on_after(self._close_timeout):
-                    async with trio.open_nursery() as nursery:
-                        for channel in joined:
-                            nursery.start_soon(channel.leave)
-                connection.lose(CLOSE_NORMAL, "client closed")
-                with trio.move_on_after(self._close_timeout * 2):
-                    await self._run_done.wait()
-        for channel in list(self._channels.values()):
-            channel.close_quietly()
+    def _close(self) -> None:
+        """After the connection loop: end every channel and subscription cleanly."""
+        for channel in list(self._runtime.channels.values()):
+            channel._close_quietly()
         self._closed = True
-        for sub in self._connection_subs:
-            sub.end()
-        with trio.CancelScope(shield=True), trio.move_on_after(self._close_timeout):
-            await self._rest.aclose()
+        for feed in self._driver.event_feeds:
+            feed.end(None)
 
 
 def _only_cancelled(error: BaseException) -> bool:
@@ -738,19 +451,21 @@ async def open_realtime(
             expired; if it fails, the cached token is used.
         vsn: The serializer, ``"1.0.0"`` (JSON objects) or ``"2.0.0"`` (arrays and binary);
             by default the URL's ``vsn``, else ``"1.0.0"``.
-        heartbeat_interval: Seconds between heartbeats; a heartbeat unanswered at the next tick
-            means the connection is dead. ``None`` disables heartbeats.
+        heartbeat_interval: Seconds between heartbeats (at least 0.1); a heartbeat unanswered
+            at the next tick means the connection is dead. ``None`` disables heartbeats.
         timeout: Seconds to wait for join, leave and acknowledged push replies.
         reconnect: Attempt number → seconds before reconnecting, or ``None`` to give up; pass
             ``None`` to disable reconnecting. Default: :func:`backoff` (1, 2, 5, 10 s...).
-        rejoin: The same kind of policy for rejoining a channel after a server error.
+        rejoin: The same kind of policy for rejoining a channel after a server error or a
+            refused background rejoin; ``None`` from it gives up and closes the channel.
         transport: ``"websockets"`` (the default, fastest), ``"trio-websocket"``, or a
             transport factory (for example ``server.memory_transport`` of the local server).
         ssl_context: The TLS context for ``wss``; by default certificates are verified.
         log_level: Sent to the server as ``log_level`` (its own logging only).
-        max_message_size: The largest incoming message accepted; a larger one closes the
-            connection (code 1009), which is then reconnected.
-        close_timeout: Bound on the graceful part of closing (leaves and close handshake).
+        max_message_size: The largest incoming message accepted (at least 1024 bytes); a
+            larger one closes the connection (code 1009), which is then reconnected.
+        close_timeout: Bound on the graceful part of closing (leaves and close handshake); the
+            transport's wait for the server's close frame uses it too.
         connect_timeout: Bound on opening a connection (TCP, TLS and the HTTP upgrade); past
             it the attempt fails like a refused connection.
         outgoing_buffer: Frames queued for the writer before senders wait.
@@ -759,8 +474,9 @@ async def open_realtime(
             local server offers ``server.http_transport`` to stay in memory.
 
     Raises:
-        ValueError: for a missing apikey, an unsupported vsn, a bad URL, or a keyword that
-            contradicts the URL's query.
+        ValueError: for a missing apikey, an unsupported vsn, a bad URL, a keyword that
+            contradicts the URL's query, or an option out of range (NaN, zero, negative, of
+            the wrong type), naming the option.
         RealtimeConnectionError: when the first connection fails (refused, TLS, or an HTTP
             error such as 401 with the server's message), when the server refuses a reconnect
             with 4xx, or when the reconnect policy gives up (as :class:`ConnectionClosed`).
@@ -776,54 +492,89 @@ async def open_realtime(
     if not isinstance(apikey, str) or not apikey.strip():
         raise ValueError("open_realtime needs an apikey (the project's anon or service key)")
     checked_vsn = check_vsn(options.vsn or "1.0.0")
-    if timeout <= 0:
-        raise ValueError("timeout must be positive")
-    if heartbeat_interval is not None and heartbeat_interval <= 0:
-        raise ValueError("heartbeat_interval must be positive, or None to disable heartbeats")
+    # Every option is checked here, before anything runs (HD-08).
+    _check_seconds("timeout", timeout)
+    if heartbeat_interval is not None and (
+        not _finite(heartbeat_interval) or heartbeat_interval < MIN_HEARTBEAT_INTERVAL
+    ):
+        raise ValueError(
+            f"heartbeat_interval must be a finite number of seconds of at least "
+            f"{MIN_HEARTBEAT_INTERVAL}, or None to disable heartbeats, not "
+            f"{heartbeat_interval!r}"
+        )
+    _check_seconds("close_timeout", close_timeout)
+    _check_seconds("connect_timeout", connect_timeout)
+    _check_count("max_message_size", max_message_size, minimum=MIN_MESSAGE_SIZE)
+    _check_count("outgoing_buffer", outgoing_buffer, minimum=1)
+    _check_policy("reconnect", reconnect, optional=True)
+    _check_policy("rejoin", rejoin, optional=False)
+    if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+        raise TypeError(f"ssl_context must be an ssl.SSLContext or None, not {ssl_context!r}")
+    if not callable(access_token):
+        check_token(access_token, "access_token")
+    factory = _transport_factory(transport)
     try:
         endpoint = websocket_url(url, apikey=apikey, vsn=checked_vsn, log_level=log_level)
     except ValueError as exc:
         raise ValueError(redact(str(exc), apikey)) from None
-    client = RealtimeClient(
+    if http_transport is not None and not isinstance(http_transport, httpx.AsyncBaseTransport):
+        raise TypeError(
+            f"http_transport must be an httpx.AsyncBaseTransport or None, not {http_transport!r}"
+        )
+    runtime = Runtime(Settings(checked_vsn, timeout, rejoin), access_token=access_token)
+    runtime.rest = RestSender(
         endpoint,
         apikey=apikey,
-        access_token=access_token,
-        vsn=checked_vsn,
-        heartbeat_interval=heartbeat_interval,
+        token=runtime.token_for_join,
+        ssl_context=ssl_context,
         timeout=timeout,
-        reconnect=reconnect,
-        rejoin=rejoin,
-        transport=_transport_factory(transport),
-        transport_options=TransportOptions(
-            ssl_context=ssl_context, max_message_size=max_message_size
-        ),
-        close_timeout=close_timeout,
         connect_timeout=connect_timeout,
-        outgoing_buffer=outgoing_buffer,
-        http_transport=http_transport,
+        transport=http_transport,
     )
+    driver = Driver(
+        runtime,
+        endpoint,
+        factory=factory,
+        transport_options=TransportOptions(
+            ssl_context=ssl_context,
+            max_message_size=max_message_size,
+            close_timeout=close_timeout,
+        ),
+        heartbeat_interval=heartbeat_interval,
+        reconnect=reconnect,
+        connect_timeout=connect_timeout,
+        close_timeout=close_timeout,
+        outgoing_buffer=outgoing_buffer,
+    )
+    client = RealtimeClient(runtime, driver, endpoint)
     # The body's exception is caught inside the nursery and re-raised outside it, so that it
     # comes out unwrapped; only background failures go through the ExceptionGroup below.
     user_error: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             try:
-                await nursery.start(client._run)
+                await nursery.start(driver.run)
                 # Connected: from now on a cancellation of the caller's scopes reaches only the
                 # body, whose exit then leaves the channels and closes with 1000 while the
                 # reader and writer still run; only the exit stops them (CL-05). Unless the
                 # caller is cancelled already: shielding tasks that have seen the cancellation
                 # would break trio's rule that a cancellation, once effective, stays so.
                 if trio.current_effective_deadline() != -math.inf:
-                    client._run_scope.shield = True
+                    driver.run_scope.shield = True
                 try:
                     yield client
                 except BaseException as exc:
                     user_error = exc
             finally:
-                await client._shutdown()
-                client._run_scope.cancel()
-                nursery.cancel_scope.cancel()
+                try:
+                    await driver.shutdown()
+                finally:
+                    # Whatever the graceful part did, every task ends now (HD-06).
+                    driver.run_scope.cancel()
+                    nursery.cancel_scope.cancel()
+                    client._close()
+                    with trio.CancelScope(shield=True), trio.move_on_after(close_timeout):
+                        await runtime.rest.aclose()
     except BaseExceptionGroup as group:
         if user_error is not None and not _only_cancelled(user_error):
             raise user_error from None

@@ -21,8 +21,8 @@ from typing import Generic, TypeVar
 
 import trio
 
-from ._exceptions import ConnectionClosed
-from ._frames import Frame
+from ._exceptions import ConnectionClosed, fresh
+from ._session import ReplyReceived
 from ._transport import CLOSE_ABNORMAL, Transport
 
 logger = logging.getLogger("trio_realtime.connection")
@@ -64,10 +64,14 @@ class Waiter(Generic[T]):
             self._event.set()
 
     async def wait(self) -> T:
-        """Wait for the result; raise the error if one was set."""
+        """Wait for the result; raise the error if one was set.
+
+        The error is raised as a fresh copy chained to the stored one, so that tasks waiting
+        for the same result never share (and grow) one traceback (RS-07).
+        """
         await self._event.wait()
         if self._error is not None:
-            raise self._error
+            raise fresh(self._error) from self._error
         return self._value  # type: ignore[return-value]
 
 
@@ -89,14 +93,16 @@ class Connection:
         self.transport = transport
         self.nursery = nursery
         self._send, self._receive = trio.open_memory_channel[Outgoing](outgoing_buffer)
-        self.replies: dict[str, Waiter[Frame]] = {}
-        self.pending_heartbeat: tuple[str, float] | None = None
+        self.replies: dict[str, Waiter[ReplyReceived]] = {}
         self.lost: ConnectionClosed | None = None
         self.frames_sent = 0
 
-    def expect_reply(self, ref: str) -> Waiter[Frame]:
-        """Register interest in the reply to ``ref``; register before sending."""
-        waiter: Waiter[Frame] = Waiter()
+    def expect_reply(self, ref: str) -> Waiter[ReplyReceived]:
+        """Register interest in the reply to ``ref``; register before sending.
+
+        The caller must :meth:`forget_reply` when it stops waiting, however it stops (HD-07).
+        """
+        waiter: Waiter[ReplyReceived] = Waiter()
         if self.lost is not None:
             waiter.fail(ConnectionClosed(self.lost.code, self.lost.reason))
         else:
@@ -104,7 +110,7 @@ class Connection:
         return waiter
 
     def forget_reply(self, ref: str) -> None:
-        """Stop waiting for the reply to ``ref`` (after a timeout)."""
+        """Stop waiting for the reply to ``ref``. Idempotent."""
         self.replies.pop(ref, None)
 
     async def send(self, data: bytes, binary: bool, written: Waiter[None] | None = None) -> None:
@@ -161,11 +167,20 @@ class Connection:
                     break
             try:
                 await transport.send_messages([(item.data, item.binary) for item in batch])
-            except ConnectionClosed as exc:
+            except BaseException as exc:
+                # Cut short, by the transport or by the loss cancelling this task (HD-01): part
+                # of the batch may have reached the server, so every push in it fails now.
+                if isinstance(exc, ConnectionClosed):
+                    code, reason = exc.code, exc.reason or "connection lost while sending"
+                else:
+                    lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
+                    code, reason = lost.code, lost.reason or "connection lost while sending"
                 for item in batch:
                     if item.written is not None:
-                        item.written.fail(MaybeWritten(exc.code, exc.reason))
-                self.lose(exc.code, exc.reason or "connection lost while sending")
+                        item.written.fail(MaybeWritten(code, reason))
+                if not isinstance(exc, ConnectionClosed):
+                    raise
+                self.lose(code, reason)
                 return
             self.frames_sent += len(batch)
             for item in batch:

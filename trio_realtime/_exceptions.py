@@ -26,6 +26,10 @@ redacted text.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TypeVar
+
 
 class RealtimeError(Exception):
     """Base class of every error raised by trio_realtime."""
@@ -182,6 +186,44 @@ class SubscriptionOverflow(RealtimeError):
         )
         self.dropped = dropped
         self.buffer = buffer
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def fresh(error: E) -> E:
+    """A new exception of the same type, arguments and attributes as ``error``.
+
+    A stored failure (a closed channel, a lost connection) may be raised by many tasks, or many
+    times by one: raising the same object each time would pile every raise's frames onto one
+    traceback, shared between tasks. Raise ``fresh(error) from error`` instead (RS-07).
+    """
+    cls = type(error)
+    copy = cls.__new__(cls, *error.args)
+    copy.args = error.args
+    copy.__dict__.update(error.__dict__)
+    return copy
+
+
+ExceptionMap = Mapping[type[BaseException], Callable[[BaseException], "RealtimeError"]]
+"""Exception types of a dependency, each with what builds the library's exception for it."""
+
+
+@contextmanager
+def map_exceptions(mapping: ExceptionMap) -> Iterator[None]:
+    """Raise the library's exception for a dependency's, at a layer boundary.
+
+    The first entry of ``mapping`` that the exception is an instance of builds the
+    replacement, raised from the original; any other exception passes through unchanged. One
+    such mapping is defined per boundary (transport, HTTP), as httpcore does.
+    """
+    try:
+        yield
+    except BaseException as exc:
+        for source, make in mapping.items():
+            if isinstance(exc, source):
+                raise make(exc) from exc
+        raise
 
 
 def leaf_exceptions(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

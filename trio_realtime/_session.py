@@ -85,6 +85,8 @@ class Trigger(enum.Enum):
 
     SEND_JOIN = "send_join"
     """A ``phx_join`` goes out (first join, rejoin, or a join with new bindings)."""
+    REJOIN = "rejoin"
+    """The driver will send a new join soon (new bindings or presence on a joined channel)."""
     JOIN_OK = "join_ok"
     """The server accepted the current join."""
     JOIN_FAILED = "join_failed"
@@ -111,6 +113,8 @@ TRANSITIONS: Final[Mapping[tuple[ChannelState, Trigger], ChannelState]] = {
     (_S.ERRORED, _T.SEND_JOIN): _S.JOINING,
     (_S.JOINED, _T.SEND_JOIN): _S.JOINING,
     (_S.JOINING, _T.SEND_JOIN): _S.JOINING,
+    (_S.JOINED, _T.REJOIN): _S.JOINING,
+    (_S.JOINING, _T.REJOIN): _S.JOINING,
     (_S.JOINING, _T.JOIN_OK): _S.JOINED,
     (_S.JOINING, _T.JOIN_FAILED): _S.ERRORED,
     (_S.JOINING, _T.SERVER_ERROR): _S.ERRORED,
@@ -524,6 +528,13 @@ class Session:
         self._pending[ref] = _Pending(topic, "join")
         return join_frame(ref, topic, channel.config(), channel.binding_specs(), access_token)
 
+    def rejoin(self, topic: str) -> None:
+        """A new join will follow shortly: a joined channel becomes JOINING at once, so that
+        nothing more is pushed with the old join_ref."""
+        channel = self._channels[topic]
+        if channel.state in (ChannelState.JOINED, ChannelState.JOINING):
+            channel._fire(Trigger.REJOIN)
+
     def join_replied(self, reply: ReplyReceived) -> JoinResult:
         """Settle a join with its reply (from :meth:`receive`).
 
@@ -589,6 +600,8 @@ class Session:
     def close(self, topic: str, *, forget: bool = False) -> list[PresenceEvent]:
         """Close the channel locally; no frame is needed (or the driver sent one already).
 
+        No reply is expected for it any more.
+
         Args:
             topic: The channel.
             forget: Also drop its bindings and presence state, for a channel closed for good.
@@ -598,8 +611,8 @@ class Session:
         """
         channel = self._channels[topic]
         channel._fire(Trigger.CLOSE)
-        if channel.join_ref is not None:
-            self._pending.pop(channel.join_ref, None)
+        for ref in [r for r, p in self._pending.items() if p.topic == topic]:
+            del self._pending[ref]
         channel.close_reason = None
         if not forget:
             return []

@@ -2,8 +2,13 @@
 
 Theory of operation
 -------------------
+A subscription comes as a pair, like trio's memory channels: :func:`open_subscription` returns
+the producer's :class:`Feed` (kept by the channel or client that routes items) and the
+consumer's :class:`Subscription`, a ``trio.abc.ReceiveChannel`` handed to the user. Only the
+feed can put items or end the stream.
+
 The reader task must never wait for a consumer: one stalled consumer would delay heartbeats and
-every other subscription. So the producer side, :meth:`Subscription.put`, is synchronous. It
+every other subscription. So the producer side, :meth:`Feed.put`, is synchronous. It
 appends to a bounded deque and wakes a waiting consumer. When the deque is full, the overflow
 policy decides:
 
@@ -16,7 +21,7 @@ policy decides:
 Drops are always counted in :meth:`Subscription.statistics`, and logged at warning level once
 per overflow episode.
 
-The producer ends a subscription with :meth:`Subscription.end`: a clean end (the channel was
+The producer ends a subscription with :meth:`Feed.end`: a clean end (the channel was
 left) makes ``receive`` raise ``trio.EndOfChannel`` after the buffered items, so an ``async
 for`` loop just stops; an end with an error (the server closed the channel) raises that error
 after the buffered items.
@@ -41,7 +46,7 @@ from typing import Final, Generic, Literal, TypeVar
 
 import trio
 
-from ._exceptions import SubscriptionOverflow
+from ._exceptions import SubscriptionOverflow, fresh
 
 logger = logging.getLogger("trio_realtime.subscription")
 
@@ -129,8 +134,8 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
 
     # -- producer side (the reader task; never blocks) ------------------------------------------
 
-    def put(self, item: T) -> None:
-        """Add an item, applying the overflow policy when the buffer is full."""
+    def _put(self, item: T) -> None:
+        """Add an item, applying the overflow policy when the buffer is full (the feed's)."""
         items = self._items
         if self._fast and len(items) < self._capacity:
             items.append(item)
@@ -143,7 +148,7 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
             self._lot.unpark()
 
     def _update_fast(self) -> None:
-        # put()'s fast path: open, and not in an unreported "error" overflow episode.
+        # _put()'s fast path: open, and not in an unreported "error" overflow episode.
         self._fast = not (self._ended or self._closed or self._overflowed)
 
     async def _park(self) -> None:
@@ -173,7 +178,7 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
             self._overflowed += 1
             self._fast = False
 
-    def end(self, error: BaseException | None = None) -> None:
+    def _end(self, error: BaseException | None = None) -> None:
         """End the stream: after the buffered items, raise ``error`` or ``trio.EndOfChannel``."""
         if self._ended:
             return
@@ -213,7 +218,8 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
             raise SubscriptionOverflow(dropped, self._capacity)
         if self._ended:
             if self._end_error is not None:
-                raise self._end_error
+                # A fresh copy each time: several subscriptions share one error (RS-07).
+                raise fresh(self._end_error) from self._end_error
             raise trio.EndOfChannel
 
     async def receive(self) -> T:
@@ -301,3 +307,52 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
             dropped=self._dropped,
             closed=self._closed or self._ended,
         )
+
+
+class Feed(Generic[T]):
+    """The producer's end of a subscription: :meth:`put` and :meth:`end`; see the module
+    docstring. Made by :func:`open_subscription`."""
+
+    __slots__ = ("end", "put", "subscription")
+
+    def __init__(self, subscription: Subscription[T]) -> None:
+        self.subscription = subscription
+        # Bound methods stored once: put() is the reader's hot path, one call per item.
+        self.put: Callable[[T], None] = subscription._put
+        """Add an item without blocking, applying the overflow policy when the buffer is full."""
+        self.end: Callable[[BaseException | None], None] = subscription._end
+        """End the stream: after the buffered items, raise the error or ``EndOfChannel``."""
+
+    def __repr__(self) -> str:
+        return f"<Feed of {self.subscription!r}>"
+
+    @property
+    def dropped(self) -> int:
+        """Items dropped by the overflow policy so far."""
+        return self.subscription._dropped
+
+
+def open_subscription(
+    name: str,
+    *,
+    buffer: int = DEFAULT_BUFFER,
+    overflow: str = "error",
+    on_close: Callable[[Feed[T]], None] | None = None,
+) -> tuple[Feed[T], Subscription[T]]:
+    """Make a subscription: the producer's :class:`Feed` and the consumer's end.
+
+    Args:
+        name: What it receives, for statistics and logs.
+        buffer: Items held before the overflow policy applies.
+        overflow: ``"error"``, ``"drop_oldest"`` or ``"drop_newest"``.
+        on_close: Called with the feed when the consumer closes the subscription (to
+            unregister it).
+
+    Raises:
+        ValueError: for a buffer below 1 or an unknown policy.
+    """
+    subscription: Subscription[T] = Subscription(name, buffer=buffer, overflow=overflow)
+    feed = Feed(subscription)
+    if on_close is not None:
+        subscription._on_close = lambda _: on_close(feed)
+    return feed, subscription

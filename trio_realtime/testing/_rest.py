@@ -149,6 +149,30 @@ def _payload_too_large(payload: JSONValue | bytes) -> bool:
     return size > MAX_PAYLOAD_BYTES
 
 
+def _private_topics(request: RestRequest) -> list[str]:
+    """The topics a broadcast request sends to privately (for the database's write check)."""
+    parts = urlsplit(request.target)
+    segments = parts.path.removeprefix(_PREFIX).rstrip("/").split("/")
+    if len(segments) == 6 and segments[:3] == ["", "api", "broadcast"]:
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        return [unquote(segments[3])] if query.get("private") == "true" else []
+    try:
+        body = orjson.loads(request.body) if request.body else None
+    except orjson.JSONDecodeError:
+        return []
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list):
+        return []
+    topics: list[str] = []
+    for item in messages:
+        if not isinstance(item, dict) or item.get("private") not in (True, "true"):
+            continue
+        topic = item.get("topic")
+        if isinstance(topic, str) and topic not in topics:
+            topics.append(topic)
+    return topics
+
+
 class RestEndpoints:
     """The REST endpoints of one server; :meth:`handle` decides a request.
 
@@ -161,6 +185,9 @@ class RestEndpoints:
         self._hub = hub
         self._window = _RateWindow(max_events_per_second)
         self.requests = 0
+        # While handle_async runs: private topic -> whether the database's policies allow the
+        # caller to write to it.
+        self._database_writes: dict[str, bool] | None = None
 
     # -- routing --------------------------------------------------------------------------------
 
@@ -242,8 +269,32 @@ class RestEndpoints:
         return config.apikey is None or apikey_header == config.apikey
 
     def _may_write(self, topic: str, token: str | None) -> bool:
+        checked = self._database_writes
+        if checked is not None and not checked.get(topic, False):
+            return False
         authorize = self._hub.config.authorize
         return authorize is None or authorize(topic, token, "write")
+
+    async def handle_async(self, request: RestRequest) -> RestResponse:
+        """Like :meth:`handle`; with a database, the private topics of the request are first
+        checked against the write policies on ``realtime.messages`` under the caller's token.
+
+        A checkpoint.
+        """
+        database = self._hub.database
+        if database is None:
+            await trio.lowlevel.checkpoint()
+            return self.handle(request)
+        token = _bearer(request.headers.get("authorization")) or request.headers.get("apikey")
+        writes: dict[str, bool] = {}
+        for topic in _private_topics(request):
+            policies = await database.authorize(token, topic)
+            writes[topic] = policies is not None and policies.broadcast_write
+        self._database_writes = writes
+        try:
+            return self.handle(request)
+        finally:
+            self._database_writes = None
 
     # -- controllers ----------------------------------------------------------------------------
 
@@ -480,7 +531,7 @@ async def serve_http(stream: trio.abc.Stream, head: bytes, endpoints: RestEndpoi
                 headers,
                 bytes(body),
             )
-            response = endpoints.handle(request)
+            response = await endpoints.handle_async(request)
             logger.info(
                 "HTTP %s %s -> %d", request.method, urlsplit(request.target).path, response.status
             )
@@ -521,7 +572,7 @@ class MemoryHTTPTransport(httpx.AsyncBaseTransport):
         for name, value in request.headers.multi_items():
             headers.setdefault(name.lower(), value)
         target = request.url.raw_path.decode("ascii")
-        response = self._endpoints.handle(
+        response = await self._endpoints.handle_async(
             RestRequest(request.method.upper(), target, headers, body)
         )
         await trio.lowlevel.checkpoint()

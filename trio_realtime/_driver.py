@@ -1,0 +1,340 @@
+"""The connection loop: open, serve (reader, writer, heartbeat), lose, wait, reconnect.
+
+Theory of operation
+-------------------
+:meth:`Driver.run` loops for the life of the client: open a transport, run a connection, and
+when the connection is lost, wait for the reconnect policy's delay and open the next one. Each
+connection has its own nursery with three tasks:
+
+* the **reader** takes every message the transport has, parses it, hands each frame to the
+  session core and routes the events that come back synchronously: replies to their waiters,
+  channel events to their channel, which puts items into bounded subscriptions. It never awaits
+  a consumer, so a consumer that stops reading cannot delay heartbeats or any other
+  subscription;
+* the **writer** is the only task that writes to the transport; everyone else queues encoded
+  frames for it (``_connection.Connection``);
+* the **heartbeat** asks the session for a heartbeat every interval and declares the connection
+  dead when the previous one is still outstanding at the next tick.
+
+When a connection ends, the driver fails what was tied to it (reply waiters, unwritten frames,
+frames being written), tells the session (joined channels become ERRORED), publishes
+``Disconnected`` and ``Reconnecting`` events, and after the delay reconnects; every channel that
+the user still wants joined then rejoins with a fresh join_ref.
+
+The reconnect attempt count starts again only after a connection stayed up for
+:data:`HEALTHY_AFTER` seconds, so a server that accepts and drops at once is retried with a
+growing delay rather than at the shortest one forever (HD-11). A refusal with HTTP 400, 401,
+403 or 404 is final.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Final
+
+import trio
+
+from ._connection import Connection
+from ._events import (
+    Broadcast,
+    Connected,
+    ConnectionEvent,
+    Disconnected,
+    HeartbeatEvent,
+    Reconnecting,
+)
+from ._exceptions import ConnectionClosed, ProtocolError, RealtimeConnectionError
+from ._runtime import ReconnectPolicy, Runtime
+from ._serializer import parse_frame
+from ._session import HeartbeatReplied, ReplyReceived, SessionEvent
+from ._subscription import Feed
+from ._transport import CLOSE_ABNORMAL, CLOSE_NORMAL, TransportFactory, TransportOptions
+from ._url import Endpoint
+
+logger = logging.getLogger("trio_realtime.client")
+
+FATAL_STATUSES: Final = frozenset({400, 401, 403, 404})
+"""Refusals at the HTTP upgrade that no reconnect can fix."""
+
+HEALTHY_AFTER: Final = 10.0
+"""Seconds a connection must stay up before the reconnect backoff starts again from 1."""
+
+
+class Driver:
+    """Runs the connections of one client; see the module docstring."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        endpoint: Endpoint,
+        *,
+        factory: TransportFactory,
+        transport_options: TransportOptions,
+        heartbeat_interval: float | None,
+        reconnect: ReconnectPolicy | None,
+        connect_timeout: float,
+        close_timeout: float,
+        outgoing_buffer: int,
+    ) -> None:
+        self._runtime = runtime
+        self._endpoint = endpoint
+        self._factory = factory
+        self._transport_options = transport_options
+        self._heartbeat_interval = heartbeat_interval
+        self._reconnect = reconnect
+        self._connect_timeout = connect_timeout
+        self._close_timeout = close_timeout
+        self._outgoing_buffer = outgoing_buffer
+        self.connected = trio.Event()
+        self.event_feeds: list[Feed[ConnectionEvent]] = []
+        self.closing = False
+        self.run_done = trio.Event()
+        # Shielded once the first connection is open (open_realtime); only the exit cancels it.
+        self.run_scope = trio.CancelScope()
+        self._opened_at = 0.0
+        # Statistics.
+        self.connects = 0
+        self.frames_received = 0
+        self.frames_sent_closed = 0
+        self.malformed = 0
+        self.heartbeat_latency: float | None = None
+
+    def emit(self, event: ConnectionEvent) -> None:
+        """Publish a connection event to every subscription."""
+        for feed in self.event_feeds:
+            feed.put(event)
+
+    # -- the connection loop -----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, serve and reconnect until cancelled or given up; started once connected."""
+        try:
+            with self.run_scope:
+                await self._connect_forever(task_status)
+        finally:
+            self.run_done.set()
+
+    async def _connect_forever(self, task_status: trio.TaskStatus[None]) -> None:
+        attempt = 0
+        first = True
+        while True:
+            lost: ConnectionClosed | None = None
+            try:
+                lost = await self._run_connection(first, task_status)
+            except RealtimeConnectionError as exc:
+                if first or exc.status_code in FATAL_STATUSES:
+                    raise
+                logger.warning("reconnect to %s failed: %s", self._endpoint.redacted, exc)
+            else:
+                if self.closing:
+                    return
+                first = False
+                if trio.current_time() - self._opened_at >= HEALTHY_AFTER:
+                    attempt = 0
+            if lost is not None:
+                logger.warning(
+                    "connection to %s lost (code %s%s)",
+                    self._endpoint.redacted,
+                    lost.code,
+                    f": {lost.reason}" if lost.reason else "",
+                )
+            attempt += 1
+            delay = self._reconnect(attempt) if self._reconnect is not None else None
+            if lost is not None:
+                self.emit(Disconnected(lost.code, lost.reason, delay is not None))
+            if delay is None:
+                code = lost.code if lost is not None else CLOSE_ABNORMAL
+                reason = lost.reason if lost is not None else "reconnect failed"
+                raise ConnectionClosed(code, reason or "reconnecting is disabled or gave up")
+            self.emit(Reconnecting(attempt, delay))
+            logger.info("reconnecting in %.2f s (attempt %d)", delay, attempt)
+            await trio.sleep(delay)
+
+    async def _run_connection(
+        self, first: bool, task_status: trio.TaskStatus[None]
+    ) -> ConnectionClosed | None:
+        """Open one connection and serve it until it ends; return why it ended.
+
+        Two nurseries: the outer one holds whatever the transport runs for itself (trio-websocket
+        has its own reader task), the inner one our reader, writer, heartbeat and join loops.
+        Losing the connection cancels only the inner one, so the transport can still perform
+        its closing handshake before the outer one is cancelled.
+        """
+        connection: Connection | None = None
+        connect_error: RealtimeConnectionError | None = None
+        async with trio.open_nursery() as transport_nursery:
+            if self._runtime.token_source is not None and not first:
+                await self._runtime.refresh_token()
+            try:
+                with trio.move_on_after(self._connect_timeout) as connect_scope:
+                    transport = await self._factory(
+                        self._endpoint, self._transport_options, transport_nursery
+                    )
+                if connect_scope.cancelled_caught:
+                    raise RealtimeConnectionError(
+                        f"no connection to {self._endpoint.redacted} "
+                        f"within {self._connect_timeout} s"
+                    )
+            except RealtimeConnectionError as exc:
+                # Raised outside the nursery, so that it is not wrapped in a group.
+                connect_error = exc
+                transport_nursery.cancel_scope.cancel()
+            else:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        connection = Connection(
+                            transport, nursery, outgoing_buffer=self._outgoing_buffer
+                        )
+                        self._serve(connection, first, task_status)
+                finally:
+                    if connection is not None:
+                        await self._connection_ended(connection)
+                    else:
+                        with trio.CancelScope(shield=True):
+                            await transport.abort()
+                    transport_nursery.cancel_scope.cancel()
+        if connect_error is not None:
+            raise connect_error
+        assert connection is not None
+        return connection.lost
+
+    def _serve(
+        self, connection: Connection, first: bool, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Start the connection's tasks and tell everyone that it is open."""
+        runtime = self._runtime
+        runtime.connection = connection
+        self.connects += 1
+        self._opened_at = trio.current_time()
+        nursery = connection.nursery
+        nursery.start_soon(connection.run_writer)
+        nursery.start_soon(self._reader, connection)
+        if self._heartbeat_interval:
+            nursery.start_soon(self._heartbeat, connection, self._heartbeat_interval)
+        logger.info("connected to %s", self._endpoint.redacted)
+        self.emit(Connected(self._endpoint.redacted, reconnect=not first))
+        self.connected.set()
+        if first:
+            task_status.started()
+        for channel in list(runtime.channels.values()):
+            channel._connection_opened()
+
+    async def _connection_ended(self, connection: Connection) -> None:
+        runtime = self._runtime
+        runtime.connection = None
+        self.connected = trio.Event()
+        connection.lose(CLOSE_ABNORMAL, "")  # no-op if already lost, as it is normally
+        lost = connection.lost
+        assert lost is not None
+        self.frames_sent_closed += connection.frames_sent
+        connection.fail_pending()
+        cut_short = runtime.session.connection_lost()
+        for channel in list(runtime.channels.values()):
+            channel._connection_lost(channel.topic in cut_short)
+        with trio.CancelScope(shield=True):
+            if self.closing and lost.code == CLOSE_NORMAL:
+                with trio.move_on_after(self._close_timeout):
+                    await connection.transport.aclose(CLOSE_NORMAL, "")
+            await connection.transport.abort()
+
+    # -- the connection's tasks --------------------------------------------------------------------
+
+    async def _reader(self, connection: Connection) -> None:
+        transport = connection.transport
+        vsn = self._runtime.settings.vsn
+        receive = self._runtime.session.receive
+        channels = self._runtime.channels
+        route = self._route
+        try:
+            while True:
+                messages = await transport.receive_messages()
+                self.frames_received += len(messages)
+                debug = logger.isEnabledFor(logging.DEBUG)
+                for data in messages:
+                    try:
+                        frame = parse_frame(data, vsn)
+                    except ProtocolError as exc:
+                        self.malformed += 1
+                        logger.warning("skipping malformed frame (%s): %.120r", exc, data)
+                        continue
+                    if debug:
+                        logger.debug("< %r", frame)
+                    try:
+                        events = receive(frame)
+                        if not events:
+                            continue
+                        # Fast path: one broadcast for a registered channel (the flood case).
+                        if len(events) == 1 and type(events[0]) is Broadcast:
+                            channels[frame.topic]._on_broadcast(events[0])
+                        else:
+                            route(connection, frame.topic, events)
+                    except Exception:
+                        # The reader's safety net: a bug in routing never ends the connection.
+                        logger.exception("error while handling a frame on %s", frame.topic)
+        except ConnectionClosed as exc:
+            reason = exc.reason
+            if exc.code == 1009 and not reason:
+                reason = "message too big"
+            connection.lose(exc.code, reason)
+
+    def _route(self, connection: Connection, topic: str, events: Sequence[SessionEvent]) -> None:
+        for event in events:
+            if isinstance(event, ReplyReceived):
+                waiter = connection.replies.pop(event.ref, None)
+                if waiter is not None:
+                    waiter.set(event)
+                continue
+            if isinstance(event, HeartbeatReplied):
+                self._on_heartbeat_reply(event)
+                continue
+            channel = self._runtime.channels.get(topic)
+            if channel is not None:
+                channel._on_event(event)
+
+    async def _heartbeat(self, connection: Connection, interval: float) -> None:
+        session = self._runtime.session
+        while True:
+            await trio.sleep(interval)
+            if session.heartbeat_outstanding is not None:
+                logger.warning("no heartbeat reply within %.1f s; the connection is dead", interval)
+                connection.lose(CLOSE_ABNORMAL, "heartbeat timeout")
+                return
+            data, binary = self._runtime.encode(session.heartbeat(trio.current_time()))
+            try:
+                # A queue that stays full for a whole interval means a dead connection too.
+                with trio.move_on_after(interval):
+                    await connection.send(data, binary)
+            except ConnectionClosed:
+                return
+
+    def _on_heartbeat_reply(self, event: HeartbeatReplied) -> None:
+        latency = trio.current_time() - event.sent_at
+        if event.status == "ok":
+            self.heartbeat_latency = latency
+            self.emit(HeartbeatEvent("ok", latency))
+        else:
+            logger.warning("heartbeat reply with status %r", event.status)
+            self.emit(HeartbeatEvent("error", latency))
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Leave joined channels and close with 1000; shielded and bounded by close_timeout.
+
+        The close frame is sent by the connection's own teardown (``_connection_ended``), after
+        its reader has stopped, so that nothing else reads the socket meanwhile.
+        """
+        self.closing = True
+        runtime = self._runtime
+        with trio.CancelScope(shield=True):
+            connection = runtime.open_connection
+            if connection is not None:
+                joined = [c for c in runtime.channels.values() if c.joined]
+                with trio.move_on_after(self._close_timeout):
+                    async with trio.open_nursery() as nursery:
+                        for channel in joined:
+                            nursery.start_soon(channel.leave)
+                connection.lose(CLOSE_NORMAL, "client closed")
+                with trio.move_on_after(self._close_timeout * 2):
+                    await self.run_done.wait()

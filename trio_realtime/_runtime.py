@@ -1,0 +1,135 @@
+"""What the client and its channels share: the session core, the open connection and settings.
+
+One :class:`Runtime` exists per client. The client creates it and owns the connections; each
+channel holds it to build frames through the session, reach the open connection and read the
+settings. The runtime never calls back into the client or the channels: data flows down to it,
+and the client's reader routes session events up to the channels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from ._auth import token_expired
+from ._connection import Connection
+from ._exceptions import ProtocolError, RealtimeError
+from ._frames import Frame
+from ._rest import RestSender
+from ._serializer import encode_wire
+from ._session import Session
+
+if TYPE_CHECKING:
+    from ._channel import Channel
+
+logger = logging.getLogger("trio_realtime.client")
+
+TokenSource = Callable[[], Awaitable[str | None]]
+ReconnectPolicy = Callable[[int], float | None]
+"""Maps the attempt number (from 1) to seconds to wait, or ``None`` to give up."""
+
+MAX_FRAME_SIZE: Final = 5_000_000
+"""The server's cap on one incoming WebSocket frame (PROTOCOL.md 1.4): a bigger frame makes it
+close the connection with 1009, so the client refuses to send one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The options a channel needs, fixed for the client's life."""
+
+    vsn: str
+    timeout: float
+    rejoin: ReconnectPolicy
+
+
+class Runtime:
+    """The session core, the open connection and the token; see the module docstring."""
+
+    def __init__(
+        self, settings: Settings, *, access_token: str | TokenSource | None = None
+    ) -> None:
+        self.settings = settings
+        self._rest: RestSender | None = None
+        self.session = Session()
+        self.connection: Connection | None = None
+        self.channels: dict[str, Channel] = {}
+        if callable(access_token):
+            self.token_source: TokenSource | None = access_token
+            self.token: str | None = None
+        else:
+            self.token_source = None
+            self.token = access_token
+
+    @property
+    def rest(self) -> RestSender:
+        """The REST broadcast sender, set by ``open_realtime``.
+
+        Raises:
+            RealtimeError: before it is set.
+        """
+        if self._rest is None:
+            raise RealtimeError("REST sending needs a client opened with open_realtime()")
+        return self._rest
+
+    @rest.setter
+    def rest(self, sender: RestSender) -> None:
+        self._rest = sender
+
+    @property
+    def open_connection(self) -> Connection | None:
+        """The connection, if there is one and it is not lost."""
+        connection = self.connection
+        if connection is None or connection.lost is not None:
+            return None
+        return connection
+
+    def encode(self, frame: Frame) -> tuple[bytes, bool]:
+        """Encode an outgoing frame for this client's vsn; log it at DEBUG (redacted).
+
+        Raises:
+            ProtocolError: when the frame cannot be encoded (for example bytes under 1.0.0),
+                or is larger than the server accepts (:data:`MAX_FRAME_SIZE`).
+        """
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("> %r", frame)
+        data, binary = encode_wire(frame, self.settings.vsn)
+        if len(data) > MAX_FRAME_SIZE:
+            raise ProtocolError(
+                f"{frame.event} on {frame.topic!r} is {len(data)} bytes encoded, over the "
+                f"server's limit of {MAX_FRAME_SIZE} bytes; it was not sent"
+            )
+        return data, binary
+
+    def rejoin_delay(self, attempt: int) -> float | None:
+        """Seconds before channel rejoin attempt ``attempt``, or ``None`` to give up."""
+        return self.settings.rejoin(attempt)
+
+    async def token_for_join(self) -> str | None:
+        """The token for a join: refreshed first when it is missing or expired (AU-02, AU-05)."""
+        if self.token_source is not None and (
+            self.token is None or token_expired(self.token, time.time())
+        ):
+            await self.refresh_token()
+        else:
+            await trio.lowlevel.checkpoint()
+        return self.token
+
+    async def refresh_token(self) -> None:
+        """Ask the token callback for a token; keep the cached one if it fails."""
+        assert self.token_source is not None
+        try:
+            token: object = await self.token_source()
+        except Exception as exc:
+            logger.warning(
+                "access token callback failed (%s); keeping the cached token", type(exc).__name__
+            )
+            return
+        if token is not None and not isinstance(token, str):
+            logger.warning("access token callback returned %s, not a string", type(token).__name__)
+            return
+        self.token = token
