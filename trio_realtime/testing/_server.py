@@ -33,6 +33,7 @@ import logging
 import re
 import secrets
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -276,6 +277,11 @@ class RealtimeServer:
             query.append(("log_level", log_level))
         base = "ws" + self.url.removeprefix("http")
         return f"{base}{path}?{urlencode(query)}"
+
+    def wall_time(self) -> float:
+        """The Unix time as the server sees it, which tokens' ``exp`` is compared with (see
+        ``wall_clock`` in :func:`serve_realtime`)."""
+        return self._config.wall_clock()
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -707,6 +713,16 @@ class RealtimeServer:
             self._unregister(connection)
 
 
+def _trio_wall_clock() -> Callable[[], float]:
+    """The Unix time now, advanced from now on by trio's clock (virtual under MockClock)."""
+    origin_wall, origin_trio = time.time(), trio.current_time()
+
+    def wall_clock() -> float:
+        return origin_wall + (trio.current_time() - origin_trio)
+
+    return wall_clock
+
+
 @asynccontextmanager
 async def serve_realtime(
     host: str = "127.0.0.1",
@@ -728,6 +744,7 @@ async def serve_realtime(
     poll_interval: float = 0.1,
     authorize: ChannelAuthorization | None = None,
     max_events_per_second: int = DEFAULT_EVENTS_PER_SECOND,
+    wall_clock: Callable[[], float] | None = None,
 ) -> AsyncIterator[RealtimeServer]:
     """Run a local Realtime server for the duration of the ``async with`` block.
 
@@ -777,6 +794,14 @@ async def serve_realtime(
         max_events_per_second: The rate limit of the REST endpoints: messages accepted in the
             last second; past it they answer 429 with the server's messages and
             ``x-rate-limit`` headers.
+        wall_clock: Returns the Unix time that tokens' ``exp`` is compared with. By default
+            the wall clock when the server starts, advanced by trio's clock, so that under
+            trio's ``MockClock`` tokens expire in virtual time. Any channel token that is a
+            JWT with ``exp`` (verified or not) expires as on the real server: a join with it
+            after ``exp`` is refused with ``"InvalidJWTToken: Token has expired N seconds
+            ago"``, and a joined channel is checked every ``min(5 min, exp - now)`` and at
+            ``exp`` gets ``system`` "Token has expired 0 seconds ago" and ``phx_close``; an
+            ``access_token`` push replaces the token and its timer.
 
     Raises:
         OSError: if the port cannot be bound.
@@ -792,10 +817,12 @@ async def serve_realtime(
         raise ValueError("delays must not be negative")
     if max_events_per_second < 1:
         raise ValueError("max_events_per_second must be positive")
+    if wall_clock is None:
+        wall_clock = _trio_wall_clock()
     if jwt_secret is not None:
         if not jwt_secret:
             raise ValueError("jwt_secret must not be empty")
-        token_check = token_check_for(jwt_secret)
+        token_check = token_check_for(jwt_secret, wall_clock)
     config = ServerConfig(
         apikey=apikey,
         jwt_secret=jwt_secret,
@@ -809,6 +836,7 @@ async def serve_realtime(
         record_frames=record_frames,
         authorize=authorize,
         max_events_per_second=max_events_per_second,
+        wall_clock=wall_clock,
     )
     async with AsyncExitStack() as stack:
         database: Database | None = None

@@ -61,6 +61,7 @@ from .._transport import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, OutgoingMessage, T
 from ._payloads import SB_PREFIX, JoinParams, channel_token, parse_join
 from ._postgres_changes import SUBSCRIBED, parse_bindings, reply_entries
 from ._state import Channel, ChannelAuthorization, Hub, encode
+from ._tokens import expired_message, next_check, token_expiry
 
 logger = logging.getLogger("trio_realtime.testing")
 
@@ -138,6 +139,8 @@ class ServerConnection:
         self._closing = False
         self._dead = False
         self._finished = trio.Event()
+        self._timers: trio.Nursery | None = None
+        self._token_watches: dict[Channel, trio.CancelScope] = {}
 
     def __repr__(self) -> str:
         state = "closed" if self._dead else "open"
@@ -262,15 +265,19 @@ class ServerConnection:
         """
         try:
             with self._scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write_loop, transport)
-                    await self._read_loop(transport)
-                    if not self._reader_scope.cancelled_caught:
-                        nursery.cancel_scope.cancel()  # the client closed or vanished
-                    elif not self._closing:
-                        logger.info("connection %d: idle timeout, closing", self._id)
-                        self.close_soon(CLOSE_NORMAL)
-                    # else the writer is closing the transport, and returns when done
+                # Timers (token expiry) run beside the reader and writer, and stop with them.
+                async with trio.open_nursery() as timers:
+                    self._timers = timers
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._write_loop, transport)
+                        await self._read_loop(transport)
+                        if not self._reader_scope.cancelled_caught:
+                            nursery.cancel_scope.cancel()  # the client closed or vanished
+                        elif not self._closing:
+                            logger.info("connection %d: idle timeout, closing", self._id)
+                            self.close_soon(CLOSE_NORMAL)
+                        # else the writer is closing the transport, and returns when done
+                    timers.cancel_scope.cancel()
         except Exception:
             logger.exception("connection %d: internal error, dropping the connection", self._id)
         finally:
@@ -391,7 +398,40 @@ class ServerConnection:
         channel = self._channels.pop(topic, None)
         if channel is not None:
             self._hub.remove_channel(channel)
+            self._watch_token(channel, stop=True)
         return channel
+
+    # -- token expiry (see _tokens) -------------------------------------------------------------
+
+    def _token_expired(self, token: str | None) -> str | None:
+        """The server's message when ``token`` is a JWT whose ``exp`` has passed, else ``None``."""
+        exp = token_expiry(token)
+        return None if exp is None else expired_message(exp, self._hub.config.wall_clock())
+
+    def _watch_token(self, channel: Channel, *, stop: bool = False) -> None:
+        """(Re)start the timer that closes ``channel`` when its token expires; ``stop`` only
+        stops it."""
+        old = self._token_watches.pop(channel, None)
+        if old is not None:
+            old.cancel()
+        exp = token_expiry(channel.token)
+        if stop or exp is None or self._timers is None:
+            return
+        scope = self._token_watches[channel] = trio.CancelScope()
+        self._timers.start_soon(self._expire_token, channel, exp, scope)
+
+    async def _expire_token(self, channel: Channel, exp: int, scope: trio.CancelScope) -> None:
+        clock = self._hub.config.wall_clock
+        message: str | None = None
+        with scope:
+            while message is None:
+                await trio.sleep(next_check(exp, clock()))
+                message = expired_message(exp, clock())
+        if message is None or self._channels.get(channel.topic) is not channel:
+            return
+        self._token_watches.pop(channel, None)
+        logger.debug("connection %d: token of %s expired", self._id, channel.topic)
+        self.system_close(channel, message)
 
     def channel(self, topic: str) -> Channel | None:
         """Return the channel joined to ``topic``, if any."""
@@ -496,10 +536,13 @@ class ServerConnection:
             return False
         check = self._hub.config.token_check
         message = check(token) if check is not None else None
+        if message is None:
+            message = self._token_expired(token)
         if message is not None:
             self.system_close(channel, message)
             return False
         channel.token = token
+        self._watch_token(channel)
         if channel.bindings:
             channel.push(SYSTEM, _postgres_system(channel, "ok", SUBSCRIBED))
         return True
@@ -571,6 +614,9 @@ class ServerConnection:
             message = config.token_check(token)
             if message is not None:
                 return f"{_TOKEN_CODES.get(message, 'InvalidJWTToken')}: {message}", delay
+        expired = self._token_expired(token)
+        if expired is not None:
+            return f"InvalidJWTToken: {expired}", delay
         if params.private and not _may(config.authorize, topic, token, "read"):
             return f"{UNAUTHORIZED_READ}{sub_topic(topic)}", delay
         if params.replay_error is not None:
@@ -624,6 +670,7 @@ class ServerConnection:
                 bindings_error = str(exc)
         self._channels[topic] = channel
         hub.add_channel(channel)
+        self._watch_token(channel)
         logger.debug("connection %d: joined %s", self._id, topic)
         response: JSONObject = {"postgres_changes": reply_entries(params.bindings)}
         self._reply(topic, ref, raw_join_ref, "ok", response)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -84,6 +85,7 @@ class ServerConfig:
     record_frames: int
     authorize: ChannelAuthorization | None = None
     max_events_per_second: int = 100
+    wall_clock: Callable[[], float] = time.time
 
 
 @dataclass(frozen=True, slots=True)
