@@ -54,6 +54,7 @@ from .._transport import Transport, TransportOptions, memory_transport_pair
 from .._url import Endpoint, redact_url
 from .._ws_sansio import _refusal, server_handshake
 from ._jwt import TokenError, token_check_for, verify_token
+from ._limits import RateLimits
 from ._postgres_changes import build_change
 from ._rest import (
     DEFAULT_EVENTS_PER_SECOND,
@@ -584,6 +585,16 @@ class RealtimeServer:
 
     # -- serving --------------------------------------------------------------------------------
 
+    def _limit_upgrade(self, result: _Upgrade | _Refusal) -> _Upgrade | _Refusal:
+        """After the token checks, the tenant's rate limits (``rate_limits``): HTTP 429."""
+        limiter = self._hub.limiter
+        if limiter is None or isinstance(result, _Refusal):
+            return result
+        message = limiter.connect_refusal(trio.current_time())
+        if message is None:
+            return result
+        return _Refusal(429, orjson.dumps({"error": message}), delayed=True)
+
     async def _refuse(self, refusal: _Refusal, resource: str) -> None:
         self._refused += 1
         logger.info("refusing %s with HTTP %d", redact_url(resource), refusal.status)
@@ -606,8 +617,8 @@ class RealtimeServer:
         """
         del nursery  # the server's own nursery runs the connection
         self._refuse_if_stopped()
-        result = check_upgrade(
-            endpoint.resource, None, self._config.apikey, self._config.jwt_secret
+        result = self._limit_upgrade(
+            check_upgrade(endpoint.resource, None, self._config.apikey, self._config.jwt_secret)
         )
         if isinstance(result, _Refusal):
             await self._refuse(result, endpoint.resource)
@@ -646,11 +657,13 @@ class RealtimeServer:
             stream = trio.SSLStream(tcp, self._ssl_context, server_side=True, https_compatible=True)
 
         async def decide(request: Request) -> tuple[int, bytes] | None:
-            result = check_upgrade(
-                request.path,
-                request.headers.get("x-api-key"),
-                self._config.apikey,
-                self._config.jwt_secret,
+            result = self._limit_upgrade(
+                check_upgrade(
+                    request.path,
+                    request.headers.get("x-api-key"),
+                    self._config.apikey,
+                    self._config.jwt_secret,
+                )
             )
             if isinstance(result, _Refusal):
                 await self._refuse(result, request.path)
@@ -745,6 +758,7 @@ async def serve_realtime(
     authorize: ChannelAuthorization | None = None,
     max_events_per_second: int = DEFAULT_EVENTS_PER_SECOND,
     wall_clock: Callable[[], float] | None = None,
+    rate_limits: RateLimits | None = None,
 ) -> AsyncIterator[RealtimeServer]:
     """Run a local Realtime server for the duration of the ``async with`` block.
 
@@ -802,6 +816,9 @@ async def serve_realtime(
             ago"``, and a joined channel is checked every ``min(5 min, exp - now)`` and at
             ``exp`` gets ``system`` "Token has expired 0 seconds ago" and ``phx_close``; an
             ``access_token`` push replaces the token and its timer.
+        rate_limits: The server's rate limits on joins, connected users, events and presence
+            (:class:`RateLimits`; ``RateLimits.supabase()`` for the hosted defaults), with its
+            error strings and close codes. ``None`` (the default) applies none of them.
 
     Raises:
         OSError: if the port cannot be bound.
@@ -837,6 +854,7 @@ async def serve_realtime(
         authorize=authorize,
         max_events_per_second=max_events_per_second,
         wall_clock=wall_clock,
+        rate_limits=rate_limits,
     )
     async with AsyncExitStack() as stack:
         database: Database | None = None

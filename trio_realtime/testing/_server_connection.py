@@ -58,6 +58,13 @@ from .._frames import (
 from .._postgres import FilterParseError
 from .._serializer import parse_client_frame
 from .._transport import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, OutgoingMessage, Transport
+from ._limits import (
+    CLIENT_PRESENCE,
+    CLOSE_GOING_AWAY,
+    TOO_MANY_JOINS,
+    TOO_MANY_PRESENCE,
+    PresenceWindow,
+)
 from ._payloads import SB_PREFIX, JoinParams, channel_token, parse_join
 from ._postgres_changes import SUBSCRIBED, parse_bindings, reply_entries
 from ._state import Channel, ChannelAuthorization, Hub, encode
@@ -140,6 +147,7 @@ class ServerConnection:
         self._dead = False
         self._finished = trio.Event()
         self._timers: trio.Nursery | None = None
+        self._presence_windows: dict[Channel, PresenceWindow] = {}
         self._token_watches: dict[Channel, trio.CancelScope] = {}
 
     def __repr__(self) -> str:
@@ -285,6 +293,8 @@ class ServerConnection:
             for channel in list(self._channels.values()):
                 self._hub.remove_channel(channel)
             self._channels.clear()
+            if self._hub.limiter is not None:
+                self._hub.limiter.users.discard(self._id)
             if self.close_code is None:
                 self.close_code = 1006
             with trio.CancelScope(shield=True):
@@ -399,6 +409,7 @@ class ServerConnection:
         if channel is not None:
             self._hub.remove_channel(channel)
             self._watch_token(channel, stop=True)
+            self._presence_windows.pop(channel, None)
         return channel
 
     # -- token expiry (see _tokens) -------------------------------------------------------------
@@ -463,7 +474,9 @@ class ServerConnection:
             self._leave(channel, frame)
         elif event == ACCESS_TOKEN:
             self._access_token(channel, frame)
-        # Any other event on a joined topic is ignored, as on the real server.
+        elif self._hub.limiter is not None:
+            # Any other event on a joined topic is ignored, as on the real server, and counted.
+            self._hub.limiter.count_event(trio.current_time())
 
     def _broadcast(self, channel: Channel, frame: Frame, user_broadcast: bool) -> None:
         room = channel.room
@@ -476,6 +489,8 @@ class ServerConnection:
             self._hub.config.authorize, channel.topic, channel.token, "write"
         ):
             return  # dropped without a word, and without an ack, as on the server
+        if self._hub.limiter is not None:
+            self._hub.limiter.count_event(trio.current_time())
         exclude = None if channel.broadcast_self else channel
         payload = frame.payload
         if user_broadcast and isinstance(payload, dict):
@@ -498,6 +513,10 @@ class ServerConnection:
         if "event" not in body:
             self._reply(topic, ref, join_ref, "ok", {})
             return
+        window = self._presence_windows.get(channel)
+        if window is not None and not window.allow(trio.current_time()):
+            self.system_close(channel, CLIENT_PRESENCE)
+            return
         name = event.lower() if isinstance(event, str) else None
         if channel.policies is not None and not channel.policies.presence_write:
             self._reply(topic, ref, join_ref, "error", {})
@@ -507,6 +526,14 @@ class ServerConnection:
             if not isinstance(state, dict):
                 reason: JSONObject = {"reason": "Presence track payload must be a map"}
                 self._reply(topic, ref, join_ref, "error", reason)
+                return
+            limiter = self._hub.limiter
+            if (
+                limiter is not None
+                and room.tracked(channel) != state  # an unchanged track is not counted
+                and not limiter.presence_allowed(trio.current_time())
+            ):
+                self.system_close(channel, TOO_MANY_PRESENCE)
                 return
             channel.presence_enabled = True
             diff = room.track(channel, state)
@@ -608,6 +635,10 @@ class ServerConnection:
         delay = config.join_error_delay
         if topic == TOPIC_PREFIX:
             return TOPIC_REQUIRED, delay
+        if hub.limiter is not None:
+            refusal = hub.limiter.join_refusal(self._id, trio.current_time())
+            if refusal is not None:
+                return refusal, delay
         if len(self._channels) >= config.max_channels_per_client:
             return CHANNEL_LIMIT, delay
         if token is not None and config.token_check is not None:
@@ -647,6 +678,8 @@ class ServerConnection:
             self._reply(topic, ref, raw_join_ref, "error", {"reason": reason})
             if old is not None:
                 old.push_close()
+            if reason == TOO_MANY_JOINS:
+                self.close_soon(CLOSE_GOING_AWAY)  # Phoenix's "disconnect", after the reply
             return
         channel = Channel(
             peer=self,
@@ -671,6 +704,12 @@ class ServerConnection:
         self._channels[topic] = channel
         hub.add_channel(channel)
         self._watch_token(channel)
+        limiter = hub.limiter
+        if limiter is not None:
+            limiter.users.add(self._id)
+            window = limiter.presence_window()
+            if window is not None:
+                self._presence_windows[channel] = window
         logger.debug("connection %d: joined %s", self._id, topic)
         response: JSONObject = {"postgres_changes": reply_entries(params.bindings)}
         self._reply(topic, ref, raw_join_ref, "ok", response)
@@ -678,6 +717,9 @@ class ServerConnection:
             old.push_close()
         may_see_presence = policies is None or policies.presence_read
         if channel.presence_enabled and channel.room is not None and may_see_presence:
+            if limiter is not None and not limiter.presence_allowed(trio.current_time()):
+                self.system_close(channel, TOO_MANY_PRESENCE)
+                return
             channel.push(PRESENCE_STATE, channel.room.presence_state())
         if params.bindings:
             if bindings_error is None and hub.database is not None:
