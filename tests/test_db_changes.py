@@ -461,3 +461,101 @@ def test_db06_psycopg_is_imported_only_for_a_database() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
+
+
+async def test_db01_unchanged_toast_and_payload_too_large(
+    database: str, nursery: trio.Nursery
+) -> None:
+    """DB-01: an UPDATE that leaves a TOASTed value alone still carries it (from the old row,
+    with REPLICA IDENTITY FULL); a change over max_record_bytes says Error 413 and keeps only
+    the values of at most 64 bytes."""
+    with trio.fail_after(LIMIT):
+        await sql(
+            database,
+            "create table docs (id int primary key, title text, body text);"
+            "alter table docs replica identity full;"
+            "alter table docs alter column body set storage external;"
+            "alter publication supabase_realtime add table docs;",
+        )
+        async with db_server(database) as server:
+            client, _ = await subscribe(
+                server, nursery, postgres_binding("UPDATE", schema="public", table="docs")
+            )
+            await sql(database, "insert into docs values (1, 'a', repeat('x', 1500000))")
+            await sql(database, "update docs set title = 'b' where id = 1")
+            data = obj((await next_change(client))["data"])
+    assert data["errors"] == ["Error 413: Payload Too Large"]
+    assert data["record"] == {"id": 1, "title": "b"}
+    assert data["old_record"] == {"id": 1, "title": "a"}
+
+
+async def test_db02_a_policy_that_raises_gives_error_500(
+    database: str, nursery: trio.Nursery
+) -> None:
+    """DB-02: when the policy raises under a subscriber's claims, that subscriber gets
+    Error 500 without the record; others are unaffected."""
+    with trio.fail_after(LIMIT):
+        await sql(
+            database,
+            "create table picky (id int primary key, owner uuid);"
+            "alter table picky enable row level security;"
+            "create policy strict on picky for select to authenticated"
+            " using (owner = (auth.jwt() ->> 'owner')::uuid);"
+            "grant select on picky to authenticated;"
+            "alter publication supabase_realtime add table picky;",
+        )
+        async with db_server(database, jwt_secret=JWT_SECRET) as server:
+            binding = postgres_binding("INSERT", schema="public", table="picky")
+            broken, _ = await subscribe(
+                server, nursery, binding, token=make_token(JWT_SECRET, owner="not-a-uuid")
+            )
+            fine_token = make_token(JWT_SECRET, owner=USER_A)
+            fine, _ = await subscribe(server, nursery, binding, token=fine_token)
+            await sql(database, "insert into picky values (1, %s)", USER_A)
+            error = obj((await next_change(broken))["data"])
+            seen = obj((await next_change(fine))["data"])
+    assert error["errors"] == ["Error 500: Internal Server Error, RLS policy evaluation failed"]
+    assert error["record"] == {}
+    assert seen["record"] == {"id": 1, "owner": USER_A}
+
+
+async def test_db05_a_lost_database_connection_is_reopened(
+    database: str, nursery: trio.Nursery
+) -> None:
+    """DB-05: when the poll connection dies, the failure is logged and counted, and the server
+    re-opens it with a new slot; changes made once it is back arrive."""
+    with trio.fail_after(LIMIT):
+        await sql(
+            database,
+            "create table pings (id int primary key);"
+            "alter publication supabase_realtime add table pings;",
+        )
+        async with db_server(database) as server:
+            assert server.database is not None
+            client, _ = await subscribe(
+                server, nursery, postgres_binding("INSERT", schema="public", table="pings")
+            )
+            first_slot = server.database.slot_name
+            await sql(
+                database,
+                "select pg_terminate_backend(active_pid) from pg_replication_slots"
+                " where slot_name = %s",
+                first_slot,
+            )
+            await server.database.wait_until(lambda stats: stats.reconnects == 1)
+            await sql(database, "insert into pings values (1)")
+            record = obj((await next_change(client))["data"])["record"]
+            stats = server.database.statistics()
+    assert record == {"id": 1}
+    assert stats.poll_errors >= 1
+    assert server.database.slot_name != first_slot
+
+
+def test_db04_serve_command_reports_database_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    """DB-04: ``trio-realtime serve --database-url`` says what is wrong and exits 1."""
+    from trio_realtime._cli import main
+
+    status = main(["serve", "--port", "0", "--database-url", "postgresql://postgres@127.0.0.1:1/x"])
+    assert status == 1
+    error = capsys.readouterr().err
+    assert error.startswith("trio-realtime serve: cannot connect to the database:")

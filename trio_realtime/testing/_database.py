@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -271,6 +271,7 @@ class Database:
         self._errors = 0
         self._reconnects = 0
         self._broadcasts_sent = 0
+        self._progress = trio.lowlevel.ParkingLot()
         self._wakeup = trio.Event()
 
     @property
@@ -282,6 +283,13 @@ class Database:
     def publication(self) -> str:
         """The publication whose tables are streamed."""
         return self._publication
+
+    async def wait_until(self, predicate: Callable[[DatabaseStatistics], bool]) -> None:
+        """Wait until ``predicate(self.statistics())`` holds; it is checked after every poll,
+        poll failure and reconnect. A checkpoint even when it holds already."""
+        await trio.lowlevel.checkpoint()
+        while not predicate(self.statistics()):
+            await self._progress.park()
 
     def statistics(self) -> DatabaseStatistics:
         """Return a snapshot of the poller's counters."""
@@ -815,16 +823,19 @@ class Database:
                 polled = await trio.to_thread.run_sync(self._poll, subscribers)
             except Exception as exc:
                 self._errors += 1
+                self._progress.unpark_all()
                 logger.error("database: polling the replication slot failed: %s", exc)  # noqa: TRY400
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 await self._reconnect_if_closed()
+                self._progress.unpark_all()
                 continue
             backoff = self._poll_interval
             self._polls += 1
             self._changes += polled.count
             self._deliver(polled.deliveries)
             self._send_broadcasts(polled.broadcasts)
+            self._progress.unpark_all()
             if polled.count == 0:
                 with trio.move_on_after(self._poll_interval):
                     await self._wakeup.wait()
