@@ -350,3 +350,31 @@ async def test_rs14_one_hundred_in_values_are_accepted(nursery: trio.Nursery) ->
             == 1
         )
         assert _ids(await client.receive()) == [binding_id]
+
+
+@pytest.mark.parametrize(
+    ("binding", "shown"),
+    [
+        ({"event": "*", "schema": "public", "filter": "id=eq.1"}, None),
+        ({"event": "*", "table": "t", "filter": "id=eq.1"}, None),
+        ({"event": "*", "schema": "public", "table": None}, None),
+        ({"schema": "public", "table": "t", "filter": None}, None),
+        ({"schema": 1, "user_token": "x"}, "<redacted>"),
+    ],
+)
+async def test_rs14_a_filter_needs_schema_and_table_as_on_the_server(
+    binding: dict[str, JSONValue], shown: str | None, nursery: trio.Nursery
+) -> None:
+    """RS-14: the server accepts schema+table(+filter), schema alone or table alone; anything
+    else (a filter without both, a null table) is its "No subscription params" error."""
+    async with serve_realtime() as server:
+        client = await connect(server, "1.0.0", nursery)
+        await client.join("db", bindings=[binding])
+        system = await client.receive()
+        message = obj(system.payload)["message"]
+        assert message.startswith(
+            "No subscription params provided. Please provide at least a `schema` or `table` "
+            "to subscribe to: "
+        )
+        if shown is not None:
+            assert message.endswith(shown)
