@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from .._auth import jwt_expiry
+from ._jwt import unverified_claims
 
 CONFIRM_TOKEN_INTERVAL = 300.0
 """Seconds between two checks of a channel's token, at most (the server's 5 minutes)."""
@@ -24,11 +24,11 @@ CONFIRM_TOKEN_INTERVAL = 300.0
 
 def token_expiry(token: str | None) -> int | None:
     """The ``exp`` claim of ``token`` in whole seconds, or ``None`` when it has none (or is not
-    a JWT: then it never expires on this server)."""
-    if not token:
-        return None
-    exp = jwt_expiry(token)
-    return None if exp is None else round(exp)
+    a JWT: then it never expires on this server). The signature is not checked here."""
+    exp = unverified_claims(token).get("exp")
+    if isinstance(exp, int | float) and not isinstance(exp, bool) and math.isfinite(exp):
+        return round(exp)
+    return None
 
 
 def expired_message(exp: int, now: float) -> str | None:
