@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -60,6 +60,7 @@ from ._exceptions import (
 from ._frames import Frame, JSONValue, Payload, postgres_binding
 from ._postgres import PostgresChange
 from ._presence import PresenceEvent, PresenceMap
+from ._replay import ReplayTracker
 from ._runtime import Runtime
 from ._session import (
     BindingKey,
@@ -138,8 +139,16 @@ class Channel:
     refused) and to leave on exit, or call :meth:`join` and :meth:`leave`.
     """
 
-    def __init__(self, runtime: Runtime, topic: str, options: ChannelOptions) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        topic: str,
+        options: ChannelOptions,
+        *,
+        replay: ReplayTracker | None = None,
+    ) -> None:
         self._runtime = runtime
+        self._replay = replay
         self.topic = topic
         self._options = options
         self._core: ChannelSession = runtime.session.add_channel(topic, options)
@@ -183,6 +192,11 @@ class Channel:
     def options(self) -> ChannelOptions:
         """The options the channel was created with."""
         return self._options
+
+    @property
+    def replay(self) -> ReplayTracker | None:
+        """The channel's replay settings and what it has seen (``None`` without replay)."""
+        return self._replay
 
     def statistics(self) -> ChannelStatistics:
         """Return the channel's figures."""
@@ -232,6 +246,7 @@ class Channel:
         schema: str = "public",
         table: str | None = None,
         filter: str | None = None,
+        select: Sequence[str] | None = None,
         buffer: int = DEFAULT_BUFFER,
         overflow: str = "error",
     ) -> Subscription[PostgresChange]:
@@ -240,10 +255,18 @@ class Channel:
         Declare it before joining. Declared on a joined channel, it makes the channel rejoin
         with the new binding (a short gap, signalled by a :class:`ChannelJoined` event).
 
+        ``select`` lists the columns to receive (the server always adds the primary key):
+        ``new``, ``old`` and ``columns`` then carry only those, which keeps wide rows under the
+        server's payload limit.
+
         Raises:
-            ValueError: for an unknown event or a filter without a table.
+            ValueError: for an unknown event, a filter without a table, or an empty
+                ``select`` or one without a table.
+            TypeError: for a ``select`` that is not a list of strings.
         """
         spec = postgres_binding(event, schema=schema, table=table, filter=filter)
+        if select is not None:
+            spec["select"] = _select_list(select, table)
         self._ensure_registered()
         key, rejoin = self._runtime.session.add_binding(self.topic, spec)
         registry = self._postgres.setdefault(key, [])
@@ -474,6 +497,8 @@ class Channel:
         runtime = self._runtime
         token = await runtime.token_for_join()
         session = runtime.session
+        if self._replay is not None:
+            self._core.replay = self._replay.join_replay(rejoin=self._core.ever_joined)
         frame = session.join(self.topic, token)
         self._changed()
         ref = frame.ref
@@ -503,6 +528,8 @@ class Channel:
             # Superseded while this task waited for its turn: frames read in the same batch as
             # the reply (phx_close, phx_error) or a leave have already decided the channel.
             return
+        if self._replay is not None:
+            self._replay.joined()
         self._changed()
         logger.debug("joined %s (join_ref %s)", self.topic, ref)
         self._emit_channel_event(ChannelJoined(self.topic, ref, result.rejoin))
@@ -823,6 +850,10 @@ class Channel:
     # -- incoming events (called by the reader; synchronous) ------------------------------------
 
     def _on_broadcast(self, item: Broadcast) -> None:
+        replay = self._replay
+        if replay is not None and not replay.accept(item.meta):
+            logger.debug("dropping a replayed message already delivered on %s", self.topic)
+            return
         feeds = self._broadcast_by_event.get(item.event)
         if feeds:
             for feed in feeds:
@@ -889,6 +920,18 @@ class _Ticket:
 
     def __init__(self) -> None:
         self.dropped = False
+
+
+def _select_list(select: object, table: str | None) -> list[JSONValue]:
+    """Check ``postgres_changes(select=...)``: a non-empty sequence of column names."""
+    if isinstance(select, str) or not isinstance(select, Sequence):
+        raise TypeError('select must be a list of column names, e.g. select=["id", "body"]')
+    columns = list(select)
+    if not columns or not all(isinstance(c, str) and c for c in columns):
+        raise ValueError("select must list at least one column name, each a non-empty string")
+    if table is None:
+        raise ValueError("select needs a table: the server refuses it on wildcard subscriptions")
+    return list(dict.fromkeys(columns))
 
 
 async def _send_quietly(connection: Connection, data: bytes, binary: bool) -> None:

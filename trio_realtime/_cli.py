@@ -4,7 +4,8 @@ Subcommands:
 
 * ``demo``: a local server and two clients over loopback; prints a transcript and exits;
 * ``listen``: prints a channel's events until interrupted, readable or as JSON lines;
-* ``send``: sends one broadcast and waits for the server's acknowledgement;
+* ``send``: sends one broadcast and waits for the server's acknowledgement (``--http``: over
+  the REST endpoint, without a socket);
 * ``serve``: runs the local Realtime-compatible server.
 
 Each subcommand is added to the parser by its own ``_add_<name>`` function, which sets the
@@ -52,6 +53,7 @@ from ._exceptions import (
 from ._frames import JSONObject, JSONValue, realtime_topic
 from ._postgres import FilterParseError, PostgresChange, parse_filter
 from ._presence import PresenceEvent
+from ._rest import RestSender
 from ._serializer import check_vsn
 from ._subscription import Subscription
 from ._transport import TransportFactory
@@ -812,7 +814,18 @@ def _add_send(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         required=True,
         type=_json_payload,
         metavar="JSON",
-        help="the broadcast's payload, any JSON value; @FILE reads it from a file, - from stdin",
+        help=(
+            "the broadcast's payload, any JSON value (a JSON object with --http); "
+            "@FILE reads it from a file, - from stdin"
+        ),
+    )
+    send.add_argument(
+        "--http",
+        action="store_true",
+        help=(
+            "send over the REST endpoint (POST /api/broadcast/<topic>/events/<event>), "
+            "without a socket or a join; exits once the server has accepted it (202)"
+        ),
     )
     send.set_defaults(handler=_send)
 
@@ -822,6 +835,8 @@ def _send(args: argparse.Namespace) -> int:
     target = _target(args)
     event: str = args.event
     payload: JSONValue = args.payload
+    if args.http:
+        return _send_http(target, event, payload)
 
     async def session() -> None:
         async with target.open() as client:
@@ -829,6 +844,36 @@ def _send(args: argparse.Namespace) -> int:
             async with channel:
                 await channel.send_broadcast(event, payload)
         print(f"sent {event!r} to {channel.topic} (acknowledged)", flush=True)
+
+    return _run(session, target.redact)
+
+
+def _send_http(target: Target, event: str, payload: JSONValue) -> int:
+    """``send --http``: one REST request, no socket; return 0 once the server accepted it."""
+    if not isinstance(payload, dict):
+        raise CommandFailed("--http needs a JSON object as --payload", EXIT_USAGE)
+    endpoint = websocket_url(target.url, apikey=target.apikey, vsn=target.vsn)
+    token = target.token
+
+    async def get_token() -> str | None:
+        await trio.lowlevel.checkpoint()
+        return token
+
+    async def session() -> None:
+        sender = RestSender(
+            endpoint,
+            apikey=target.apikey,
+            token=get_token,
+            ssl_context=None,
+            timeout=10.0,
+            connect_timeout=10.0,
+        )
+        try:
+            await sender.send_single(target.topic, event, payload, private=target.private)
+        finally:
+            with trio.CancelScope(shield=True):
+                await sender.aclose()
+        print(f"sent {event!r} to {realtime_topic(target.topic)} over HTTP (accepted)", flush=True)
 
     return _run(session, target.redact)
 

@@ -28,6 +28,7 @@ import ssl
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 import httpx
@@ -38,6 +39,7 @@ from ._driver import Driver
 from ._events import ConnectionEvent
 from ._exceptions import ConnectionClosed, RealtimeError, leaf_exceptions
 from ._frames import realtime_topic
+from ._replay import ReplayTracker, check_replay
 from ._rest import BroadcastMessage, RestSender
 from ._runtime import MAX_FRAME_SIZE, ReconnectPolicy, Runtime, Settings, TokenSource
 from ._serializer import check_vsn
@@ -245,20 +247,45 @@ class RealtimeClient:
         presence_key: str = "",
         presence_enabled: bool = False,
         private: bool = False,
+        replay_since: datetime | int | None = None,
+        replay_limit: int | None = None,
+        replay_on_rejoin: bool = False,
     ) -> Channel:
         """Return the channel for ``topic`` (``realtime:`` is prefixed when missing).
 
         The same topic gives back the same channel object while it is registered (until it is
         left or closed by the server).
 
+        Args:
+            topic: The topic, with or without ``realtime:``.
+            broadcast_self: Receive this client's own broadcasts.
+            broadcast_ack: Wait for the server's acknowledgement of each broadcast.
+            presence_key: The key this client's presence is tracked under.
+            presence_enabled: Ask for presence at join (subscribing or tracking enables it).
+            private: Join the private channel (checked against the RLS policies).
+            replay_since: Private channels only: on joining, the server replays the stored
+                broadcasts inserted since then (a timezone-aware datetime, or Unix ms),
+                delivered through ``broadcasts()`` with ``meta = {"id": ..., "replayed":
+                True}``.
+            replay_limit: At most this many replayed messages, 1 to 25 (the newest ones; the
+                server's default is 25).
+            replay_on_rejoin: Private channels only: every rejoin asks for the messages
+                stored since the last one seen (catch-up after a gap); replayed copies of
+                messages already delivered are dropped.
+
         Raises:
-            ValueError: for an empty topic, or when the topic's channel exists with other
-                options.
+            ValueError: for an empty topic, when the topic's channel exists with other
+                options, or for replay options on a public channel, a ``replay_limit``
+                outside 1..25, or a naive datetime. Nothing has been sent then.
             TypeError: for an option of the wrong type.
             RealtimeError: after the client has closed.
         """
         if self._closed:
             raise RealtimeError("the client is closed")
+        since_ms, limit = check_replay(
+            private=private, since=replay_since, limit=replay_limit, on_rejoin=replay_on_rejoin
+        )
+        replay_options = (since_ms, limit, replay_on_rejoin)
         full = realtime_topic(topic)
         try:
             full.encode()
@@ -289,10 +316,16 @@ class RealtimeClient:
         channels = self._runtime.channels
         existing = channels.get(full)
         if existing is not None:
-            if existing.options != options:
+            existing_replay = existing.replay.options() if existing.replay else (None, None, False)
+            if existing.options != options or existing_replay != replay_options:
                 raise ValueError(f"channel {full!r} already exists with other options")
             return existing
-        channel = Channel(self._runtime, full, options)
+        replay = (
+            ReplayTracker(since_ms, limit, on_rejoin=replay_on_rejoin)
+            if replay_options != (None, None, False)
+            else None
+        )
+        channel = Channel(self._runtime, full, options, replay=replay)
         channels[full] = channel
         return channel
 

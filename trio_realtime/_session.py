@@ -323,17 +323,19 @@ class JoinSuperseded:
 
 JoinResult = JoinAccepted | JoinRefused | JoinSuperseded
 
-BindingKey = tuple[str, str, str, str]
-"""A binding's identity: event (upper case), schema, table and filter."""
+BindingKey = tuple[str, str, str, str, str]
+"""A binding's identity: event (upper case), schema, table, filter and selected columns."""
 
 
 def binding_key(spec: Mapping[str, JSONValue]) -> BindingKey:
     """The identity of a postgres_changes binding, as the server echoes it in the join reply."""
+    select = spec.get("select")
     return (
         str(spec.get("event", "*")).upper(),
         str(spec.get("schema", "")),
         str(spec.get("table", "")),
         str(spec.get("filter", "")),
+        ",".join(str(column) for column in select) if isinstance(select, list) else "",
     )
 
 
@@ -380,6 +382,8 @@ class ChannelSession:
             :meth:`Session.enable_presence`).
         postgres: The readiness of postgres_changes for the current join.
         postgres_error: The server's message when ``postgres`` is ``"failed"``.
+        replay: The ``config.broadcast.replay`` object the next join sends, if any (set by the
+            driver, which knows the time).
     """
 
     topic: str
@@ -393,17 +397,22 @@ class ChannelSession:
     close_reason: str | None = None
     bindings: list[_Binding] = field(default_factory=list)
     presence: PresenceTracker = field(default_factory=PresenceTracker)
+    replay: JSONObject | None = None
 
     def config(self) -> JSONObject:
         """The join's ``config`` object, without the bindings."""
         options = self.options
-        return channel_config(
+        config = channel_config(
             broadcast_self=options.broadcast_self,
             broadcast_ack=options.broadcast_ack,
             presence_key=options.presence_key,
             presence_enabled=self.presence_enabled,
             private=options.private,
         )
+        broadcast = config.get("broadcast")
+        if self.replay is not None and isinstance(broadcast, dict):
+            broadcast["replay"] = dict(self.replay)
+        return config
 
     def binding_specs(self) -> list[JSONObject]:
         """The bindings, in the order they travel in the join."""

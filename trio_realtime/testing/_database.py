@@ -46,7 +46,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -54,11 +54,12 @@ import psycopg
 import trio
 from psycopg import sql
 
-from .._frames import BROADCAST, POSTGRES_CHANGES, JSONObject, JSONValue, make_frame, realtime_topic
+from .._frames import POSTGRES_CHANGES, JSONObject, JSONValue, make_frame
 from .._postgres import filter_matches
 from ._database_types import DatabaseSetupError, DatabaseStatistics
 from ._jwt import unverified_claims
 from ._postgres_changes import Binding, format_commit_timestamp, inspect
+from ._replay import StoredMessage, deliver_stored
 from ._state import Channel, Hub, Policies, encode
 from ._supabase_sql import AUTH_SQL, REALTIME_SQL, ROLES_SQL
 
@@ -867,16 +868,16 @@ class Database:
 
     def _send_broadcasts(self, broadcasts: list[_Broadcast]) -> None:
         for message in broadcasts:
-            room = self._hub.room(realtime_topic(message.topic), message.private)
-            if room is None:
-                continue
-            payload: JSONObject = {
-                "type": BROADCAST,
-                "event": message.event,
-                "payload": message.payload,
-                "meta": {"id": message.id},
-            }
-            self._broadcasts_sent += room.fan_out_user_broadcast(payload)
+            # Stored too, so that private channels joining with replay get it again.
+            stored = StoredMessage(
+                id=message.id,
+                topic=message.topic,
+                event=message.event,
+                payload=message.payload,
+                private=message.private,
+                inserted_at=datetime.now(UTC),
+            )
+            self._broadcasts_sent += deliver_stored(self._hub, stored)
 
     def _deliver(self, deliveries: list[tuple[Channel, JSONObject]]) -> None:
         for channel, payload in deliveries:

@@ -18,6 +18,7 @@ import orjson
 from .._frames import JSONObject, JSONValue
 from .._postgres import FilterCondition, FilterParseError, filter_matches, parse_filter
 from ._filters import subscription_error
+from ._select import parse_select
 
 CHANGE_TYPES = ("INSERT", "UPDATE", "DELETE")
 _EVENTS = frozenset((*CHANGE_TYPES, "*"))
@@ -39,6 +40,7 @@ class Binding:
         schema: The schema, or ``*`` for every schema.
         table: The table, or ``*`` for every table of the schema.
         conditions: The parsed filter; all must hold.
+        select: The columns asked for (``select``), sorted; ``None`` for all of them.
     """
 
     id: int
@@ -46,6 +48,7 @@ class Binding:
     schema: str
     table: str
     conditions: tuple[FilterCondition, ...]
+    select: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,7 @@ class Change:
         type: ``INSERT``, ``UPDATE`` or ``DELETE``.
         row: What filters are evaluated against: the new record, or the old one on DELETE.
         data: The ``data`` object of the ``postgres_changes`` message.
+        primary_key: The primary key columns, always sent when a binding selects columns.
     """
 
     schema: str
@@ -65,6 +69,7 @@ class Change:
     type: str
     row: Mapping[str, JSONValue]
     data: JSONObject
+    primary_key: tuple[str, ...] = ()
 
 
 def binding_id(raw: Mapping[str, JSONValue]) -> int:
@@ -146,6 +151,7 @@ def parse_bindings(raw_bindings: Sequence[JSONObject]) -> tuple[Binding, ...]:
             schema=schema,
             table=table,
             conditions=tuple(conditions),
+            select=parse_select(raw.get("select"), schema, table),
         )
         select = raw.get("select")
         columns = (
@@ -217,6 +223,7 @@ def build_change(
     columns: Sequence[Mapping[str, JSONValue]] | None,
     commit_timestamp: str | datetime | None,
     errors: Sequence[str] | None,
+    primary_key: Sequence[str] | None = None,
 ) -> Change:
     """Build the change message data (section 7.4) and the row its filters see.
 
@@ -249,4 +256,7 @@ def build_change(
     if normalised != "INSERT":
         data["old_record"] = old_row
     row = old_row if normalised == "DELETE" else new_row
-    return Change(schema, table, normalised, row, data)
+    if primary_key is None:
+        names = {c.get("name") for c in column_list if isinstance(c, dict)} | set(row)
+        primary_key = ("id",) if "id" in names else ()
+    return Change(schema, table, normalised, row, data, tuple(primary_key))

@@ -149,30 +149,6 @@ def _payload_too_large(payload: JSONValue | bytes) -> bool:
     return size > MAX_PAYLOAD_BYTES
 
 
-def _private_topics(request: RestRequest) -> list[str]:
-    """The topics a broadcast request sends to privately (for the database's write check)."""
-    parts = urlsplit(request.target)
-    segments = parts.path.removeprefix(_PREFIX).rstrip("/").split("/")
-    if len(segments) == 6 and segments[:3] == ["", "api", "broadcast"]:
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        return [unquote(segments[3])] if query.get("private") == "true" else []
-    try:
-        body = orjson.loads(request.body) if request.body else None
-    except orjson.JSONDecodeError:
-        return []
-    messages = body.get("messages") if isinstance(body, dict) else None
-    if not isinstance(messages, list):
-        return []
-    topics: list[str] = []
-    for item in messages:
-        if not isinstance(item, dict) or item.get("private") not in (True, "true"):
-            continue
-        topic = item.get("topic")
-        if isinstance(topic, str) and topic not in topics:
-            topics.append(topic)
-    return topics
-
-
 class RestEndpoints:
     """The REST endpoints of one server; :meth:`handle` decides a request.
 
@@ -185,14 +161,14 @@ class RestEndpoints:
         self._hub = hub
         self._window = _RateWindow(max_events_per_second)
         self.requests = 0
-        # While handle_async runs: private topic -> whether the database's policies allow the
-        # caller to write to it.
-        self._database_writes: dict[str, bool] | None = None
 
     # -- routing --------------------------------------------------------------------------------
 
-    def handle(self, request: RestRequest) -> RestResponse:
-        """Decide ``request`` and do what it asks; never raises for bad input."""
+    async def handle(self, request: RestRequest) -> RestResponse:
+        """Decide ``request`` and do what it asks; never raises for bad input.
+
+        A checkpoint only when a private message needs the database's policies.
+        """
         self.requests += 1
         parts = urlsplit(request.target)
         path = parts.path
@@ -245,7 +221,7 @@ class RestEndpoints:
             else:
                 # Plug.Parsers puts a non-object JSON body under "_json": the payload is that map.
                 body = {"_json": parsed}
-            return self._single(
+            return await self._single(
                 topic=topic,
                 event=event,
                 payload=body,
@@ -254,7 +230,7 @@ class RestEndpoints:
                 headers=headers,
                 now=now,
             )
-        return self._batch(parsed, token, headers, now)
+        return await self._batch(parsed, token, headers, now)
 
     def _authenticated(self, token: str | None, apikey_header: str | None) -> bool:
         if not token:
@@ -268,37 +244,21 @@ class RestEndpoints:
         # comes with the project's key, as a gateway in front of Realtime would.
         return config.apikey is None or apikey_header == config.apikey
 
-    def _may_write(self, topic: str, token: str | None) -> bool:
-        checked = self._database_writes
-        if checked is not None and not checked.get(topic, False):
-            return False
+    async def _may_write(self, topic: str, token: str | None) -> bool | None:
+        """Whether ``token`` may broadcast to the private ``topic``; ``None`` when the
+        database's policy check failed."""
         authorize = self._hub.config.authorize
-        return authorize is None or authorize(topic, token, "write")
-
-    async def handle_async(self, request: RestRequest) -> RestResponse:
-        """Like :meth:`handle`; with a database, the private topics of the request are first
-        checked against the write policies on ``realtime.messages`` under the caller's token.
-
-        A checkpoint.
-        """
+        if authorize is not None and not authorize(topic, token, "write"):
+            return False
         database = self._hub.database
         if database is None:
-            await trio.lowlevel.checkpoint()
-            return self.handle(request)
-        token = _bearer(request.headers.get("authorization")) or request.headers.get("apikey")
-        writes: dict[str, bool] = {}
-        for topic in _private_topics(request):
-            policies = await database.authorize(token, topic)
-            writes[topic] = policies is not None and policies.broadcast_write
-        self._database_writes = writes
-        try:
-            return self.handle(request)
-        finally:
-            self._database_writes = None
+            return True
+        policies = await database.authorize(token, topic)
+        return None if policies is None else policies.broadcast_write
 
     # -- controllers ----------------------------------------------------------------------------
 
-    def _single(
+    async def _single(
         self,
         *,
         topic: str,
@@ -313,8 +273,12 @@ class RestEndpoints:
             return _json(
                 422, {"errors": {"payload": ["Payload size exceeds tenant limit"]}}, headers
             )
-        if private and not self._may_write(topic, token):
-            return _message(403, "Unauthorized", headers)
+        if private:
+            allowed = await self._may_write(topic, token)
+            if allowed is None:
+                return _message(422, "RLS policy error", headers)
+            if not allowed:
+                return _message(403, "Unauthorized", headers)
         self._window.add(now, 1)
         room = self._hub.room(realtime_topic(topic), private)
         if room is not None:
@@ -322,7 +286,7 @@ class RestEndpoints:
             room.fan_out_user_broadcast(message)
         return RestResponse(202, headers)
 
-    def _batch(
+    async def _batch(
         self, body: JSONValue, token: str | None, headers: list[tuple[str, str]], now: float
     ) -> RestResponse:
         raw = body.get("messages") if isinstance(body, dict) else None
@@ -345,14 +309,14 @@ class RestEndpoints:
             return _message(
                 429, "Too many messages to broadcast, please reduce the batch size", headers
             )
-        allowed: dict[str, bool] = {}
+        allowed: dict[str, bool | None] = {}
         for message in valid:
             topic = message["topic"]
             assert isinstance(topic, str)
             private = message["private"] is True
             if private:
                 if topic not in allowed:
-                    allowed[topic] = self._may_write(topic, token)
+                    allowed[topic] = await self._may_write(topic, token)
                 if not allowed[topic]:
                     continue  # skipped without a word, as on the server
             self._window.add(now, 1)
@@ -531,7 +495,7 @@ async def serve_http(stream: trio.abc.Stream, head: bytes, endpoints: RestEndpoi
                 headers,
                 bytes(body),
             )
-            response = await endpoints.handle_async(request)
+            response = await endpoints.handle(request)
             logger.info(
                 "HTTP %s %s -> %d", request.method, urlsplit(request.target).path, response.status
             )
@@ -572,8 +536,7 @@ class MemoryHTTPTransport(httpx.AsyncBaseTransport):
         for name, value in request.headers.multi_items():
             headers.setdefault(name.lower(), value)
         target = request.url.raw_path.decode("ascii")
-        response = await self._endpoints.handle_async(
-            RestRequest(request.method.upper(), target, headers, body)
-        )
+        method = request.method.upper()
+        response = await self._endpoints.handle(RestRequest(method, target, headers, body))
         await trio.lowlevel.checkpoint()
         return httpx.Response(response.status, headers=response.headers, content=response.body)

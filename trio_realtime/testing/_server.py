@@ -48,7 +48,7 @@ import trio
 from websockets.http11 import Request
 
 from .._exceptions import RealtimeConnectionError
-from .._frames import BROADCAST, JSONValue, Payload, realtime_topic
+from .._frames import BROADCAST, JSONValue, Payload, realtime_topic, sub_topic
 from .._serializer import VSN_1, VSN_2
 from .._transport import Transport, TransportOptions, memory_transport_pair
 from .._url import Endpoint, redact_url
@@ -56,6 +56,7 @@ from .._ws_sansio import _refusal, server_handshake
 from ._jwt import TokenError, token_check_for, verify_token
 from ._limits import RateLimits
 from ._postgres_changes import build_change
+from ._replay import StoredMessage, realtime_send
 from ._rest import (
     DEFAULT_EVENTS_PER_SECOND,
     ChannelAuthorization,
@@ -432,6 +433,7 @@ class RealtimeServer:
         columns: Sequence[Mapping[str, JSONValue]] | None = None,
         commit_timestamp: str | datetime | None = None,
         errors: Sequence[str] | None = None,
+        primary_key: Sequence[str] | None = None,
     ) -> int:
         """Deliver a row change to every channel with a matching postgres_changes binding.
 
@@ -447,6 +449,8 @@ class RealtimeServer:
             columns: ``[{"name": ..., "type": ...}]``; guessed from the values when omitted.
             commit_timestamp: A string sent as is, or a datetime; defaults to now.
             errors: The ``errors`` list, or ``None``.
+            primary_key: The table's primary key columns, which a binding's ``select``
+                always keeps; by default ``("id",)`` when the row has an ``id``.
 
         Returns:
             How many channels it was queued to.
@@ -463,10 +467,56 @@ class RealtimeServer:
             columns=columns,
             commit_timestamp=commit_timestamp,
             errors=errors,
+            primary_key=primary_key,
         )
         delivered = self._hub.emit_postgres_change(change)
         await trio.lowlevel.checkpoint()
         return delivered
+
+    async def realtime_send(
+        self,
+        topic: str,
+        event: str,
+        payload: Mapping[str, JSONValue] | bytes,
+        *,
+        private: bool = True,
+        id: str | None = None,
+        inserted_at: datetime | None = None,
+    ) -> str:
+        """Do what ``realtime.send()`` does in the database: store a message and broadcast it.
+
+        Subscribers get it with ``meta.id`` (V2: binary kind 4 with metadata ``{"id": ...}``;
+        V1: text, nothing for bytes). Private messages are kept for replay: a private channel
+        joining with ``replay_since`` gets them again, with ``meta.replayed`` (see
+        ``_replay`` for the store's bounds).
+
+        Args:
+            topic: The topic, with or without ``realtime:``.
+            event: The user event.
+            payload: A JSON object, or bytes.
+            private: Send to the private channel (``realtime.send``'s default is private).
+            id: The message id (a fresh UUID by default).
+            inserted_at: When it was stored (now by default); timezone-aware.
+
+        Returns:
+            The message id.
+        """
+        body: JSONValue | bytes = payload if isinstance(payload, bytes) else dict(payload)
+        message_id, _ = realtime_send(
+            self._hub,
+            topic,
+            event,
+            body,
+            private=private,
+            message_id=id,
+            inserted_at=inserted_at,
+        )
+        await trio.lowlevel.checkpoint()
+        return message_id
+
+    def stored_messages(self, topic: str) -> list[StoredMessage]:
+        """The messages stored for ``topic`` (by :meth:`realtime_send`), oldest first."""
+        return self._hub.messages.messages(sub_topic(realtime_topic(topic)))
 
     # -- fault injection ------------------------------------------------------------------------
 

@@ -67,6 +67,7 @@ from ._limits import (
 )
 from ._payloads import SB_PREFIX, JoinParams, channel_token, parse_join
 from ._postgres_changes import SUBSCRIBED, parse_bindings, reply_entries
+from ._replay import replay_on_join
 from ._state import Channel, ChannelAuthorization, Hub, encode
 from ._tokens import expired_message, next_check, token_expiry
 
@@ -721,6 +722,7 @@ class ServerConnection:
                 self.system_close(channel, TOO_MANY_PRESENCE)
                 return
             channel.push(PRESENCE_STATE, channel.room.presence_state())
+        replay_on_join(channel, hub.messages, frame.payload)
         if params.bindings:
             if bindings_error is None and hub.database is not None:
                 bindings_error = await hub.database.subscribe(channel)

@@ -36,6 +36,8 @@ from .._serializer import VSN_1, VSN_2, encode_server_frame
 from .._transport import OutgoingMessage
 from ._limits import TOO_MANY_EVENTS, Limiter, RateLimits
 from ._postgres_changes import Binding, Change, matching_ids
+from ._replay import MessageStore
+from ._select import selected_data
 
 logger = logging.getLogger("trio_realtime.testing")
 
@@ -175,6 +177,7 @@ class Channel:
     bindings: tuple[Binding, ...] = ()
     token: str | None = field(default=None, repr=False)
     room: Room | None = None
+    replayed_ids: frozenset[str] = frozenset()
     policies: Policies | None = None
 
     def push(self, event: str, payload: JSONValue) -> bool:
@@ -396,6 +399,7 @@ class Hub:
         self.frames_sent = 0
         self.malformed_frames = 0
         self.dropped_slow_connections = 0
+        self.messages = MessageStore()
 
     def notify(self) -> None:
         """Wake every task waiting for a change of connections or channels."""
@@ -456,17 +460,26 @@ class Hub:
             How many channels accepted it.
         """
         delivered = 0
-        cache: dict[tuple[str, str, tuple[int, ...]], OutgoingMessage] = {}
+        cache: dict[tuple[str, str, tuple[int, ...], object], OutgoingMessage] = {}
         for channel in self.postgres_channels:
             ids = matching_ids(channel.bindings, change)
             if not ids:
                 continue
-            key = (channel.vsn, channel.topic, tuple(ids))
-            item = cache.get(key)
-            if item is None:
-                payload: JSONObject = {"ids": list(ids), "data": change.data}
-                frame = make_frame(channel.topic, POSTGRES_CHANGES, payload)
-                item = cache[key] = encode(frame, channel.vsn)
-            if channel.peer.enqueue(item):
+            # One message per distinct ``select`` among the matching bindings.
+            groups: dict[tuple[str, ...] | None, list[int]] = {}
+            for binding in channel.bindings:
+                if binding.id in ids and binding.id not in groups.get(binding.select, ()):
+                    groups.setdefault(binding.select, []).append(binding.id)
+            accepted = False
+            for select, group in groups.items():
+                key = (channel.vsn, channel.topic, tuple(group), select)
+                item = cache.get(key)
+                if item is None:
+                    data = selected_data(change.data, select, change.primary_key)
+                    payload: JSONObject = {"ids": list(group), "data": data}
+                    frame = make_frame(channel.topic, POSTGRES_CHANGES, payload)
+                    item = cache[key] = encode(frame, channel.vsn)
+                accepted = channel.peer.enqueue(item) or accepted
+            if accepted:
                 delivered += 1
         return delivered
