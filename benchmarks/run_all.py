@@ -5,8 +5,9 @@ It starts the flood/echo peer in its own process, creates realtime-py's virtuale
 chosen measurements, prints their tables and writes every figure to
 ``benchmarks/results/<date>-<quick|full>.json`` (or ``--json PATH``).
 
-Measurements: ``throughput``, ``latency``, ``channels``, ``memory``. Full mode takes about
-ten minutes on a two-core machine, ``--quick`` under three. Benchmarks are not tests: nothing
+Measurements: ``throughput``, ``latency``, ``channels``, ``memory``, ``blocking`` (the
+blocking interface beside the async one). Full mode takes about ten minutes on a two-core
+machine, ``--quick`` under three. Benchmarks are not tests: nothing
 here asserts a timing; the targets are printed next to the figures.
 """
 
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import channels, latency, memory, throughput
+from . import blocking, channels, latency, memory, throughput
 from ._common import (
     JSON,
     REALTIME_PY_REQUIREMENT,
@@ -34,7 +35,7 @@ from ._common import (
     running_peer,
 )
 
-MEASUREMENTS = ("throughput", "latency", "channels", "memory")
+MEASUREMENTS = ("throughput", "latency", "channels", "memory", "blocking")
 
 
 def log(message: str) -> None:
@@ -199,6 +200,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                 log=log,
             )
             tables.append("MEMORY\n" + memory.report(results["memory"]))
+        if "blocking" in chosen:
+            log("blocking ...")
+            n, m = (20_000, 5_000) if quick else (100_000, 20_000)
+            results["blocking"] = blocking.measure(
+                peer.port, n=n, m=m, repeats=repeats, cpu=client_cpu, log=log
+            )
+            tables.append(
+                f"BLOCKING INTERFACE (trio_realtime.sync) beside the async API: {n:,}-message "
+                f"flood received, {m:,} sequential sends, median of {repeats} runs\n"
+                + blocking.report(results["blocking"])
+            )
     results["seconds"] = time.monotonic() - started
     info = results["machine"]
     header = (

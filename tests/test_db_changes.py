@@ -559,3 +559,73 @@ def test_db04_serve_command_reports_database_errors(capsys: pytest.CaptureFixtur
     assert status == 1
     error = capsys.readouterr().err
     assert error.startswith("trio-realtime serve: cannot connect to the database:")
+
+
+async def test_db05_the_client_reconnects_and_misses_nothing_after(
+    database: str, nursery: trio.Nursery
+) -> None:
+    """DB-05: trio_realtime's own client, dropped by the server, reconnects and rejoins; every
+    change made once its binding streams again arrives, in order."""
+    from trio_realtime import backoff, open_realtime
+
+    with trio.fail_after(LIMIT):
+        await sql(
+            database,
+            "create table events (id int primary key);"
+            "alter publication supabase_realtime add table events;",
+        )
+        async with db_server(database, jwt_secret=JWT_SECRET) as server:
+            database_side = server.database
+            assert database_side is not None
+            token = make_token(JWT_SECRET, role="anon")
+            quick = backoff((0.05,), jitter=0)
+            async with open_realtime(server.url, apikey=token, reconnect=quick) as client:
+                channel = client.channel("db")
+                inserts = channel.postgres_changes("INSERT", table="events")
+                async with channel:
+                    await channel.wait_postgres_ready()
+                    await sql(database, "insert into events values (1)")
+                    first = (await inserts.receive()).new
+                    await server.drop_connections()
+                    await database_side.wait_until(lambda stats: stats.subscribed_channels == 1)
+                    await sql(database, "insert into events values (2), (3)")
+                    after = [(await inserts.receive()).new for _ in range(2)]
+    assert first == {"id": 1}
+    assert after == [{"id": 2}, {"id": 3}]
+
+
+async def test_db01_select_keeps_the_asked_columns_and_the_key(
+    database: str, nursery: trio.Nursery
+) -> None:
+    """DB-01 (PG-10): a binding's ``select`` keeps those columns plus the primary key, in
+    columns, record and old_record; bindings with different selections get a message each."""
+    with trio.fail_after(LIMIT):
+        await sql(
+            database,
+            "create table posts (id int primary key, title text, body text);"
+            "alter table posts replica identity full;"
+            "alter publication supabase_realtime add table posts;",
+        )
+        async with db_server(database) as server:
+            client, ids = await subscribe(
+                server,
+                nursery,
+                {"event": "UPDATE", "schema": "public", "table": "posts", "select": ["title"]},
+                {"event": "*", "schema": "public", "table": "posts"},
+            )
+            await sql(database, "insert into posts values (1, 'a', 'long')")
+            insert = await next_change(client)
+            await sql(database, "update posts set title = 'b'")
+            updates = [await next_change(client) for _ in range(2)]
+    assert insert["ids"] == [ids[1]]
+    by_ids = {tuple(message["ids"]): obj(message["data"]) for message in updates}  # type: ignore[arg-type]
+    selected = by_ids[(ids[0],)]
+    assert selected["columns"] == [
+        {"name": "id", "type": "int4"},
+        {"name": "title", "type": "text"},
+    ]
+    assert (selected["record"], selected["old_record"]) == (
+        {"id": 1, "title": "b"},
+        {"id": 1, "title": "a"},
+    )
+    assert by_ids[(ids[1],)]["record"] == {"id": 1, "title": "b", "body": "long"}

@@ -234,7 +234,7 @@ def _subscription_text(binding: Binding) -> str:
         + "}"
         for c in binding.conditions
     )
-    select = getattr(binding, "select", None)
+    select = binding.select
     return (
         f"[event: {binding.event}, schema: {binding.schema}, table: {binding.table}, "
         f"filters: [{filters}], select: {inspect(list(select)) if select else 'nil'}]"
@@ -287,7 +287,7 @@ class Database:
 
     async def wait_until(self, predicate: Callable[[DatabaseStatistics], bool]) -> None:
         """Wait until ``predicate(self.statistics())`` holds; it is checked after every poll,
-        poll failure and reconnect. A checkpoint even when it holds already."""
+        poll failure, reconnect and new subscription. A checkpoint even when it holds already."""
         await trio.lowlevel.checkpoint()
         while not predicate(self.statistics()):
             await self._progress.park()
@@ -301,6 +301,7 @@ class Database:
             poll_errors=self._errors,
             reconnects=self._reconnects,
             broadcasts_queued=self._broadcasts_sent,
+            subscribed_channels=sum(1 for channel in self._subscribed if channel.room is not None),
         )
 
     # -- setup (worker thread) ------------------------------------------------------------------
@@ -467,8 +468,9 @@ class Database:
             except Exception as exc:  # the connection is gone: say so, as the server does
                 logger.warning("database: subscription check failed: %s", exc)
                 error = repr(exc)
-        if error is None:
+        if error is None and channel.room is not None:
             self._subscribed[channel] = None
+            self._progress.unpark_all()
         return error
 
     def _authorize(self, role: str | None, claims: str, topic: str) -> Policies | None:
@@ -750,67 +752,75 @@ class Database:
                 change.visible[(role, claims)] = seen
 
     def _messages(self, change: _Change) -> list[tuple[Channel, JSONObject]]:
+        out: list[tuple[Channel, JSONObject]] = []
+        for subscriber, matched_ids in change.matched.values():
+            for select, ids in _select_groups(subscriber, matched_ids):
+                message = self._message(change, subscriber, select, ids)
+                if message is not None:
+                    out.append((subscriber.channel, message))
+        return out
+
+    def _message(
+        self,
+        change: _Change,
+        subscriber: _Subscriber,
+        select: tuple[str, ...] | None,
+        ids: list[int],
+    ) -> JSONObject | None:
+        """The message for one subscriber and one ``select`` group; ``None`` when RLS hides
+        the row."""
         schema, name, action, table = change.schema, change.name, change.action, change.table
         too_large = change.size > self._max_record_bytes
         pk = table.primary_key
-        commit_timestamp = _commit_timestamp(change.wal.get("timestamp"))
-        out: list[tuple[Channel, JSONObject]] = []
-        for subscriber, ids in change.matched.values():
-            role = subscriber.role
-            privileges = self._privileges(table, role, schema, name)
-            base: JSONObject = {"schema": schema, "table": name, "type": action}
-            if action != "DELETE" and not pk:
-                out.append((subscriber.channel, _error_data(base, action, ids, ERROR_NO_PK)))
-                continue
-            if action != "DELETE" and not all(key in privileges for key in pk):
-                error = _error_data(base, action, ids, ERROR_UNAUTHORIZED)
-                out.append((subscriber.channel, error))
-                continue
-            if table.rls and action != "DELETE":
-                seen = change.visible.get((role, subscriber.claims), False)
-                if seen is None:
-                    out.append((subscriber.channel, _error_data(base, action, ids, ERROR_RLS)))
-                    continue
-                if not seen:
-                    continue
-            select = _selected(subscriber, ids)
+        role = subscriber.role
+        privileges = self._privileges(table, role, schema, name)
+        base: JSONObject = {"schema": schema, "table": name, "type": action}
+        if action != "DELETE" and not pk:
+            return _error_data(base, action, ids, ERROR_NO_PK)
+        if action != "DELETE" and not all(key in privileges for key in pk):
+            return _error_data(base, action, ids, ERROR_UNAUTHORIZED)
+        if table.rls and action != "DELETE":
+            seen = change.visible.get((role, subscriber.claims), False)
+            if seen is None:
+                return _error_data(base, action, ids, ERROR_RLS)
+            if not seen:
+                return None
 
-            def keep(
-                column: str, select: set[str] | None = select, privileges: set[str] = privileges
-            ) -> bool:
-                if column not in privileges:
-                    return False
-                return select is None or column in select or column in pk
+        def keep(
+            column: str,
+            select: tuple[str, ...] | None = select,
+            privileges: set[str] = privileges,
+        ) -> bool:
+            if column not in privileges:
+                return False
+            return select is None or column in select or column in pk
 
-            def small(column: _Column) -> bool:
-                return not too_large or column.size <= SMALL_VALUE_BYTES
+        def small(column: _Column) -> bool:
+            return not too_large or column.size <= SMALL_VALUE_BYTES
 
-            data: JSONObject = {
-                "schema": schema,
-                "table": name,
-                "commit_timestamp": commit_timestamp,
-                "type": action,
-                "columns": [
-                    {"name": column, "type": type_name}
-                    for column, type_name, _pk in table.columns
-                    if keep(column)
-                ],
-                "errors": [ERROR_TOO_LARGE] if too_large else None,
+        data: JSONObject = {
+            "schema": schema,
+            "table": name,
+            "commit_timestamp": _commit_timestamp(change.wal.get("timestamp")),
+            "type": action,
+            "columns": [
+                {"name": column, "type": type_name}
+                for column, type_name, _pk in table.columns
+                if keep(column)
+            ],
+            "errors": [ERROR_TOO_LARGE] if too_large else None,
+        }
+        if action != "DELETE":
+            data["record"] = {k: c.value for k, c in change.new.items() if keep(k) and small(c)}
+        if action == "UPDATE":
+            data["old_record"] = {k: c.value for k, c in change.old.items() if keep(k) and small(c)}
+        elif action == "DELETE":
+            data["old_record"] = {
+                k: c.value
+                for k, c in change.old.items()
+                if keep(k) and small(c) and (not table.rls or k in pk)
             }
-            if action != "DELETE":
-                data["record"] = {k: c.value for k, c in change.new.items() if keep(k) and small(c)}
-            if action == "UPDATE":
-                data["old_record"] = {
-                    k: c.value for k, c in change.old.items() if keep(k) and small(c)
-                }
-            elif action == "DELETE":
-                data["old_record"] = {
-                    k: c.value
-                    for k, c in change.old.items()
-                    if keep(k) and small(c) and (not table.rls or k in pk)
-                }
-            out.append((subscriber.channel, {"ids": list(ids), "data": data}))
-        return out
+        return {"ids": list(ids), "data": data}
 
     # -- the poll loop --------------------------------------------------------------------------
 
@@ -913,17 +923,15 @@ def _error_data(base: JSONObject, action: str, ids: list[int], error: str) -> JS
     return {"ids": list(ids), "data": data}
 
 
-def _selected(subscriber: _Subscriber, ids: list[int]) -> set[str] | None:
-    """The union of the ``select`` lists of the matched bindings; ``None`` when any has none."""
-    columns: set[str] = set()
+def _select_groups(
+    subscriber: _Subscriber, ids: list[int]
+) -> list[tuple[tuple[str, ...] | None, list[int]]]:
+    """The matched binding ids grouped by their ``select`` (one message per group)."""
+    groups: dict[tuple[str, ...] | None, list[int]] = {}
     for binding in subscriber.bindings:
-        if binding.id not in ids:
-            continue
-        select = getattr(binding, "select", None)
-        if not select:
-            return None
-        columns.update(select)
-    return columns
+        if binding.id in ids and binding.id not in groups.get(binding.select, ()):
+            groups.setdefault(binding.select, []).append(binding.id)
+    return list(groups.items())
 
 
 @asynccontextmanager

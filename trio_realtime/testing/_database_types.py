@@ -20,6 +20,7 @@ class DatabaseStatistics:
         poll_errors: Polls that failed (logged, then retried).
         reconnects: Times the poll connection was re-opened with a new slot.
         broadcasts_queued: Broadcasts from the database (``realtime.send``) queued to channels.
+        subscribed_channels: Joined channels whose postgres_changes bindings are streaming.
     """
 
     polls: int
@@ -28,3 +29,4 @@ class DatabaseStatistics:
     poll_errors: int
     reconnects: int
     broadcasts_queued: int
+    subscribed_channels: int
