@@ -724,18 +724,21 @@ class RealtimeServer:
             return None
 
         handshake = None
+        head = b""
         with trio.move_on_after(HANDSHAKE_TIMEOUT):
-            # A request other than GET is for the REST endpoints; an upgrade goes on as before.
             try:
                 head = bytes(await stream.receive_some())
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 head = b""
-            if not head:
-                await trio.aclose_forcefully(stream)
-                return
-            if is_rest_request(head):
-                await serve_http(stream, head, self._rest)
-                return
+        if not head:
+            await trio.aclose_forcefully(stream)
+            return
+        if is_rest_request(head):
+            # A request other than GET is for the REST endpoints, which keep the connection
+            # alive as long as the client uses it (serve_http has its own idle timeout).
+            await serve_http(stream, head, self._rest)
+            return
+        with trio.move_on_after(HANDSHAKE_TIMEOUT):
             handshake = await server_handshake(
                 prefixed(stream, head), decide, max_message_size=self._config.max_message_size
             )
