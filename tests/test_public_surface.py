@@ -165,6 +165,7 @@ TOP_LEVEL_NAMES = [
     "backoff",
     "open_realtime",
     "postgres_filter",
+    "postgres_filters",
 ]
 
 TESTING_NAMES = [
@@ -174,6 +175,7 @@ TESTING_NAMES = [
     "MemoryHTTPTransport",
     "PostgresCluster",
     "PostgresNotFound",
+    "RateLimits",
     "RealtimeServer",
     "ServerConnection",
     "ServerStatistics",

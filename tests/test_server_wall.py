@@ -95,6 +95,7 @@ def test_public_surface() -> None:
         "MemoryHTTPTransport",
         "PostgresCluster",
         "PostgresNotFound",
+        "RateLimits",
         "RealtimeServer",
         "ServerConnection",
         "ServerStatistics",

@@ -40,6 +40,7 @@ from ._frames import Payload as Payload
 from ._postgres import FilterOperator as FilterOperator
 from ._postgres import PostgresChange as PostgresChange
 from ._postgres import postgres_filter as postgres_filter
+from ._postgres import postgres_filters as postgres_filters
 from ._presence import PresenceEvent as PresenceEvent
 from ._presence import PresenceMap as PresenceMap
 from ._presence import PresenceMeta as PresenceMeta
@@ -190,6 +191,7 @@ __all__ = [
     "backoff",
     "open_realtime",
     "postgres_filter",
+    "postgres_filters",
 ]
 
 _publish(__name__, globals(), __all__)
