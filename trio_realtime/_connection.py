@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 
 import trio
 
-from ._exceptions import ConnectionClosed, fresh
+from ._exceptions import ConnectionClosed, ExceptionMap, fresh, map_exceptions
 from ._session import ReplyReceived
 from ._transport import CLOSE_ABNORMAL, Transport
 
@@ -95,6 +95,11 @@ class Connection:
         self._send, self._receive = trio.open_memory_channel[Outgoing](outgoing_buffer)
         self.replies: dict[str, Waiter[ReplyReceived]] = {}
         self.lost: ConnectionClosed | None = None
+        # The queue's boundary: a closed queue means a lost connection (one mapping, here).
+        self._queue_errors: ExceptionMap = {
+            trio.ClosedResourceError: self._closed_error,
+            trio.BrokenResourceError: self._closed_error,
+        }
         self.frames_sent = 0
 
     def expect_reply(self, ref: str) -> Waiter[ReplyReceived]:
@@ -122,11 +127,12 @@ class Connection:
         if self.lost is not None:
             await trio.lowlevel.checkpoint()
             raise ConnectionClosed(self.lost.code, self.lost.reason)
-        try:
+        with map_exceptions(self._queue_errors):
             await self._send.send(Outgoing(data, binary, written))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
-            raise ConnectionClosed(lost.code, lost.reason) from None
+
+    def _closed_error(self, _: BaseException | None = None) -> ConnectionClosed:
+        lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
+        return ConnectionClosed(lost.code, lost.reason)
 
     def lose(self, code: int, reason: str) -> None:
         """Mark the connection lost and stop its tasks. Idempotent; the first reason wins."""
