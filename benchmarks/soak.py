@@ -8,7 +8,11 @@ while consumer tasks count everything that arrives. Every ``--fault-interval`` s
 average, the server injects a random fault on a random connection: a TCP drop, a close with
 1000, 1001 or 1012 (after "Server requested disconnect"), ``phx_error`` on a channel, a channel
 closed for an expired token (the client joins it again), replies held back, heartbeats left
-unanswered (half-open), or malformed frames.
+unanswered (half-open), or malformed frames. The clients reach the server through a TCP proxy
+(:class:`FaultProxy`) that adds two faults of the byte stream: a frame with a reserved bit set,
+cut inside its payload where a valid broadcast hides (the client must fail the connection with
+1002 and never deliver the hidden message), and a few seconds of re-chunking, in which the
+proxy cuts the server's bytes into random small writes.
 
 The promises checked at the end, when every push has finished:
 
@@ -18,8 +22,10 @@ The promises checked at the end, when every push has finished:
 * every acknowledged push came back to its sender (``broadcast_self``: the server fans out
   before it acknowledges), and no client received any message twice;
 * every client is connected and joined again, with the server's presence state;
-* RSS levels off: it is sampled ten times over the run, and reported at the start, the
-  middle and the end (a leak keeps growing from the middle to the end).
+* no message hidden in a bad frame is ever delivered (smuggled = 0);
+* RSS, open file descriptors and trio tasks level off: each is sampled ten times over the run
+  and reported at the start, the middle and the end (a leak keeps growing from the middle to
+  the end).
 
 The exit status is 1 when a promise is broken. ``--json PATH`` writes the figures.
 """
@@ -27,7 +33,9 @@ The exit status is 1 when a promise is broken. ``--json PATH`` writes the figure
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import random
 import sys
 import time
@@ -36,7 +44,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import trio
+import trio.lowlevel
 
 from trio_realtime import (
     Broadcast,
@@ -69,7 +79,10 @@ FAULTS = (
     "delay-replies",
     "stop-heartbeats",
     "malformed",
+    "rsv-frame",
+    "rechunk",
 )
+SMUGGLER = "smuggler"
 JUNK: tuple[str | bytes, ...] = (
     "not json",
     "[1, 2",
@@ -92,6 +105,7 @@ class Figures:
     raised: Counter[str] = field(default_factory=Counter)
     received: int = 0
     duplicates: int = 0
+    smuggled: int = 0
     acked_not_echoed: int = 0
     reconnects: int = 0
     rejoins_after_close: int = 0
@@ -159,6 +173,9 @@ class Member:
         if not isinstance(payload, dict):
             return
         sender, number = payload.get("c"), payload.get("n")
+        if sender == SMUGGLER:
+            self.figures.smuggled += 1
+            return
         if not isinstance(sender, str) or not isinstance(number, int):
             return
         self.figures.received += 1
@@ -219,6 +236,7 @@ class Member:
 async def run_member(
     soak: Soak,
     server: RealtimeServer,
+    url: str,
     index: int,
     *,
     task_status: trio.TaskStatus[Member] = trio.TASK_STATUS_IGNORED,
@@ -229,7 +247,7 @@ async def run_member(
     soak.figures.append(figures)
     async with (
         open_realtime(
-            server.url,
+            url,
             apikey=APIKEY,
             vsn=vsn,
             transport=transport,
@@ -250,7 +268,151 @@ async def run_member(
         nursery.cancel_scope.cancel()
 
 
-async def inject_faults(soak: Soak, server: RealtimeServer) -> None:
+def _hidden_broadcast_frame(topic: str) -> bytes:
+    """A server frame with RSV1 set, whose payload hides a whole broadcast frame."""
+    message = orjson.dumps(
+        {
+            "event": "broadcast",
+            "payload": {"event": "msg", "payload": {"c": SMUGGLER, "n": 1}, "type": "broadcast"},
+            "ref": None,
+            "topic": f"realtime:{topic}",
+        }
+    )
+    hidden = _frame_head(0x81, len(message)) + message
+    payload = b"pad!" + hidden
+    return _frame_head(0xC1, len(payload)) + payload  # FIN, RSV1, text
+
+
+def _frame_head(first: int, length: int) -> bytes:
+    if length < 126:
+        return bytes([first, length])
+    if length < 2**16:
+        return bytes([first, 126]) + length.to_bytes(2, "big")
+    return bytes([first, 127]) + length.to_bytes(8, "big")
+
+
+def _frame_end(data: bytes | bytearray, pos: int) -> int | None:
+    """Where the (unmasked, server) frame starting at ``pos`` ends, if it is all in ``data``."""
+    if len(data) - pos < 2:
+        return None
+    length = data[pos + 1] & 0x7F
+    start = pos + 2
+    if length == 126:
+        start = pos + 4
+        length = int.from_bytes(data[pos + 2 : start], "big")
+    elif length == 127:
+        start = pos + 10
+        length = int.from_bytes(data[pos + 2 : start], "big")
+    end = start + length
+    return end if start <= len(data) and end <= len(data) else None
+
+
+class ProxiedConnection:
+    """One client's connection through the proxy, with the byte-stream faults it can suffer."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.rechunk_until = 0.0
+        self.inject: list[bytes] = []  # frames to write at the next frame boundary
+        self.closed = False
+
+
+class FaultProxy:
+    """A loopback TCP proxy in front of the local server that can corrupt the server's bytes.
+
+    Server-to-client bytes are forwarded whole frames at a time (after the HTTP response), so
+    a frame can be injected between two of them; the client-to-server side is copied as is.
+    """
+
+    def __init__(self, target_port: int, rng: random.Random) -> None:
+        self.target_port = target_port
+        self.rng = rng
+        self.connections: list[ProxiedConnection] = []
+        self.port = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, client: trio.SocketStream) -> None:
+        connection = ProxiedConnection(self.rng)
+        try:
+            server = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+        except OSError:
+            await client.aclose()
+            return
+        self.connections.append(connection)
+        try:
+            async with client, server, trio.open_nursery() as nursery:
+                nursery.start_soon(self._copy, client, server, nursery.cancel_scope)
+                await self._frames(server, client, connection)
+                nursery.cancel_scope.cancel()
+        finally:
+            connection.closed = True
+            self.connections.remove(connection)
+
+    async def _copy(
+        self, source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
+    ) -> None:
+        try:
+            while data := await source.receive_some(65536):
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        scope.cancel()
+
+    async def _frames(
+        self, source: trio.SocketStream, sink: trio.SocketStream, connection: ProxiedConnection
+    ) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await self._forward_frames(source, sink, connection)
+
+    async def _forward_frames(
+        self, source: trio.SocketStream, sink: trio.SocketStream, connection: ProxiedConnection
+    ) -> None:
+        buffer = bytearray()
+        head_done = False
+        while data := await source.receive_some(65536):
+            buffer += data
+            if not head_done:
+                head_end = buffer.find(b"\r\n\r\n")
+                if head_end < 0:
+                    continue
+                head_done = True
+                await sink.send_all(bytes(buffer[: head_end + 4]))
+                del buffer[: head_end + 4]
+            pos = 0
+            while (frame_end := _frame_end(buffer, pos)) is not None:
+                pos = frame_end
+            if pos:
+                await self._write(sink, bytes(buffer[:pos]), connection)
+                del buffer[:pos]
+            while connection.inject:
+                frame = connection.inject.pop(0)
+                cut = frame.index(b"pad!") + 4  # the second write starts with the hidden frame
+                await sink.send_all(frame[:cut])
+                await trio.sleep(0.05)  # so that the client reads the two halves apart
+                await sink.send_all(frame[cut:])
+
+    async def _write(
+        self, sink: trio.SocketStream, data: bytes, connection: ProxiedConnection
+    ) -> None:
+        if trio.current_time() >= connection.rechunk_until:
+            await sink.send_all(data)
+            return
+        rng = connection.rng
+        pos = 0
+        while pos < len(data):
+            size = rng.randint(1, 64)
+            await sink.send_all(data[pos : pos + size])
+            pos += size
+            if rng.random() < 0.1:
+                await trio.sleep(0.001)
+
+
+async def inject_faults(soak: Soak, server: RealtimeServer, proxy: FaultProxy) -> None:
     """Every ``fault_interval`` seconds on average, one random fault on one connection."""
     rng = soak.rng
     while True:
@@ -260,6 +422,17 @@ async def inject_faults(soak: Soak, server: RealtimeServer) -> None:
             continue
         target = rng.choice(connections)
         fault = rng.choice(FAULTS)
+        if fault in ("rsv-frame", "rechunk"):
+            proxied = [c for c in proxy.connections if not c.closed]
+            if not proxied:
+                continue
+            soak.faults[fault] += 1
+            victim = rng.choice(proxied)
+            if fault == "rsv-frame":
+                victim.inject.append(_hidden_broadcast_frame(rng.choice(soak.topics())))
+            else:
+                victim.rechunk_until = trio.current_time() + rng.uniform(1.0, 5.0)
+            continue
         soak.faults[fault] += 1
         if fault == "drop":
             await server.drop_connections(connection=target)
@@ -284,22 +457,32 @@ async def inject_faults(soak: Soak, server: RealtimeServer) -> None:
 
 
 async def soak_run(soak: Soak) -> dict[str, Any]:
+    async with serve_realtime(idle_timeout=None) as server, trio.open_nursery() as proxying:
+        proxy = FaultProxy(server.port, soak.rng)
+        await proxying.start(proxy.run)
+        result = await _soak_through(soak, server, proxy)
+        proxying.cancel_scope.cancel()
+    return result
+
+
+async def _soak_through(soak: Soak, server: RealtimeServer, proxy: FaultProxy) -> dict[str, Any]:
     members: list[Member] = []
-    async with serve_realtime(idle_timeout=None) as server, trio.open_nursery() as nursery:
+    url = f"http://127.0.0.1:{proxy.port}"
+    async with trio.open_nursery() as nursery:
         for index in range(soak.clients):
-            members.append(await nursery.start(run_member, soak, server, index))
-        rss = [rss_kib()]
+            members.append(await nursery.start(run_member, soak, server, url, index))
+        samples = [_sample()]
         started = time.monotonic()
 
-        async def sample_rss() -> None:
+        async def sample() -> None:
             while True:
                 await trio.sleep(soak.duration / 10)
-                rss.append(rss_kib())
+                samples.append(_sample())
 
         with trio.move_on_after(soak.duration):
             async with trio.open_nursery() as faults:
-                faults.start_soon(sample_rss)
-                await inject_faults(soak, server)
+                faults.start_soon(sample)
+                await inject_faults(soak, server, proxy)
         # Wind down: stop sending and let every push finish (each is bounded by the client
         # timeout); lift the faults that persist; let everyone reconnect, rejoin and settle.
         soak.stop_sending.set()
@@ -308,6 +491,8 @@ async def soak_run(soak: Soak) -> dict[str, Any]:
         for connection in server.connections:
             connection.reply_delay = None
             connection.answer_heartbeats = None
+        for proxied in proxy.connections:
+            proxied.rechunk_until = 0.0
         # A heartbeat already left unanswered still ends its connection at the next tick.
         await trio.sleep(2.5 * soak.heartbeat_interval)
         with trio.move_on_after(30):
@@ -319,13 +504,42 @@ async def soak_run(soak: Soak) -> dict[str, Any]:
         elapsed = time.monotonic() - started
         for member in members:
             member.finish(server)
-        rss.append(rss_kib())
+        samples.append(_sample())
         soak.finished.set()
-    return report(soak, elapsed, rss)
+    return report(soak, elapsed, samples)
 
 
-def report(soak: Soak, elapsed: float, rss: list[int]) -> dict[str, Any]:
-    """The run's figures; ``rss`` holds RSS samples (KiB) from start to end."""
+def _open_fds() -> int:
+    """How many file descriptors this process has open (Linux ``/proc``; -1 elsewhere)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return -1
+
+
+def _task_count() -> int:
+    """How many trio tasks exist in this run."""
+    root = trio.lowlevel.current_root_task()
+    stack = [root] if root is not None else []
+    count = 0
+    while stack:
+        task = stack.pop()
+        count += 1
+        for child_nursery in task.child_nurseries:
+            stack.extend(child_nursery.child_tasks)
+    return count
+
+
+def _sample() -> tuple[int, int, int]:
+    """RSS (KiB), open file descriptors and trio tasks, now."""
+    return rss_kib(), _open_fds(), _task_count()
+
+
+def report(soak: Soak, elapsed: float, samples: list[tuple[int, int, int]]) -> dict[str, Any]:
+    """The run's figures; ``samples`` holds (RSS KiB, fds, tasks) from start to end."""
+    rss = [sample[0] for sample in samples]
+    fds = [sample[1] for sample in samples]
+    tasks = [sample[2] for sample in samples]
     totals: Counter[str] = Counter()
     raised: Counter[str] = Counter()
     for figures in soak.figures:
@@ -334,6 +548,7 @@ def report(soak: Soak, elapsed: float, rss: list[int]) -> dict[str, Any]:
             acked=figures.acked,
             received=figures.received,
             duplicates=figures.duplicates,
+            smuggled=figures.smuggled,
             acked_not_echoed=figures.acked_not_echoed,
             reconnects=figures.reconnects,
         )
@@ -363,6 +578,7 @@ def report(soak: Soak, elapsed: float, rss: list[int]) -> dict[str, Any]:
         "lost": lost,
         "received": totals["received"],
         "duplicates": totals["duplicates"],
+        "smuggled": totals["smuggled"],
         "acked_not_echoed": totals["acked_not_echoed"],
         "reconnects": totals["reconnects"],
         "faults": dict(soak.faults),
@@ -371,6 +587,12 @@ def report(soak: Soak, elapsed: float, rss: list[int]) -> dict[str, Any]:
         "rss_mid_kib": rss[len(rss) // 2],
         "rss_end_kib": rss[-1],
         "rss_max_kib": max(rss),
+        "fds_start": fds[0],
+        "fds_mid": fds[len(fds) // 2],
+        "fds_end": fds[-1],
+        "tasks_start": tasks[0],
+        "tasks_mid": tasks[len(tasks) // 2],
+        "tasks_end": tasks[-1],
     }
 
 
@@ -380,6 +602,8 @@ def broken_promises(result: dict[str, Any]) -> list[str]:
         broken.append(f"{result['lost']} acked push(es) neither acknowledged nor raised")
     if result["duplicates"]:
         broken.append(f"{result['duplicates']} message(s) received twice")
+    if result["smuggled"]:
+        broken.append(f"{result['smuggled']} message(s) hidden in a bad frame delivered")
     if result["acked_not_echoed"]:
         broken.append(f"{result['acked_not_echoed']} acknowledged push(es) never came back")
     if not result["presence_converged"]:

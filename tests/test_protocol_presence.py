@@ -448,3 +448,82 @@ def test_pr02_state_replaces_in_the_servers_order() -> None:
     assert tracker.snapshot() == {"alice": [{"presence_ref": "ref2"}]}
     tracker.sync_state({"alice": {"metas": [{"phx_ref": "ref1"}, {"phx_ref": "ref2"}]}}, "2")
     assert tracker.snapshot() == {"alice": [{"presence_ref": "ref1"}, {"presence_ref": "ref2"}]}
+
+
+# -- HD-05: metas nested as deep as the parser accepts ---------------------------------------------
+
+DEPTH = 1000  # orjson parses up to 1,024 levels; copy.deepcopy gives up near 300
+
+
+def nested(levels: int, bottom: str = "bottom") -> JSONValue:
+    value: JSONValue = bottom
+    for _ in range(levels):
+        value = {"d": value}
+    return value
+
+
+def depth_of(value: JSONValue) -> tuple[int, JSONValue]:
+    """How many ``{"d": ...}`` levels ``value`` has, and what is at the bottom (no recursion)."""
+    levels = 0
+    while isinstance(value, dict):
+        value = value["d"]
+        levels += 1
+    return levels, value
+
+
+def test_hd05_deeply_nested_metas_keep_presence_working() -> None:
+    """HD-05: a meta nested 1,000 levels deep joins, shows in the state, updates and leaves;
+    every event and snapshot holds its own copy, and nothing raises."""
+    tracker = PresenceTracker()
+    deep = {"phx_ref": "r1", "nest": nested(DEPTH)}
+    events = tracker.sync_state({"deep": {"metas": [deep]}, **STATE}, "1")
+    join = next(e for e in events if e.event == "join" and e.key == "deep")
+    assert depth_of(join.presences[0]["nest"]) == (DEPTH, "bottom")
+    sync = events[-1]
+    assert sync.event == "sync"
+    assert sync.state is not None
+    assert depth_of(sync.state["deep"][0]["nest"]) == (DEPTH, "bottom")
+    snapshot = tracker.snapshot()
+    assert depth_of(snapshot["deep"][0]["nest"]) == (DEPTH, "bottom")
+
+    # Copies are independent: changing one, deep down, changes nothing else.
+    bottom = join.presences[0]["nest"]
+    for _ in range(DEPTH - 1):
+        assert isinstance(bottom, dict)
+        bottom = bottom["d"]
+    assert isinstance(bottom, dict)
+    bottom["d"] = "changed"
+    assert depth_of(tracker.snapshot()["deep"][0]["nest"]) == (DEPTH, "bottom")
+    assert depth_of(snapshot["deep"][0]["nest"]) == (DEPTH, "bottom")
+
+    update = {"phx_ref": "r2", "phx_ref_prev": "r1", "nest": nested(DEPTH, "new")}
+    events = tracker.sync_diff({"joins": {"deep": {"metas": [update]}}, "leaves": {}}, "1")
+    assert [(e.event, e.key) for e in events] == [("join", "deep"), ("sync", None)]
+    assert depth_of(events[0].current_presences[0]["nest"]) == (DEPTH, "bottom")
+    events = tracker.sync_diff({"joins": {}, "leaves": {"deep": {"metas": [deep]}}}, "1")
+    assert [(e.event, e.key) for e in events] == [("leave", "deep"), ("sync", None)]
+    assert depth_of(events[0].current_presences[0]["nest"]) == (DEPTH, "new")
+    assert depth_of(events[0].presences[0]["nest"]) == (DEPTH, "bottom")
+
+    leaves = tracker.clear()
+    assert sorted(str(e.key) for e in leaves if e.event == "leave") == ["deep", "u1", "u2"]
+    assert tracker.snapshot() == {}
+
+
+def test_hd05_deep_metas_in_lists_and_pending_diffs() -> None:
+    """HD-05: nesting through lists too, in a diff held for a state that arrives later."""
+    tracker = PresenceTracker()
+    value: JSONValue = [1, "x", None]
+    for _ in range(DEPTH):
+        value = [value, {"k": True}]
+    diff = {"joins": {"deep": {"metas": [{"phx_ref": "r1", "nest": value}]}}, "leaves": {}}
+    assert tracker.sync_diff(diff, "2") == []
+    events = tracker.sync_state({}, "2")
+    assert [(e.event, e.key) for e in events] == [("join", "deep"), ("sync", None)]
+    copied = tracker.snapshot()["deep"][0]["nest"]
+    levels = 0
+    while isinstance(copied, list) and len(copied) == 2:
+        assert copied[1] == {"k": True}
+        copied = copied[0]
+        levels += 1
+    assert (levels, copied) == (DEPTH, [1, "x", None])

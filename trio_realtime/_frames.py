@@ -71,8 +71,12 @@ class Frame:
         payload = self.payload
         if isinstance(payload, dict) and not SECRET_KEYS.isdisjoint(payload):
             payload = {k: ("<redacted>" if k in SECRET_KEYS else v) for k, v in payload.items()}
+        try:
+            payload_text = repr(payload)
+        except RecursionError:  # nested deeper than repr goes (the parser accepts 1,024 levels)
+            payload_text = f"<{type(payload).__name__} nested too deep to show>"
         return (
-            f"Frame(topic={self.topic!r}, event={self.event!r}, payload={payload!r}, "
+            f"Frame(topic={self.topic!r}, event={self.event!r}, payload={payload_text}, "
             f"ref={self.ref!r}, join_ref={self.join_ref!r})"
         )
 

@@ -10,16 +10,17 @@ seen, and the pending diffs; its methods return the :class:`PresenceEvent` value
 produced and never do I/O.
 
 Metas are handed out as realtime-js does: ``metas`` unwrapped, ``phx_ref`` renamed to
-``presence_ref``, ``phx_ref_prev`` dropped. Everything handed out is a copy.
+``presence_ref``, ``phx_ref_prev`` dropped. Everything handed out is a copy, made by
+:func:`copy_json` without recursion, so a meta nested as deep as the parser accepts (1,024
+levels) is copied like any other (``copy.deepcopy`` gives up near 300).
 """
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, cast
 
 from ._exceptions import ProtocolError
 from ._frames import JSONObject, JSONValue
@@ -84,6 +85,49 @@ def transform_state(raw: object) -> PresenceMap:
     return state
 
 
+def copy_json(value: JSONValue) -> JSONValue:
+    """Return a deep copy of a JSON value (dicts, lists and scalars), at any depth.
+
+    Works with an explicit stack rather than recursion; key order and list order are kept.
+    """
+    if type(value) is dict:
+        root: JSONValue = {}
+    elif type(value) is list:
+        root = []
+    else:
+        return value
+    stack: list[tuple[JSONValue, JSONValue]] = [(value, root)]
+    pop = stack.pop
+    push = stack.append
+    while stack:
+        source, target = pop()
+        if type(source) is dict:
+            target = cast(JSONObject, target)
+            for key, item in source.items():
+                kind = type(item)
+                if kind is dict or kind is list:
+                    child: JSONValue = {} if kind is dict else []
+                    push((item, child))
+                    target[key] = child
+                else:
+                    target[key] = item
+        else:
+            source, target = cast(list[JSONValue], source), cast(list[JSONValue], target)
+            for item in source:
+                kind = type(item)
+                if kind is dict or kind is list:
+                    child = {} if kind is dict else []
+                    push((item, child))
+                    target.append(child)
+                else:
+                    target.append(item)
+    return root
+
+
+def _copy_metas(metas: list[Meta]) -> list[Meta]:
+    return [cast(Meta, copy_json(meta)) for meta in metas]
+
+
 def _refs(metas: list[Meta]) -> set[JSONValue]:
     return {meta.get("presence_ref") for meta in metas}
 
@@ -121,7 +165,7 @@ class PresenceTracker:
 
     def snapshot(self) -> PresenceMap:
         """Return a deep copy of the state, ``{key: [meta, ...]}``."""
-        return copy.deepcopy(self._state)
+        return {key: _copy_metas(metas) for key, metas in self._state.items()}
 
     def clear(self) -> list[PresenceEvent]:
         """Forget all state (for example when the channel is left); return the leaves.
@@ -203,9 +247,7 @@ class PresenceTracker:
             kept = [m for m in current if m.get("presence_ref") not in joined_refs]
             state[key] = kept + [dict(m) for m in new_presences]
             events.append(
-                PresenceEvent(
-                    "join", key, copy.deepcopy(current), copy.deepcopy(list(new_presences))
-                )
+                PresenceEvent("join", key, _copy_metas(current), _copy_metas(new_presences))
             )
         for key, left_presences in leaves.items():
             before = state.get(key)
@@ -218,9 +260,7 @@ class PresenceTracker:
             else:
                 del state[key]
             events.append(
-                PresenceEvent(
-                    "leave", key, copy.deepcopy(remaining), copy.deepcopy(list(left_presences))
-                )
+                PresenceEvent("leave", key, _copy_metas(remaining), _copy_metas(left_presences))
             )
         return events
 

@@ -3,20 +3,21 @@
 trio-websocket runs its own reader task, which needs a nursery that lives as long as the
 connection and which raises a rejected handshake from inside that task. So the factory opens
 the TCP (and TLS) stream itself, with the same helper as the default transport, then starts one
-task in the transport nursery it is given: that task opens an inner nursery, runs
-trio-websocket's handshake on the stream, reports the connection with ``task_status.started``,
-and maps every failure before that point to a library exception, which ``nursery.start`` hands
-to the caller. Owning the stream means it is closed whatever the handshake does.
+task in the transport nursery it is given: that task opens an inner nursery, wraps the stream
+with trio-websocket's public ``wrap_client_stream`` (which runs the handshake and starts the
+reader there), reports the connection with ``task_status.started``, and maps every failure
+before that point to a library exception, which ``nursery.start`` hands to the caller. Owning
+the stream means it is closed whatever the handshake does, and :meth:`abort` can drop it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import orjson
 import trio
 import trio_websocket
-from wsproto import ConnectionType, WSConnection
 
 from ._exceptions import ConnectionClosed, RealtimeConnectionError, leaf_exceptions
 from ._transport import (
@@ -41,10 +42,25 @@ def _closed(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
 
 
 class TrioWebSocketTransport(Transport):
-    """A :class:`Transport` over a ``trio_websocket.WebSocketConnection``."""
+    """A :class:`Transport` over a ``trio_websocket.WebSocketConnection``.
 
-    def __init__(self, connection: trio_websocket.WebSocketConnection) -> None:
+    Args:
+        connection: The open connection.
+        stream: The stream it runs on (which this module opened).
+        close_timeout: How long :meth:`aclose` waits for the peer's close frame before it
+            drops the connection.
+    """
+
+    def __init__(
+        self,
+        connection: trio_websocket.WebSocketConnection,
+        stream: trio.abc.Stream,
+        *,
+        close_timeout: float = 2.0,
+    ) -> None:
         self._ws = connection
+        self._stream = stream
+        self._close_timeout = close_timeout
         self._aborted = False
 
     @property
@@ -65,13 +81,16 @@ class TrioWebSocketTransport(Transport):
             raise _closed(exc) from None
 
     async def aclose(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        await self._ws.aclose(code, reason or None)
+        with trio.move_on_after(self._close_timeout):
+            await self._ws.aclose(code, reason or None)
+            return
+        await self.abort()
 
     async def abort(self) -> None:
         self._aborted = True
-        # trio-websocket has no public abort; closing its stream drops the TCP connection
-        # without a close frame, and its reader task then ends the connection as 1006.
-        await trio.aclose_forcefully(self._ws._stream)
+        # Dropping the stream ends the connection without a close frame; trio-websocket's
+        # reader then sees the stream closed and ends the connection as 1006.
+        await trio.aclose_forcefully(self._stream)
 
 
 def _refusal(endpoint: Endpoint, exc: trio_websocket.ConnectionRejected) -> RealtimeConnectionError:
@@ -108,7 +127,7 @@ async def connect_trio_websocket(
     stream = await open_tcp_or_tls(endpoint, options)
     try:
         transport: TrioWebSocketTransport = await nursery.start(
-            _run_connection, stream, endpoint, options
+            run_trio_websocket, stream, endpoint, options
         )
     except BaseException:
         await trio.aclose_forcefully(stream)
@@ -116,32 +135,37 @@ async def connect_trio_websocket(
     return transport
 
 
-async def _run_connection(
+async def run_trio_websocket(
     stream: trio.abc.Stream,
     endpoint: Endpoint,
     options: TransportOptions,
     *,
     task_status: trio.TaskStatus[TrioWebSocketTransport] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    # What trio_websocket.connect_websocket does, on a stream this module opened itself, so
-    # that the stream is closed whatever happens during the handshake.
+    """Run the WebSocket handshake on ``stream``, then the connection's reader, in one task.
+
+    Raises:
+        RealtimeConnectionError: for an HTTP error at the upgrade, or any other handshake
+            failure (before ``task_status.started``).
+    """
     port = endpoint.port
     host_header = endpoint.host if port in (80, 443) else f"{endpoint.host}:{port}"
     started = False
     try:
         async with trio.open_nursery() as inner:
-            connection = trio_websocket.WebSocketConnection(
-                stream,
-                WSConnection(ConnectionType.CLIENT),
-                host=host_header,
-                path=endpoint.resource,
-                client_extra_headers=[(b"User-Agent", USER_AGENT.encode())],
+            connection = await trio_websocket.wrap_client_stream(
+                inner,
+                # Annotated as a socket or TLS stream; it only needs a trio stream.
+                cast(trio.SocketStream, stream),
+                host_header,
+                endpoint.resource,
+                extra_headers=[(b"User-Agent", USER_AGENT.encode())],
                 message_queue_size=_QUEUE_SIZE,
                 max_message_size=options.max_message_size,
             )
-            inner.start_soon(connection._reader_task)
-            await connection._open_handshake.wait()
-            task_status.started(TrioWebSocketTransport(connection))
+            task_status.started(
+                TrioWebSocketTransport(connection, stream, close_timeout=options.close_timeout)
+            )
             started = True
     except BaseExceptionGroup as group:
         if started:
