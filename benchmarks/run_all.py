@@ -6,14 +6,19 @@ chosen measurements, prints their tables and writes every figure to
 ``benchmarks/results/<date>-<quick|full>.json`` (or ``--json PATH``).
 
 Measurements: ``throughput``, ``latency``, ``channels``, ``memory``, ``blocking`` (the
-blocking interface beside the async one). Full mode takes about ten minutes on a two-core
-machine, ``--quick`` under three. Benchmarks are not tests: nothing
-here asserts a timing; the targets are printed next to the figures.
+blocking interface beside the async one), ``sends``, ``connections``. Where node and npm are
+present, realtime-js and ``ws`` are installed into a temporary folder (:mod:`benchmarks._node`):
+realtime-js gets rows of its own in ``throughput``, ``sends`` and ``connections``, and the last
+two measurements run against the node ``ws`` peer (``peer_node.cjs``) rather than the Python
+one; without node they use the Python peer and say so. Full mode takes about half an hour on a
+two-core machine, ``--quick`` about ten minutes. Benchmarks are not tests: nothing here asserts
+a timing; the targets are printed next to the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -24,7 +29,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import blocking, channels, latency, memory, throughput
+from . import blocking, channels, connections, latency, memory, sends, throughput
 from ._common import (
     JSON,
     REALTIME_PY_REQUIREMENT,
@@ -34,8 +39,17 @@ from ._common import (
     cpus,
     running_peer,
 )
+from ._node import node_runner, running_node_peer
 
-MEASUREMENTS = ("throughput", "latency", "channels", "memory", "blocking")
+MEASUREMENTS = (
+    "throughput",
+    "latency",
+    "channels",
+    "memory",
+    "blocking",
+    "sends",
+    "connections",
+)
 
 
 def log(message: str) -> None:
@@ -98,7 +112,10 @@ def machine() -> JSON:
 TARGETS = """\
 Targets (default transport "websockets"): throughput >= 3x realtime-py and >= 60% of the raw
 transport ceiling; CPU <= 10 µs/msg; p99 under a 10k msg/s flood <= 5 ms; 1,000 channels
->= 90% of 1 channel's throughput; flat RSS with a stalled consumer."""
+>= 90% of 1 channel's throughput; flat RSS with a stalled consumer. Sends: sequential without
+ack >= realtime-js and >= 2x realtime-py; 64 acked senders >= 2x realtime-py's unacked rate.
+Connections (1,000 and 10,000): connect + join >= 1.5x realtime-py; RSS per connection
+<= 0.75x realtime-py's; idle CPU <= realtime-py's."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -110,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--repeats", type=int, default=None, help="runs per case (median)")
     parser.add_argument("--no-realtime-py", action="store_true", help="skip realtime-py")
+    parser.add_argument(
+        "--no-realtime-js", action="store_true", help="skip realtime-js (and the node peer)"
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin peer and client")
     parser.add_argument("--json", type=Path, default=None, help="where to write the results")
     args = parser.parse_args(argv)
@@ -142,7 +162,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
     }
     tables: list[str] = []
-    with running_peer(peer_cpu) as peer:
+    wants_node = not args.no_realtime_js and bool(
+        {"throughput", "sends", "connections"} & set(chosen)
+    )
+    with (
+        running_peer(peer_cpu) as peer,
+        node_runner(wants_node) as (node, node_note),
+        contextlib.ExitStack() as stack,
+    ):
+        log(node_note)
+        results["realtime_js"] = node_note
+        results["versions"]["realtime-js"] = node.version if node else None
+        if node is not None:
+            send_peer = stack.enter_context(running_node_peer(node, peer_cpu))
+            results["send_peer"] = "node ws (benchmarks/peer_node.cjs)"
+        else:
+            send_peer = peer.port
+            results["send_peer"] = "Python (benchmarks/_peer.py)"
         if "throughput" in chosen:
             log("throughput ...")
             n = 30_000 if quick else 100_000
@@ -153,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 cpu=client_cpu,
                 realtime_py_python=rt_python,
                 log=log,
+                node=node,
             )
             tables.append(
                 f"THROUGHPUT: {n:,} small broadcasts at full speed, median of {repeats} runs\n"
@@ -211,13 +248,50 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"flood received, {m:,} sequential sends, median of {repeats} runs\n"
                 + blocking.report(results["blocking"])
             )
+        if "sends" in chosen:
+            log("sends ...")
+            n = 10_000 if quick else 20_000
+            results["sends"] = sends.measure(
+                send_peer,
+                n=n,
+                repeats=repeats,
+                cpu=client_cpu,
+                realtime_py_python=rt_python,
+                node=node,
+                log=log,
+            )
+            tables.append(
+                f"SENDS: {n:,} small broadcasts, median of {repeats} runs; peer: "
+                f"{results['send_peer']}\n" + sends.report(results["sends"])
+            )
+        if "connections" in chosen:
+            log("connections ...")
+            idle = 16.0 if quick else 30.0
+            conn_repeats = args.repeats or (1 if quick else 3)
+            results["connections"] = connections.measure(
+                send_peer,
+                counts=(1_000, 10_000),
+                idle_seconds=idle,
+                repeats=conn_repeats,
+                cpu=client_cpu,
+                realtime_py_python=rt_python,
+                node=node,
+                log=log,
+            )
+            tables.append(
+                f"CONNECTIONS: one process, {connections.CONCURRENCY} connects in flight, "
+                f"{connections.HEARTBEAT} s heartbeat, {idle:.0f} s idle window, median of "
+                f"{conn_repeats} runs; peer: {results['send_peer']}\n"
+                + connections.report(results["connections"])
+            )
     results["seconds"] = time.monotonic() - started
     info = results["machine"]
     header = (
         f"trio_realtime benchmarks ({results['mode']}), {results['date']}\n"
         f"{info['cpus']} CPUs ({info['cpu_model']}), Python {info['python']}; "
         f"peer on CPU {peer_cpu}, client on CPU {client_cpu}; "
-        f"realtime-py {results['versions']['realtime-py'] or 'skipped'}"
+        f"realtime-py {results['versions']['realtime-py'] or 'skipped'}; "
+        f"{results['realtime_js']}"
     )
     print("\n\n".join([header, *tables, TARGETS]))
     path = args.json or RESULTS_DIR / f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{results['mode']}.json"

@@ -15,10 +15,12 @@ and each client counts them in user code. Clients, each in a fresh process per r
 * the peer's own ceiling: a raw socket that only counts bytes, to show the peer is not the
   bottleneck;
 * realtime-py (``realtime`` 2.x from PyPI, in its own virtualenv), with an ``on_broadcast``
-  callback.
+  callback;
+* realtime-js on node (where node and npm are present, see :mod:`benchmarks._node`), with an
+  ``on('broadcast')`` callback.
 
-The clock and ``time.process_time()`` start after the first tenth of the messages (warm-up) and
-stop at the last one: msg/s is wall-clock rate, µs/msg the client process's CPU time (user +
+The clock and ``time.process_time()`` start when the flood is requested (the join) and stop at
+the last message: msg/s is wall-clock rate, µs/msg the client process's CPU time (user +
 system, all threads) per message. Runs are interleaved (each repeat runs every client once) so
 that the machine's noise spreads over all of them.
 
@@ -39,6 +41,7 @@ import orjson
 import trio
 
 from ._common import JSON, WorkerError, emit, fmt, module_main, pin, run_worker, summary, table
+from ._node import NodeRunner
 from ._peer import flood_frame
 
 
@@ -263,7 +266,7 @@ class Case:
         return args
 
 
-def cases(include_realtime_py: bool) -> list[Case]:
+def cases(include_realtime_py: bool, include_realtime_js: bool = False) -> list[Case]:
     """Every row of the throughput table, in display order.
 
     ``buffer=n`` rows give the subscription room for the whole flood, so that nothing is
@@ -299,6 +302,8 @@ def cases(include_realtime_py: bool) -> list[Case]:
             rows.append(Case(name, "trio_realtime", vsn, "websockets", mode))
     if include_realtime_py:
         rows.append(Case("realtime-py 2.x (1.0.0, on_broadcast callback)", "realtime-py"))
+    if include_realtime_js:
+        rows.append(Case("realtime-js (node, 1.0.0, on('broadcast') callback)", "realtime-js"))
     return rows
 
 
@@ -319,9 +324,10 @@ def measure(
     cpu: int | None,
     realtime_py_python: str | None,
     log: Callable[[str], None],
+    node: NodeRunner | None = None,
 ) -> JSON:
     """Run every case ``repeats`` times, interleaved; return the results by case name."""
-    rows = cases(realtime_py_python is not None)
+    rows = cases(realtime_py_python is not None, node is not None)
     samples: dict[str, list[JSON]] = {case.name: [] for case in rows}
     errors: dict[str, str] = {}
     for repeat in range(repeats):
@@ -331,7 +337,11 @@ def measure(
             python = realtime_py_python if case.kind == "realtime-py" else sys.executable
             assert python is not None
             try:
-                result = run_worker(case.args(port, n), python=python, cpu=cpu)
+                if case.kind == "realtime-js":
+                    assert node is not None
+                    result = node.run(["throughput", "--port", str(port), "--n", str(n)], cpu=cpu)
+                else:
+                    result = run_worker(case.args(port, n), python=python, cpu=cpu)
             except WorkerError as exc:
                 errors[case.name] = str(exc)
                 log(f"  ! {case.name}: {exc}")
@@ -356,10 +366,12 @@ def measure(
 
 
 def report(results: JSON) -> str:
-    """The throughput table, with ratios to realtime-py and to the raw ceiling."""
+    """The throughput table, with ratios to realtime-py, realtime-js and the raw ceiling."""
     by_name: dict[str, JSON] = results["cases"]
     baseline_row = next((v for k, v in by_name.items() if k.startswith("realtime-py")), None)
     baseline = baseline_row["rate"]["median"] if baseline_row else None
+    js_row = next((v for k, v in by_name.items() if k.startswith("realtime-js")), None)
+    js = js_row["rate"]["median"] if js_row else None
     rows: list[list[str]] = []
     for name, row in by_name.items():
         rate, cpu_us = row["rate"], row["cpu_us"]
@@ -374,11 +386,13 @@ def report(results: JSON) -> str:
                 fmt(cpu_us["median"], ".2f"),
                 f"{fmt(cpu_us['min'], '.2f')}-{fmt(cpu_us['max'], '.2f')}",
                 f"{median / baseline:.2f}x" if median and baseline else "-",
+                f"{median / js:.2f}x" if median and js else "-",
                 f"{median / ceiling:.0%}" if median and ceiling else "-",
                 str(row["dropped"]) if row["dropped"] else "",
             ]
         )
-    headers = ["client", "msg/s", "range", "CPU µs/msg", "range", "vs rt-py", "vs ceiling", "drops"]
+    headers = ["client", "msg/s", "range", "CPU µs/msg", "range", "vs rt-py", "vs rt-js"]
+    headers += ["vs ceiling", "drops"]
     return table(headers, rows)
 
 

@@ -1,4 +1,4 @@
-"""CLI-01 and CLI-02: ``trio-realtime demo``, ``listen``, ``send`` and the parser.
+"""CLI-01, CLI-02 and RS-12: ``trio-realtime demo``, ``listen``, ``send`` and the parser.
 
 The commands run as real subprocesses (``python -m trio_realtime``) against a local server that
 this test runs on a loopback port. Nothing sleeps: each step waits for the line it needs on the
@@ -17,17 +17,38 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import trio
+import trio.testing
+from _realtime import connect
 from conftest import APIKEY, SECRET_MARKER
 
-from trio_realtime import Broadcast
-from trio_realtime._cli import PostgresSpec, build_parser, main, parse_postgres_spec
+from trio_realtime import (
+    Broadcast,
+    ChannelClosed,
+    ConnectionClosed,
+    RealtimeConnectionError,
+    Transport,
+    TransportOptions,
+)
+from trio_realtime._cli import (
+    PostgresSpec,
+    Target,
+    _leaf,
+    _listen_session,
+    _parse,
+    _target,
+    build_parser,
+    main,
+    parse_postgres_spec,
+)
 from trio_realtime._cli_output import Line, Printer, describe, use_colour
-from trio_realtime.testing import serve_realtime
+from trio_realtime._url import Endpoint
+from trio_realtime.testing import RealtimeServer, serve_realtime
 
 CLI = (sys.executable, "-m", "trio_realtime")
 GUARD = 60  # seconds; only a guard against a hang, never waited for
@@ -248,6 +269,9 @@ async def test_cli02_listen_json_shows_what_send_sends_and_stops_on_sigint() -> 
     output = "\n".join(lines.seen) + rest.decode() + stderr.decode()
     assert "Traceback" not in output
     assert SECRET_MARKER not in output
+    # RS-12: the drop and the reconnect are the CLI's own lines; the library's warnings about
+    # them are not repeated on stderr.
+    assert "WARNING" not in stderr.decode()
 
 
 async def test_cli02_listen_readable_output_has_no_colour_in_a_pipe() -> None:
@@ -341,7 +365,10 @@ def test_cli02_url_and_key_come_from_the_environment(
     assert "no URL: give one, or set SUPABASE_URL" in capsys.readouterr().err
     monkeypatch.setenv("SUPABASE_URL", "ftp://from-the-environment")
     assert main(["listen", "--channel", "x"]) == 2
-    assert "no apikey: pass --apikey, or set SUPABASE_ANON_KEY" in capsys.readouterr().err
+    assert (
+        "no apikey: pass --apikey, put it in the URL, or set SUPABASE_ANON_KEY"
+        in capsys.readouterr().err
+    )
     monkeypatch.setenv("SUPABASE_ANON_KEY", APIKEY)
     assert main(["send", "--channel", "x", "--event", "e", "--payload", "{}"]) == 2
     err = capsys.readouterr().err
@@ -388,7 +415,8 @@ def test_cli02_postgres_specs(text: str, spec: PostgresSpec) -> None:
         ("INSERT:.t", "expected EVENT:schema.table[:filter]"),
         ("TRUNCATE:public.t", "the event must be INSERT, UPDATE, DELETE or *"),
         ("*:public.*:id=eq.1", "a filter needs a table"),
-        ("INSERT:public.t:id=like.1", "Error parsing `filter` params"),
+        ("INSERT:public.t:id=fts.1", "Error parsing `filter` params"),
+        ("INSERT:a.b.c", "expected EVENT:schema.table[:filter]"),
     ],
 )
 def test_cli02_bad_postgres_specs_are_usage_errors(
@@ -449,3 +477,215 @@ def test_cli02_readable_lines_escape_control_characters() -> None:
     assert "bad \\x1b[2J\\x0anews\n" in text
     assert text.count("\n") == 1
     assert "\x1b[31msystem" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# RS-12: what a new user hit
+
+
+async def test_rs12_a_short_apikey_is_redacted_only_where_it_is_the_value() -> None:
+    """RS-12: ``--apikey 1`` is hidden in the URL's query, and ``127.0.0.1`` stays readable."""
+    async with serve_realtime(apikey=APIKEY) as server:
+        result = await _run(
+            ["listen", server.url, "--apikey", "1", "--channel", "r"], _environment()
+        )
+    assert result.returncode == 1
+    line = _assert_one_clean_line(result.stderr, "listen")
+    assert f"ws://127.0.0.1:{server.port}/realtime/v1/websocket?apikey=<redacted>&vsn=1.0.0" in line
+    assert "HTTP 401" in line
+    assert "<redacted>27" not in line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["listen", "--channel", ""], "--channel '': the topic is empty"),
+        (["listen", "--channel", "realtime:"], "--channel 'realtime:': the topic is empty"),
+        (["listen", "--channel", "x", "--event", ""], "--event: the event name is empty"),
+        (
+            ["send", "--channel", "x", "--event", "", "--payload", "1"],
+            "--event: the event name is empty",
+        ),
+        (
+            ["listen", "--channel", "x", "--vsn", "1.0.0", "ws://h/socket?vsn=2.0.0"],
+            "vsn='1.0.0' contradicts vsn='2.0.0' in the URL",
+        ),
+        (
+            ["listen", "--channel", "x", "--apikey", "other", f"ws://h/socket?apikey={APIKEY}"],
+            "the apikey given differs from the apikey in the URL",
+        ),
+        (["listen", "--channel", "x", "--apikey", APIKEY, "ws://h/socket?vsn=3.0.0"], "vsn"),
+    ],
+)
+def test_rs12_empty_names_and_contradictions_are_one_line_usage_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RS-12, RS-08: an empty channel or event name, or an option that contradicts the URL, is
+    exit 2 with one line and no traceback, before any connection."""
+    if not any(arg.startswith("ws://") for arg in args):
+        args = [*args, "ws://127.0.0.1:9/socket", "--apikey", APIKEY]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    line = _assert_one_clean_line(captured.err.encode(), args[0])
+    assert message in line
+    assert captured.out == ""
+
+
+def test_rs08_cli_takes_the_apikey_and_vsn_from_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RS-08: ``listen "ws://.../websocket?apikey=...&vsn=2.0.0"`` needs no --apikey or --vsn."""
+    monkeypatch.delenv("SUPABASE_ANON_KEY", raising=False)
+    url = f"ws://127.0.0.1:9/socket/websocket?apikey={APIKEY}&vsn=2.0.0"
+    target = _target(build_parser().parse_args(["listen", url, "--channel", "x"]))
+    assert (target.apikey, target.vsn) == (APIKEY, "2.0.0")
+    monkeypatch.setenv("SUPABASE_ANON_KEY", "from-the-environment")
+    target = _target(build_parser().parse_args(["listen", url, "--channel", "x"]))
+    assert target.apikey == APIKEY  # the URL is more specific than the environment
+
+
+def test_rs12_verbose_works_after_the_subcommand() -> None:
+    """RS-12: ``-v`` is accepted before and after the subcommand, and they add up."""
+    args = _parse(["-v", "listen", "--channel", "x", "-vv"])
+    assert (args.verbose, args.verbose_after) == (1, 2)
+
+
+def test_rs12_an_unknown_option_shows_the_subcommands_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """RS-12: an unknown flag is reported with the usage of the subcommand it was given to."""
+    with pytest.raises(SystemExit) as caught:
+        main(["send", "--channel", "x", "--event", "e", "--payload", "1", "--bogus"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: trio-realtime send ")
+    assert "trio-realtime send: error: unrecognized arguments: --bogus" in err
+
+
+def test_rs12_payload_from_a_file_or_stdin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RS-12: ``--payload @FILE`` reads a file, ``--payload -`` reads stdin; bad input is a
+    usage error that says where the JSON was."""
+    big = {"rows": [{"n": n, "text": "x" * 50} for n in range(2000)]}
+    path = tmp_path / "payload.json"
+    path.write_bytes(orjson.dumps(big))
+    base = ["send", "--channel", "x", "--event", "e", "--payload"]
+    assert build_parser().parse_args([*base, f"@{path}"]).payload == big
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b'{"from": "stdin"}')))
+    assert build_parser().parse_args([*base, "-"]).payload == {"from": "stdin"}
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"{nope")))
+    for payload, message in [
+        ("-", "not valid JSON in stdin"),
+        (f"@{tmp_path / 'missing.json'}", "cannot read"),
+        ("@", "@ needs a file name"),
+    ]:
+        with pytest.raises(SystemExit) as caught:
+            build_parser().parse_args([*base, payload])
+        assert caught.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+async def test_rs12_send_payload_from_stdin_reaches_a_subscriber() -> None:
+    """RS-12: ``send --payload -`` sends what stdin holds."""
+    async with serve_realtime() as server:
+        async with connect(server) as client:
+            channel = client.channel("room9")
+            messages = channel.broadcasts("e")
+            async with channel:
+                args = ["send", server.url, "--apikey", APIKEY, "--channel", "room9", "--event"]
+                with trio.fail_after(GUARD):
+                    result = await trio.run_process(
+                        [*CLI, *args, "e", "--payload", "-"],
+                        stdin=b'{"text": "from stdin"}',
+                        capture_stdout=True,
+                        capture_stderr=True,
+                        check=False,
+                        env=_environment(),
+                    )
+                    assert result.returncode == 0, result.stderr.decode()
+                    message = await messages.receive()
+    assert message.payload == {"text": "from stdin"}
+
+
+async def _listen_in_process(
+    target: Target, stream: io.StringIO, *, task_status: trio.TaskStatus[None]
+) -> None:
+    printer = Printer(stream, json_lines=True, colour=False)
+    task_status.started()
+    await _listen_session(target, printer, None, (), False)
+
+
+def _json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in stream.getvalue().splitlines()]
+
+
+async def test_rs12_json_listen_reports_a_server_closed_channel_as_a_json_line(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RS-12: in ``--json`` mode, a channel the server closes is one JSON line (besides the
+    system line before it), then listen ends with the error."""
+    stream = io.StringIO()
+    with trio.fail_after(10):
+        async with serve_realtime() as server:
+            target = Target(
+                server.url, APIKEY, None, "1.0.0", "room", False, transport=server.memory_transport
+            )
+            with pytest.raises(BaseExceptionGroup) as caught:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(_listen_in_process, target, stream)
+                    await server.wait_until_joined("room")
+                    await trio.testing.wait_all_tasks_blocked()
+                    await server.system_close("room", "Token has expired 3 seconds ago")
+            assert isinstance(_leaf(caught.value), ChannelClosed)
+    records = _json_lines(stream)
+    closed = [r for r in records if r["type"] == "channel" and r["event"] == "closed"]
+    assert closed == [
+        closed[0]
+        | {
+            "topic": "realtime:room",
+            "reason": "Token has expired 3 seconds ago",
+            "by_server": True,
+        }
+    ]
+    system = [r for r in records if r["type"] == "system"]
+    assert system[-1]["message"] == "Token has expired 3 seconds ago"
+
+
+async def test_rs12_listen_max_attempts_gives_up(autojump_clock: trio.testing.MockClock) -> None:
+    """RS-12: ``listen --max-attempts 2`` stops after two failed reconnects in a row."""
+    stream = io.StringIO()
+    args = build_parser().parse_args(
+        ["listen", "http://h", "--channel", "r", "--max-attempts", "2"]
+    )
+    assert args.max_attempts == 2
+    with trio.fail_after(60):
+        async with serve_realtime() as server:
+            gate = _Gate(server)
+            target = Target(server.url, APIKEY, None, "1.0.0", "room", False, 2, gate)
+            with pytest.raises(BaseExceptionGroup) as caught:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(_listen_in_process, target, stream)
+                    await server.wait_until_joined("room")
+                    gate.open = False
+                    await server.drop_connections()
+            assert isinstance(_leaf(caught.value), ConnectionClosed)
+    attempts = [r["attempt"] for r in _json_lines(stream) if r.get("event") == "reconnecting"]
+    assert attempts == [1, 2]
+    assert gate.refused == 2
+
+
+class _Gate:
+    """A transport factory that refuses connections (as a down server would) while closed."""
+
+    def __init__(self, server: RealtimeServer) -> None:
+        self.server = server
+        self.open = True
+        self.refused = 0
+
+    async def __call__(
+        self, endpoint: Endpoint, options: TransportOptions, nursery: trio.Nursery
+    ) -> Transport:
+        if not self.open:
+            await trio.lowlevel.checkpoint()
+            self.refused += 1
+            raise RealtimeConnectionError("cannot connect: connection refused")
+        return await self.server.memory_transport(endpoint, options, nursery)

@@ -505,3 +505,30 @@ async def test_connect_timeout_bounds_a_hanging_upgrade(
             hanging = False
             assert isinstance(await events.receive(), Connected)
             assert trio.current_time() - start == pytest.approx(6.0)
+
+
+async def test_rc_background_failure_surfaces_through_a_nursery_in_the_body(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """When the reconnect policy gives up while the body waits inside its own nursery, the
+    body's nursery raises a group of cancellations: open_realtime still raises the
+    ConnectionClosed, not that group."""
+    with trio.fail_after(30):
+        async with serve_realtime() as server:
+            gate = Gate(server)
+            raised: BaseException | None = None
+            try:
+                async with connect(
+                    server, transport=gate, reconnect=backoff(max_attempts=1)
+                ) as client:
+                    channel = client.channel("room")
+                    messages = channel.broadcasts()
+                    await channel.join()
+                    gate.open = False
+                    await server.drop_connections()
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(messages.receive)
+            except BaseException as exc:
+                raised = exc
+            assert isinstance(raised, ConnectionClosed), repr(raised)
+            assert "reconnect failed" in str(raised)

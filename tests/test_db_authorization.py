@@ -275,3 +275,29 @@ async def test_az02_rest_broadcasts_to_private_topics_need_the_write_policy(
     assert skipped.status_code == 202
     assert allowed.status_code == 202
     assert obj(received.payload)["payload"] == {"n": 2}
+
+
+async def test_az01_presence_needs_its_own_read_policy(
+    database: str, nursery: trio.Nursery
+) -> None:
+    """AZ-01: a user whose policy allows reading broadcasts only joins, gets broadcasts, and
+    gets no presence_state or presence_diff."""
+    with trio.fail_after(LIMIT):
+        await sql(
+            database,
+            POLICIES + "create policy broadcasts_only on realtime.messages for select to anon"
+            " using (realtime.topic() = 'lobby' and extension = 'broadcast');",
+        )
+        async with db_server(database) as server:
+            anon = make_token(JWT_SECRET, role="anon")
+            watcher, reply = await join_private(server, nursery, "lobby", anon)
+            member, _ = await join_private(server, nursery, "lobby", token(ALICE, writer=True))
+            assert (await member.receive()).event == "presence_state"
+            await member.send(presence_track_frame("2", "1", "lobby", {"online": True}))
+            assert reply_status(await member.receive()) == ("ok", {})
+            assert (await member.receive()).event == "presence_diff"
+            await member.send(broadcast_frame(None, "1", "lobby", "msg", {"n": 1}))
+            first = await watcher.receive()
+    assert reply_status(reply)[0] == "ok"
+    assert first.event == "broadcast"  # no presence_state, no presence_diff before it
+    assert obj(first.payload)["payload"] == {"n": 1}

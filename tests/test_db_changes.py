@@ -629,3 +629,30 @@ async def test_db01_select_keeps_the_asked_columns_and_the_key(
         {"id": 1, "title": "a"},
     )
     assert by_ids[(ids[1],)]["record"] == {"id": 1, "title": "b", "body": "long"}
+
+
+async def test_db05_a_lost_control_connection_is_reopened_for_the_next_join(
+    database: str, nursery: trio.Nursery
+) -> None:
+    """DB-05: the connection that checks subscriptions is re-opened when it was lost, so the
+    next join subscribes as usual."""
+    with trio.fail_after(LIMIT):
+        await sql(
+            database,
+            "create table pongs (id int primary key);"
+            "alter publication supabase_realtime add table pongs;",
+        )
+        async with db_server(database) as server:
+            await sql(
+                database,
+                "select pg_terminate_backend(pid) from pg_stat_activity"
+                " where application_name = 'trio_realtime' and datname = current_database()"
+                " and pid not in (select active_pid from pg_replication_slots"
+                " where active_pid is not null)",
+            )
+            client, _ = await subscribe(
+                server, nursery, postgres_binding("INSERT", schema="public", table="pongs")
+            )
+            await sql(database, "insert into pongs values (1)")
+            record = obj((await next_change(client))["data"])["record"]
+    assert record == {"id": 1}

@@ -24,12 +24,13 @@ PF-01 covers the filter builder :func:`postgres_filter`; :func:`parse_filter` an
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_realtime._postgres import FilterOperator
+from trio_realtime._postgres import FILTER_OPERATORS, FilterOperator
 from trio_realtime.protocol import (
     FilterCondition,
     FilterParseError,
@@ -41,6 +42,7 @@ from trio_realtime.protocol import (
     parse_filter,
     parse_postgres_change,
     postgres_filter,
+    postgres_filters,
 )
 
 PROPERTY_SETTINGS = settings(
@@ -349,7 +351,7 @@ def test_pf01_negation_and_errors() -> None:
     assert postgres_filter("id", "eq", 5, negate=True) == "id=not.eq.5"
     assert postgres_filter("id", "in", [1], negate=True) == "id=not.in.(1)"
     with pytest.raises(ValueError, match="operator"):
-        postgres_filter("id", "like", "x")  # type: ignore[arg-type]
+        postgres_filter("id", "fts", "x")  # type: ignore[arg-type]
     for column in ("", "a=b", "a,b"):
         with pytest.raises(ValueError, match="column"):
             postgres_filter(column, "eq", 1)
@@ -579,3 +581,151 @@ def test_filter_matches_without_conditions() -> None:
     """LS-03: without conditions every record matches."""
     assert filter_matches([], _RECORD) is True
     assert filter_matches(parse_filter(""), {}) is True
+
+
+# ---------------------------------------------------------------------------------------------
+# RS-14: every operator the server accepts, and several conditions in one filter.
+
+
+@pytest.mark.parametrize(
+    ("operator", "value", "expected"),
+    [
+        ("like", "a%b_", "name=like.a%b_"),
+        ("ilike", "%Smith%", "name=ilike.%Smith%"),
+        ("match", "^a.*z$", "name=match.^a.*z$"),
+        ("imatch", "(a|b)", 'name=imatch."(a|b)"'),
+        ("isdistinct", 5, "name=isdistinct.5"),
+        ("isdistinct", "a,b", 'name=isdistinct."a,b"'),
+        ("is", None, "name=is.null"),
+        ("is", True, "name=is.true"),
+        ("is", False, "name=is.false"),
+        ("is", "unknown", "name=is.unknown"),
+        ("is", "null", "name=is.null"),
+    ],
+)
+def test_rs14_builder_knows_every_server_operator(
+    operator: FilterOperator, value: object, expected: str
+) -> None:
+    """RS-14: ``like ilike match imatch is isdistinct`` build as the server parses them."""
+    text = postgres_filter("name", operator, value)
+    assert text == expected
+    (condition,) = parse_filter(text)
+    assert condition.operator == operator
+    assert FILTER_OPERATORS == (
+        "eq",
+        "neq",
+        "lt",
+        "lte",
+        "gt",
+        "gte",
+        "in",
+        "like",
+        "ilike",
+        "is",
+        "match",
+        "imatch",
+        "isdistinct",
+    )
+
+
+def test_rs14_builder_refuses_values_the_operator_cannot_take() -> None:
+    """RS-14: ``is`` takes only null/true/false/unknown; pattern operators take strings."""
+    for bad in ("maybe", "NULL", 1):
+        with pytest.raises(ValueError, match="an 'is' filter takes"):
+            postgres_filter("c", "is", bad)
+    for operator in ("like", "ilike", "match", "imatch"):
+        with pytest.raises(ValueError, match="string pattern"):
+            postgres_filter("c", operator, 5)
+    assert postgres_filter("c", "is", None, negate=True) == "c=not.is.null"
+
+
+def test_rs14_postgres_filters_joins_conditions_that_all_must_hold() -> None:
+    """RS-14: several conditions in one filter, comma-separated; the server ANDs them."""
+    text = postgres_filters(
+        postgres_filter("room", "eq", 5),
+        postgres_filter("body", "ilike", "%hi%"),
+        postgres_filter("deleted_at", "is", None),
+    )
+    assert text == "room=eq.5,body=ilike.%hi%,deleted_at=is.null"
+    conditions = parse_filter(text)
+    assert filter_matches(conditions, {"room": 5, "body": "Oh HI there", "deleted_at": None})
+    assert not filter_matches(conditions, {"room": 5, "body": "bye", "deleted_at": None})
+    assert not filter_matches(conditions, {"room": 5, "body": "hi", "deleted_at": "2026-01-01"})
+    with pytest.raises(ValueError, match="at least one"):
+        postgres_filters()
+    with pytest.raises(FilterParseError, match=re.escape('Error parsing `filter` params: ["x"]')):
+        postgres_filters("id=eq.1", "x")
+    with pytest.raises(ValueError, match="not a filter"):
+        postgres_filters("id=eq.1", "")
+
+
+_NEW_RECORD: dict[str, JSONValue] = {
+    "name": "Alice_Smith",
+    "body": "line one\nline two",
+    "n": 42,
+    "active": True,
+    "off": False,
+    "gone": None,
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name=like.Alice%", True),
+        ("name=like.alice%", False),
+        ("name=ilike.alice%", True),
+        ("name=like.Alice_Smith", True),
+        ("name=like.Alice\\_Smith", True),
+        ("name=like.Alice\\_Smit", False),
+        ("name=like.%Smith", True),
+        ("name=like.Smith", False),
+        ("body=like.line%two", True),
+        ("n=like.4%", True),
+        ("name=not.like.Bob%", True),
+        ("name=match.Sm.th", True),
+        ("name=match.^Smith", False),
+        ("name=imatch.^alice", True),
+        ("name=match.^alice", False),
+        ("name=not.imatch.^alice", False),
+        ("active=is.true", True),
+        ("active=is.false", False),
+        ("off=is.false", True),
+        ("active=not.is.true", False),
+        ("gone=is.null", True),
+        ("gone=is.unknown", True),
+        ("gone=not.is.null", False),
+        ("name=is.null", False),
+        ("name=not.is.null", True),
+        ("n=isdistinct.41", True),
+        ("n=isdistinct.42", False),
+        ("n=not.isdistinct.42", True),
+        ("gone=isdistinct.1", True),
+        ("gone=not.isdistinct.1", False),
+        ("gone=like.%", False),
+        ("gone=not.like.x", False),
+        ("gone=match..*", False),
+        ("n=gt.40,n=lt.50,name=ilike.a%", True),
+        ("n=gt.40,n=lt.42", False),
+    ],
+)
+def test_rs14_every_operator_matches_as_the_servers_sql(text: str, expected: bool) -> None:
+    """RS-14: like/ilike (``%``, ``_``, ``\\`` escapes), match/imatch (search, not anchored),
+    is (NULL-aware), isdistinct (NULL-aware), ``not.``, and AND-ed conditions; a NULL value
+    fails every other operator, negated or not."""
+    assert filter_matches(parse_filter(text), _NEW_RECORD) is expected
+
+
+_ALL_STRING_OPERATORS: st.SearchStrategy[FilterOperator] = st.sampled_from(
+    ["eq", "neq", "lt", "lte", "gt", "gte", "like", "ilike", "match", "imatch", "isdistinct"]
+)
+
+
+@PROPERTY_SETTINGS
+@given(column=_COLUMNS, operator=_ALL_STRING_OPERATORS, value=_VALUES, negate=st.booleans())
+def test_rs14_builder_and_parser_round_trip_for_every_operator(
+    column: str, operator: FilterOperator, value: str, negate: bool
+) -> None:
+    """RS-14: for every operator taking a value, the parser reads back exactly what was built."""
+    text = postgres_filter(column, operator, value, negate=negate)
+    assert parse_filter(text) == [FilterCondition(column, operator, value, negate)]

@@ -176,7 +176,11 @@ def test_rs08_a_keyword_that_agrees_with_the_url_is_accepted() -> None:
     [
         ("ws://h/?vsn=2.0.0", {"vsn": "1.0.0"}, "vsn='1.0.0' contradicts vsn='2.0.0' in the URL"),
         ("ws://h/?log_level=info", {"log_level": "error"}, "log_level='error' contradicts"),
-        (f"ws://h/?apikey={KEY}", {"apikey": "other-key"}, "apikey= differs from the apikey"),
+        (
+            f"ws://h/?apikey={KEY}",
+            {"apikey": "other-key"},
+            "the apikey given differs from the apikey in the URL",
+        ),
         (f"ws://h/?apikey={KEY}&apikey=other", {}, "gives apikey twice"),
     ],
 )

@@ -326,3 +326,25 @@ async def test_rp02_replay_over_the_socket_transport() -> None:
                 async with channel:
                     message = await messages.receive()
     assert message.meta == {"id": stored, "replayed": True}
+
+
+async def test_rp03_replay_since_out_of_range(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """RP-03: a ``since`` past year 9999 is refused as the server refuses it; one before year 1
+    replays everything; the connection survives both."""
+    async with serve_realtime() as server:
+        stored = await server.realtime_send("far", "e", {"n": 1})
+        raw = await raw_connect(server, "1.0.0", nursery)
+        late = config(private=True)
+        obj(late["broadcast"])["replay"] = {"since": 10**15}
+        assert reply_status(await raw.join("realtime:far", config=late)) == (
+            "error",
+            {"reason": "UnableToReplayMessages: Replay params are not valid"},
+        )
+        early = config(private=True)
+        obj(early["broadcast"])["replay"] = {"since": -(10**15)}
+        assert reply_status(await raw.join("realtime:far", config=early))[0] == "ok"
+        replayed = await raw.receive()
+        assert obj(obj(replayed.payload)["meta"])["id"] == stored
+        assert reply_status(await raw.join("realtime:x"))[0] == "ok"

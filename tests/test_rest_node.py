@@ -149,9 +149,9 @@ async def test_rp02_realtime_js_replay_config_gets_stored_messages() -> None:
             args = (socket_base(server), APIKEY, "room:replay", "0", "2")
             result = await node.run("replay.js", REPLAY, *args)
     assert result.returncode == 0, result.stderr
-    assert result.lines[0] == {"status": "SUBSCRIBED"}
-    final = result.lines[-1]
-    assert isinstance(final, dict)
+    # The replayed messages follow the join reply at once: realtime-js may hand them over
+    # before it reports SUBSCRIBED, so only the content is checked, not the order of lines.
+    (final,) = [line for line in result.lines if isinstance(line, dict) and "received" in line]
     assert [(m["payload"], m["meta"]) for m in final["received"]] == [
         ({"n": 1}, {"id": first, "replayed": True}),
         ({"n": 2}, {"id": second, "replayed": True}),

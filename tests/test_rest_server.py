@@ -299,3 +299,42 @@ async def test_rb04_over_tcp_keep_alive_and_upgrades_share_the_port() -> None:
                     assert obj(frame.payload)["payload"] == {"n": n}
                 assert server.rest_requests == 4
                 nursery.cancel_scope.cancel()
+
+
+async def test_rb04_a_failure_inside_the_server_is_a_500_not_a_crash(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RB-04: an exception while deciding a request (here from ``authorize``) answers 500 and
+    the server keeps serving."""
+
+    def authorize(topic: str, token: str | None, action: str) -> bool:
+        raise RuntimeError("policy bug")
+
+    async with serve_realtime(authorize=authorize) as server, http(server) as client:
+        broken = await client.post("/api/broadcast/t/events/e?private=true", json={}, headers=AUTH)
+        fine = await client.post("/api/broadcast/t/events/e", json={}, headers=AUTH)
+    assert (broken.status_code, broken.json()) == (500, {"message": "Internal Server Error"})
+    assert fine.status_code == 202
+
+
+async def test_rb04_keep_alive_outlives_the_upgrade_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RB-04: an idle kept-alive HTTP connection stays open past the WebSocket handshake
+    timeout (10 s), up to the keep-alive timeout (60 s); both requests share it. (Loopback TCP
+    under the autojump clock: the waits are virtual.)"""
+    from trio_realtime.testing._rest import KEEPALIVE_TIMEOUT
+    from trio_realtime.testing._server import HANDSHAKE_TIMEOUT
+
+    async with serve_realtime() as server:
+        rest = server._rest
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            first = await client.post("/api/broadcast/t/events/e", json={}, headers=AUTH)
+            await trio.sleep(HANDSHAKE_TIMEOUT * 3)
+            second = await client.post("/api/broadcast/t/events/e", json={}, headers=AUTH)
+            assert (first.status_code, second.status_code) == (202, 202)
+            assert rest.connections == 1
+            await trio.sleep(KEEPALIVE_TIMEOUT + 1)
+            third = await client.post("/api/broadcast/t/events/e", json={}, headers=AUTH)
+            assert third.status_code == 202
+            assert rest.connections == 2  # the idle one was closed; httpx opened another

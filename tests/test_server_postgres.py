@@ -1,4 +1,4 @@
-"""LS-03: Postgres change emission routed by bindings and filters (PROTOCOL.md section 7)."""
+"""LS-03, RS-14: Postgres change emission routed by bindings and filters (PROTOCOL.md section 7)."""
 
 from __future__ import annotations
 
@@ -242,3 +242,139 @@ async def test_ls03_emit_rejects_unknown_types() -> None:
     async with serve_realtime() as server:
         with pytest.raises(ValueError, match="TRUNCATE"):
             await server.emit_postgres_change("public", "m", "TRUNCATE")
+
+
+@pytest.mark.parametrize(
+    ("filter_text", "record", "matches"),
+    [
+        ("body=ilike.%urgent%", {"body": "An URGENT note"}, True),
+        ("body=like.%urgent%", {"body": "An URGENT note"}, False),
+        ("body=match.^An", {"body": "An URGENT note"}, True),
+        ("body=imatch.note$", {"body": "An URGENT NOTE"}, True),
+        ("done=is.true", {"done": True}, True),
+        ("done_at=is.null", {"done_at": None}, True),
+        ("done_at=not.is.null", {"done_at": None}, False),
+        ("owner=isdistinct.bob", {"owner": None}, True),
+        ("owner=not.isdistinct.bob", {"owner": "bob"}, True),
+        (
+            "room=eq.5,body=ilike.%hi%,done_at=is.null",
+            {"room": 5, "body": "Hi!", "done_at": None},
+            True,
+        ),
+        (
+            "room=eq.5,body=ilike.%hi%,done_at=is.null",
+            {"room": 5, "body": "Hi!", "done_at": 1},
+            False,
+        ),
+    ],
+)
+async def test_rs14_server_routes_by_every_operator(
+    filter_text: str, record: dict[str, JSONValue], matches: bool, nursery: trio.Nursery
+) -> None:
+    """RS-14: the local server routes by like ilike match imatch is isdistinct (with not.) and
+    by several conditions, all of which must hold."""
+    async with serve_realtime() as server:
+        binding = postgres_binding("*", table="messages", filter=filter_text)
+        client, (binding_id,) = await _subscribe(server, "1.0.0", nursery, binding)
+        delivered = await server.emit_postgres_change("public", "messages", "INSERT", record=record)
+        assert delivered == int(matches)
+        if matches:
+            assert _ids(await client.receive()) == [binding_id]
+
+
+_UNABLE = (
+    "Unable to subscribe to changes with given parameters. An exception happened so please "
+    "check your connect parameters: [event: *, schema: public, table: messages, "
+    "filters: {filters}, select: nil]. Exception: ERROR P0001 (raise_exception) {error}"
+)
+
+
+@pytest.mark.parametrize(
+    ("filter_text", "message"),
+    [
+        ("id=fts.x", 'Error parsing `filter` params: ["fts", "x"]'),
+        ("id=not.wrong", 'Error parsing `filter` params: ["wrong"]'),
+        (
+            "done=is.maybe",
+            _UNABLE.format(
+                filters='[{"done", "is", "maybe", false}]',
+                error="invalid value for is filter: must be null, true, false, or unknown",
+            ),
+        ),
+        (
+            "id=eq.1,body=not.match.(a",
+            _UNABLE.format(
+                filters='[{"id", "eq", "1", false}, {"body", "match", "(a", true}]',
+                error="invalid regular expression for match filter: invalid regular expression: "
+                "missing ), unterminated subpattern",
+            ),
+        ),
+        (
+            "id=in.(" + ",".join(str(n) for n in range(101)) + ")",
+            _UNABLE.format(
+                filters='[{"id", "in", "{' + ",".join(str(n) for n in range(101)) + '}", false}]',
+                error="too many values for `in` filter. Maximum 100",
+            ),
+        ),
+    ],
+)
+async def test_rs14_bad_filters_get_the_servers_error_strings(
+    filter_text: str, message: str, nursery: trio.Nursery
+) -> None:
+    """RS-14: a filter the server cannot parse, or whose values its subscription trigger
+    refuses, is a ``postgres_changes`` system error with the server's text; the channel stays."""
+    async with serve_realtime() as server:
+        client = await connect(server, "1.0.0", nursery)
+        binding = postgres_binding("*", schema="public", table="messages", filter=filter_text)
+        joined = await client.join("db", bindings=[binding])
+        assert reply_status(joined)[0] == "ok"
+        system = await client.receive()
+        assert system.payload == {
+            "channel": "db",
+            "extension": "postgres_changes",
+            "message": message,
+            "status": "error",
+        }
+        assert await server.emit_postgres_change("public", "messages", "INSERT", record={}) == 0
+        assert server.statistics().channels_joined == 1
+
+
+async def test_rs14_one_hundred_in_values_are_accepted(nursery: trio.Nursery) -> None:
+    """RS-14: the ``in`` limit is 100 values; 100 subscribe."""
+    async with serve_realtime() as server:
+        values = ",".join(str(n) for n in range(100))
+        binding = postgres_binding("*", table="messages", filter=f"id=in.({values})")
+        client, (binding_id,) = await _subscribe(server, "1.0.0", nursery, binding)
+        assert (
+            await server.emit_postgres_change("public", "messages", "INSERT", record={"id": 99})
+            == 1
+        )
+        assert _ids(await client.receive()) == [binding_id]
+
+
+@pytest.mark.parametrize(
+    ("binding", "shown"),
+    [
+        ({"event": "*", "schema": "public", "filter": "id=eq.1"}, None),
+        ({"event": "*", "table": "t", "filter": "id=eq.1"}, None),
+        ({"event": "*", "schema": "public", "table": None}, None),
+        ({"schema": "public", "table": "t", "filter": None}, None),
+        ({"schema": 1, "user_token": "x"}, "<redacted>"),
+    ],
+)
+async def test_rs14_a_filter_needs_schema_and_table_as_on_the_server(
+    binding: dict[str, JSONValue], shown: str | None, nursery: trio.Nursery
+) -> None:
+    """RS-14: the server accepts schema+table(+filter), schema alone or table alone; anything
+    else (a filter without both, a null table) is its "No subscription params" error."""
+    async with serve_realtime() as server:
+        client = await connect(server, "1.0.0", nursery)
+        await client.join("db", bindings=[binding])
+        system = await client.receive()
+        message = obj(system.payload)["message"]
+        assert message.startswith(
+            "No subscription params provided. Please provide at least a `schema` or `table` "
+            "to subscribe to: "
+        )
+        if shown is not None:
+            assert message.endswith(shown)

@@ -94,6 +94,7 @@ def test_public_surface() -> None:
         "MemoryHTTPTransport",
         "PostgresCluster",
         "PostgresNotFound",
+        "RateLimits",
         "RealtimeServer",
         "ServerConnection",
         "ServerStatistics",

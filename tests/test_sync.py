@@ -12,6 +12,7 @@ import contextlib
 import math
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -181,6 +182,31 @@ def test_sy01_rest_sending_reaches_subscribers(open_client: Connect) -> None:
         assert [m.meta["id"] for m in received if isinstance(m.meta, dict)] == ["m0", "m1"]
         with pytest.raises(ValueError, match="event"):
             outgoing.http_send("", {})
+
+
+def test_sy01_replay_on_a_private_channel(server: ServerThread, open_client: Connect) -> None:
+    """SY-01 (RP-02): replay_since on a private channel replays stored broadcasts, with
+    meta.replayed, through the blocking subscription."""
+    stored_at = datetime.now(UTC) - timedelta(minutes=5)
+
+    async def store() -> str:
+        return await server.server.realtime_send(
+            "room:replay", "chat", {"n": 1}, inserted_at=stored_at
+        )
+
+    message_id = server.run(store)
+    client = open_client()
+    channel = client.channel(
+        "room:replay", private=True, replay_since=stored_at - timedelta(minutes=1), replay_limit=5
+    )
+    messages = channel.broadcasts()
+    with channel, messages:
+        replayed = messages.receive(timeout=WAIT)
+        assert replayed.payload == {"n": 1}
+        assert replayed.meta == {"id": message_id, "replayed": True}
+        assert channel.replay is not None
+    with pytest.raises(ValueError, match="private"):
+        client.channel("room:public-replay", replay_since=0)
 
 
 def test_sy01_channels_are_the_same_objects_for_the_same_topic(open_client: Connect) -> None:

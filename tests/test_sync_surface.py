@@ -40,6 +40,7 @@ CHANNEL_METHODS = [
     "join_ref",
     "joined",
     "options",
+    "replay",
     "statistics",
 ]
 SUBSCRIPTION_METHODS = ["receive", "receive_nowait", "receive_batch", "close", "statistics"]

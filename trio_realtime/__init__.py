@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from ._http_errors import RestUnauthorized as RestUnauthorized
     from ._postgres import PostgresChange as PostgresChange
     from ._postgres import postgres_filter as postgres_filter
+    from ._postgres import postgres_filters as postgres_filters
     from ._presence import PresenceEvent as PresenceEvent
     from ._rest import BroadcastMessage as BroadcastMessage
     from ._subscription import Subscription as Subscription
@@ -92,6 +93,7 @@ _LAZY = {
     "SystemMessage": "_events",
     "PostgresChange": "_postgres",
     "postgres_filter": "_postgres",
+    "postgres_filters": "_postgres",
     "RestError": "_http_errors",
     "RestPayloadTooLarge": "_http_errors",
     "RestRateLimited": "_http_errors",
@@ -169,4 +171,5 @@ __all__ = [
     "backoff",
     "open_realtime",
     "postgres_filter",
+    "postgres_filters",
 ]

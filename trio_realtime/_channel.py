@@ -679,9 +679,14 @@ class Channel:
         """Send a broadcast of user event ``event``.
 
         With ``broadcast_ack`` set, waits for the server's acknowledgement. Without it, returns
-        once the frame is written to the connection. ``payload`` is any JSON value, or ``bytes``
-        under vsn 2.0.0 (sent as a binary broadcast). While the channel is not joined, the push
-        waits for the join, bounded by the client timeout.
+        once the frame is written to the connection's socket: every push is written, then
+        acknowledged if asked, or raises. When nothing else is being written the calling task
+        writes the frame itself, else it waits for the connection's writer. A write under way
+        is not cut short by cancelling the caller (half a frame would break the connection);
+        the timeout does cut it, and then the connection is dropped and reconnected, since the
+        server may have part of the frame. ``payload`` is any JSON value, or ``bytes`` under
+        vsn 2.0.0 (sent as a binary broadcast). While the channel is not joined, the push waits
+        for the join, bounded by the client timeout.
 
         Raises:
             PushTimeout: not sent, or not acknowledged, within the timeout.

@@ -41,15 +41,23 @@ import trio
 from . import __version__
 from ._channel import Channel
 from ._cli_output import Line, Printer, describe, dumps, use_colour
-from ._client import RealtimeClient, open_realtime
+from ._client import RealtimeClient, backoff, open_realtime
 from ._events import Broadcast, Connected, HeartbeatEvent
-from ._exceptions import PushTimeout, RealtimeConnectionError, RealtimeError, SubscriptionOverflow
+from ._exceptions import (
+    ChannelClosed,
+    PushTimeout,
+    RealtimeConnectionError,
+    RealtimeError,
+    SubscriptionOverflow,
+)
 from ._frames import JSONObject, JSONValue, realtime_topic
 from ._postgres import FilterParseError, PostgresChange, parse_filter
 from ._presence import PresenceEvent
 from ._rest import RestSender
+from ._serializer import check_vsn
 from ._subscription import Subscription
-from ._url import redact, websocket_url
+from ._transport import TransportFactory
+from ._url import redact, url_options, websocket_url
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -57,6 +65,7 @@ PROG = "trio-realtime"
 VSNS = ("1.0.0", "2.0.0")
 URL_ENV = "SUPABASE_URL"
 APIKEY_ENV = "SUPABASE_ANON_KEY"
+LIBRARY_LOGGER = "trio_realtime"
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -95,7 +104,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_listen(commands)
     _add_send(commands)
     _add_serve(commands)
+    for subparser in commands.choices.values():
+        # -v after the subcommand too; counted apart, since a subcommand's defaults would
+        # overwrite the main parser's count.
+        subparser.add_argument(
+            "-v",
+            "--verbose",
+            dest="verbose_after",
+            action="count",
+            default=0,
+            help="log more: -v for connections and channels, -vv for everything",
+        )
     return parser
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; an unknown option is reported with the usage of its subcommand.
+
+    Raises:
+        SystemExit: for ``--help``, ``--version`` and usage errors.
+    """
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        commands = next(
+            action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+        )
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Raises:
         SystemExit: for ``--help``, ``--version`` and usage errors found by the parser.
     """
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
+    args.verbose += args.verbose_after
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler: Handler = args.handler
@@ -130,6 +167,8 @@ class Target:
         vsn: The serializer version.
         topic: The channel topic, as given (``realtime:`` is added by the client).
         private: Whether the channel is private (authorised by RLS policies).
+        max_attempts: Reconnect attempts in a row before giving up (``None``: never).
+        transport: The client's ``transport=`` option.
     """
 
     url: str
@@ -138,6 +177,8 @@ class Target:
     vsn: str
     topic: str
     private: bool
+    max_attempts: int | None = None
+    transport: str | TransportFactory = "websockets"
 
     def redact(self, text: str) -> str:
         """Return ``text`` with the apikey and the token hidden."""
@@ -145,7 +186,14 @@ class Target:
 
     def open(self) -> AbstractAsyncContextManager[RealtimeClient]:
         """Return ``open_realtime(...)`` for this target."""
-        return open_realtime(self.url, apikey=self.apikey, access_token=self.token, vsn=self.vsn)
+        return open_realtime(
+            self.url,
+            apikey=self.apikey,
+            access_token=self.token,
+            vsn=self.vsn,
+            reconnect=backoff(max_attempts=self.max_attempts),
+            transport=self.transport,
+        )
 
 
 def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
@@ -162,7 +210,7 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--apikey",
         metavar="KEY",
-        help=f"the project's anon (or service) key; default: ${APIKEY_ENV}",
+        help=f"the project's anon (or service) key; default: the URL's apikey, else ${APIKEY_ENV}",
     )
     parser.add_argument(
         "--token", metavar="JWT", help="a user access token, for RLS and private channels"
@@ -175,26 +223,50 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vsn",
         choices=VSNS,
-        default="1.0.0",
-        help="serializer: 1.0.0 (JSON objects) or 2.0.0 (arrays, binary broadcasts)",
+        help=(
+            "serializer: 1.0.0 (JSON objects) or 2.0.0 (arrays, binary broadcasts); "
+            "default: the URL's vsn, else 1.0.0"
+        ),
     )
 
 
 def _target(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> Target:
-    """Resolve the URL and key (arguments first, then the environment) and check the URL.
+    """Resolve the URL, key and vsn and check them, with the channel and event names.
+
+    The URL comes from the argument, else the environment. The apikey and vsn come from the
+    options, else the URL's query, else the environment (apikey) or ``1.0.0`` (vsn); an option
+    that contradicts the URL is a usage error.
 
     Raises:
-        CommandFailed: with status 2 for a missing URL or key, or a URL that cannot be used.
+        CommandFailed: with status 2 for a missing URL or key, a URL that cannot be used, an
+            option that contradicts it, or an empty channel or event name.
     """
+    try:
+        realtime_topic(args.channel)
+    except ValueError:
+        raise CommandFailed(f"--channel {args.channel!r}: the topic is empty", EXIT_USAGE) from None
+    event: str | None = getattr(args, "event", None)
+    if event is not None and not event:
+        raise CommandFailed("--event: the event name is empty", EXIT_USAGE)
     url: str | None = args.url or environ.get(URL_ENV)
-    apikey: str | None = args.apikey or environ.get(APIKEY_ENV)
     if not url:
         raise CommandFailed(f"no URL: give one, or set {URL_ENV}", EXIT_USAGE)
-    if not apikey:
-        raise CommandFailed(f"no apikey: pass --apikey, or set {APIKEY_ENV}", EXIT_USAGE)
-    target = Target(url, apikey, args.token, args.vsn, args.channel, args.private)
     try:
-        websocket_url(url, apikey=apikey, vsn=args.vsn)
+        options = url_options(url, apikey=args.apikey, vsn=args.vsn, log_level=None)
+    except ValueError as exc:
+        raise CommandFailed(redact(str(exc), args.apikey), EXIT_USAGE) from None
+    apikey = options.apikey or environ.get(APIKEY_ENV)
+    if not apikey:
+        raise CommandFailed(
+            f"no apikey: pass --apikey, put it in the URL, or set {APIKEY_ENV}", EXIT_USAGE
+        )
+    max_attempts: int | None = getattr(args, "max_attempts", None)
+    target = Target(
+        url, apikey, args.token, options.vsn or VSNS[0], args.channel, args.private, max_attempts
+    )
+    try:
+        check_vsn(target.vsn)
+        websocket_url(url, apikey=apikey, vsn=target.vsn)
     except ValueError as exc:
         raise CommandFailed(target.redact(str(exc)), EXIT_USAGE) from None
     return target
@@ -477,7 +549,7 @@ def parse_postgres_spec(text: str) -> PostgresSpec:
     schema, dot, table = target.partition(".")
     if not dot:
         schema, table = "public", target
-    if not schema or not table:
+    if not schema or not table or "." in table:
         raise argparse.ArgumentTypeError(f"{text!r}: {usage}")
     if filter_text:
         if table == "*":
@@ -522,12 +594,37 @@ def _add_listen(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     listen.add_argument("--presence", action="store_true", help="also print presence changes")
     listen.add_argument("--json", action="store_true", help="print one JSON object per line")
+    listen.add_argument(
+        "--max-attempts",
+        type=_attempts,
+        metavar="N",
+        help="give up (exit 1) after N failed reconnect attempts in a row (default: never)",
+    )
     listen.set_defaults(handler=_listen)
+
+
+def _attempts(text: str) -> int:
+    """Parse ``--max-attempts``: a whole number, 0 or more.
+
+    Raises:
+        argparse.ArgumentTypeError: for anything else.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
 
 
 def _listen(args: argparse.Namespace) -> int:
     """Print the channel's events until SIGINT or SIGTERM (exit 0) or a failure (exit 1)."""
     target = _target(args)
+    if not args.verbose:
+        # listen prints connection and channel events itself; the library's warnings about
+        # the same events would only repeat them (-v shows them, with everything else).
+        logging.getLogger(LIBRARY_LOGGER).setLevel(logging.ERROR)
     printer = Printer(sys.stdout, json_lines=args.json, colour=use_colour(sys.stdout))
     specs: list[PostgresSpec] = args.postgres
 
@@ -586,21 +683,39 @@ async def _listen_session(
         ]
         if presence:
             subscriptions.append(channel.presence_events())
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_print_items, connection_events, printer, topic)
-            await channel.join()
-            # The join's own event first, then whatever arrived with it (presence state,
-            # system messages), which their subscriptions have kept meanwhile.
-            with contextlib.suppress(trio.WouldBlock):
-                printer.show(describe(channel_events.receive_nowait(), topic))
-            for subscription in subscriptions:
-                nursery.start_soon(_print_items, subscription, printer, topic)
-            if specs:
-                nursery.start_soon(_check_postgres, channel, printer)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_print_items, connection_events, printer, topic)
+                await channel.join()
+                # The join's own event first, then whatever arrived with it (presence state,
+                # system messages), which their subscriptions have kept meanwhile.
+                with contextlib.suppress(trio.WouldBlock):
+                    printer.show(describe(channel_events.receive_nowait(), topic))
+                for subscription in subscriptions:
+                    nursery.start_soon(_print_items, subscription, printer, topic)
+                if specs:
+                    nursery.start_soon(_check_postgres, channel, printer)
+        except* ChannelClosed as group:
+            # Every subscription of the channel ends with the same error: one line for all.
+            # (Readable output leaves it to the line on stderr.)
+            error = group.exceptions[0]
+            if printer.json_lines and isinstance(error, ChannelClosed):
+                record: dict[str, object] = {
+                    "topic": error.topic,
+                    "event": "closed",
+                    "reason": error.reason,
+                    "by_server": error.by_server,
+                }
+                printer.show(Line("channel", "closed", str(error), record, "red"))
+            raise
 
 
 async def _print_items(subscription: Subscription[Any], printer: Printer, topic: str) -> None:
-    """Print every item of ``subscription``; an overflow is reported and reading goes on."""
+    """Print every item of ``subscription``; an overflow is reported and reading goes on.
+
+    Raises:
+        ChannelClosed: when the channel closes.
+    """
     while True:
         try:
             item = await subscription.receive()
@@ -637,16 +752,48 @@ async def _check_postgres(channel: Channel, printer: Printer) -> None:
 # send
 
 
-def _json_payload(text: str) -> JSONValue:
-    """Parse ``--payload``.
+MAX_PAYLOAD_BYTES = 16_000_000
+"""The largest ``--payload`` read from a file or stdin (far above the server's 3 MB limit)."""
+
+
+def _read_payload(source: str) -> bytes:
+    """Read ``--payload @FILE`` (``source`` is FILE) or ``--payload -`` (``source`` is ``-``).
 
     Raises:
-        argparse.ArgumentTypeError: for text that is not JSON.
+        argparse.ArgumentTypeError: when it cannot be read or is over ``MAX_PAYLOAD_BYTES``.
     """
+    name = "stdin" if source == "-" else repr(source)
     try:
-        value: JSONValue = orjson.loads(text)
+        if source == "-":
+            data = sys.stdin.buffer.read(MAX_PAYLOAD_BYTES + 1)
+        else:
+            with open(source, "rb") as file:
+                data = file.read(MAX_PAYLOAD_BYTES + 1)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise argparse.ArgumentTypeError(f"{name} holds more than {MAX_PAYLOAD_BYTES} bytes")
+    return data
+
+
+def _json_payload(text: str) -> JSONValue:
+    """Parse ``--payload``: JSON text, ``@FILE`` for a file's contents, ``-`` for stdin.
+
+    Raises:
+        argparse.ArgumentTypeError: for text that is not JSON, or a file that cannot be read.
+    """
+    data: str | bytes = text
+    where = ""
+    if text == "-" or text.startswith("@"):
+        source = "-" if text == "-" else text[1:]
+        if not source:
+            raise argparse.ArgumentTypeError("@ needs a file name: --payload @FILE")
+        data = _read_payload(source)
+        where = " in stdin" if source == "-" else f" in {source!r}"
+    try:
+        value: JSONValue = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+        raise argparse.ArgumentTypeError(f"not valid JSON{where} ({exc})") from None
     return value
 
 
@@ -667,7 +814,10 @@ def _add_send(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         required=True,
         type=_json_payload,
         metavar="JSON",
-        help="the broadcast's payload, any JSON value (a JSON object with --http)",
+        help=(
+            "the broadcast's payload, any JSON value (a JSON object with --http); "
+            "@FILE reads it from a file, - from stdin"
+        ),
     )
     send.add_argument(
         "--http",

@@ -2,8 +2,9 @@
 
 :func:`describe` turns each item a subscription yields (and each connection event) into a
 :class:`Line`, which holds both forms; :class:`Printer` writes the one asked for. In JSON, every
-object has ``type`` (``broadcast``, ``postgres_changes``, ``presence``, ``system``, ``channel``,
-``connection``, ``dropped`` or ``notice``) and ``time`` (UTC, ISO 8601); a binary broadcast's
+object has ``type`` (``broadcast``, ``postgres_changes``, ``presence``, ``system``, ``channel``
+(``joined``, ``join_failed``, or ``closed`` when the server closed it), ``connection``, ``dropped``
+or ``notice``) and ``time`` (UTC, ISO 8601); a binary broadcast's
 payload is base64 text, marked by ``"payload_encoding": "base64"``. Readable lines escape
 control characters, so that a payload cannot drive the terminal.
 """
@@ -211,6 +212,11 @@ class Printer:
         self._stream = stream
         self._json = json_lines
         self._colour = colour
+
+    @property
+    def json_lines(self) -> bool:
+        """Whether lines are JSON objects."""
+        return self._json
 
     def _paint(self, text: str, style: str) -> str:
         return f"\x1b[{_STYLES[style]}m{text}\x1b[0m" if self._colour else text

@@ -444,6 +444,13 @@ class RealtimeClient:
             feed.end(None)
 
 
+def _only_cancelled(error: BaseException) -> bool:
+    """Whether ``error`` is a cancellation, or a group (from a nursery in the body) of them."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(isinstance(leaf, trio.Cancelled) for leaf in leaf_exceptions(error))
+    return isinstance(error, trio.Cancelled)
+
+
 @asynccontextmanager
 async def open_realtime(
     url: str,
@@ -602,7 +609,7 @@ async def open_realtime(
                     with trio.CancelScope(shield=True), trio.move_on_after(close_timeout):
                         await runtime.rest.aclose()
     except BaseExceptionGroup as group:
-        if user_error is not None and not isinstance(user_error, trio.Cancelled):
+        if user_error is not None and not _only_cancelled(user_error):
             raise user_error from None
         leaves = leaf_exceptions(group)
         failures = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]

@@ -11,6 +11,14 @@ server, so it is not sent twice.
 The queue is a bounded trio memory channel with exactly one reader, the writer task, which
 batches whatever is queued into one transport write. A full queue makes senders wait:
 backpressure, never unbounded growth.
+
+A push that finds nothing queued and nothing being written does not go through the queue: the
+pushing task writes its frame itself (:meth:`Connection.send`), which spares the two task
+switches of a hand-over to the writer; ``benchmarks/sends.py`` measures the difference. Frames
+sent while that write is under way queue behind it, so the order on the wire is the order of
+the calls. Such a write is shielded from the caller's cancellation (a frame cut in half would
+break the connection for everyone); only the caller's deadline interrupts it, and then the
+connection is dropped, as when the writer task's write is cut short.
 """
 
 from __future__ import annotations
@@ -96,6 +104,9 @@ class Connection:
         self.replies: dict[str, Waiter[ReplyReceived]] = {}
         self.lost: ConnectionClosed | None = None
         self.frames_sent = 0
+        # Frames queued or being written, by the writer or by a pushing task: a push writes its
+        # frame itself only while this is zero (see send).
+        self._unwritten = 0
 
     def expect_reply(self, ref: str) -> Waiter[ReplyReceived]:
         """Register interest in the reply to ``ref``; register before sending.
@@ -114,7 +125,11 @@ class Connection:
         self.replies.pop(ref, None)
 
     async def send(self, data: bytes, binary: bool, written: Waiter[None] | None = None) -> None:
-        """Queue an encoded frame for the writer; wait while the queue is full.
+        """Send an encoded frame; ``written`` is set once it is written, or failed.
+
+        With a ``written`` waiter (a push), and nothing queued or being written, the frame is
+        written here, by the calling task; otherwise it is queued for the writer, and this
+        waits while the queue is full.
 
         Raises:
             ConnectionClosed: when the connection is already lost.
@@ -122,11 +137,43 @@ class Connection:
         if self.lost is not None:
             await trio.lowlevel.checkpoint()
             raise ConnectionClosed(self.lost.code, self.lost.reason)
+        if written is not None and not self._unwritten:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            await self._write_now(data, binary, written)
+            return
+        self._unwritten += 1
         try:
             await self._send.send(Outgoing(data, binary, written))
         except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._unwritten -= 1
             lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
             raise ConnectionClosed(lost.code, lost.reason) from None
+        except BaseException:
+            self._unwritten -= 1  # cancelled while the queue was full: not queued
+            raise
+
+    async def _write_now(self, data: bytes, binary: bool, written: Waiter[None]) -> None:
+        """Write one frame from the calling task (see the module docstring)."""
+        self._unwritten += 1
+        code, reason = CLOSE_ABNORMAL, ""
+        try:
+            # The caller's cancellation waits for the write; its deadline does not.
+            with trio.CancelScope(shield=True, deadline=trio.current_effective_deadline()) as scope:
+                await self.transport.send_messages(((data, binary),))
+        except ConnectionClosed as exc:
+            code, reason = exc.code, exc.reason or "connection lost while sending"
+        finally:
+            self._unwritten -= 1
+        if scope.cancelled_caught:
+            reason = "a write did not complete in time"
+        elif not reason:
+            self.frames_sent += 1
+            written.set(None)
+            return
+        # Cut short: part of the frame may have reached the server, and the stream cannot be
+        # trusted after it.
+        written.fail(MaybeWritten(code, reason))
+        self.lose(code, reason)
 
     def lose(self, code: int, reason: str) -> None:
         """Mark the connection lost and stop its tasks. Idempotent; the first reason wins."""
@@ -182,6 +229,8 @@ class Connection:
                     raise
                 self.lose(code, reason)
                 return
+            finally:
+                self._unwritten -= len(batch)
             self.frames_sent += len(batch)
             for item in batch:
                 if item.written is not None:

@@ -12,6 +12,7 @@ pass through, as do values that cannot be converted and types that are not liste
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -21,8 +22,42 @@ import orjson
 from ._exceptions import FilterParseError as FilterParseError
 from ._frames import JSONObject, JSONValue
 
-FilterOperator = Literal["eq", "neq", "lt", "lte", "gt", "gte", "in"]
-FILTER_OPERATORS: Final = ("eq", "neq", "lt", "lte", "gt", "gte", "in")
+FilterOperator = Literal[
+    "eq",
+    "neq",
+    "lt",
+    "lte",
+    "gt",
+    "gte",
+    "in",
+    "like",
+    "ilike",
+    "is",
+    "match",
+    "imatch",
+    "isdistinct",
+]
+FILTER_OPERATORS: Final = (
+    "eq",
+    "neq",
+    "lt",
+    "lte",
+    "gt",
+    "gte",
+    "in",
+    "like",
+    "ilike",
+    "is",
+    "match",
+    "imatch",
+    "isdistinct",
+)
+"""Every operator the Realtime server accepts in a postgres_changes filter."""
+
+IS_VALUES: Final = ("null", "true", "false", "unknown")
+"""The only values of an ``is`` filter (lower case, as the server checks them)."""
+
+_PATTERN_OPERATORS: Final = frozenset({"like", "ilike", "match", "imatch"})
 
 # numeric gives an int when its text is integral, else a float.
 _INTEGER_TYPES: Final = frozenset({"int2", "int4", "int8", "oid", "numeric"})
@@ -300,32 +335,83 @@ def postgres_filter(
 ) -> str:
     """Build a postgres_changes filter such as ``room_id=eq.5``.
 
+    What each operator means, as the server applies it to the column's value ``v``:
+
+    * ``eq neq lt lte gt gte``: ``v = value``, ``v != value``, ``v < value``...;
+    * ``in``: ``v`` is one of the values (at most 100);
+    * ``like``, ``ilike``: SQL ``LIKE`` / ``ILIKE`` patterns (``%`` any text, ``_`` one
+      character, ``\\`` escapes), on text columns;
+    * ``match``, ``imatch``: the POSIX regular expression matches somewhere in ``v``
+      (``~`` / ``~*``, ``imatch`` ignoring case), on text columns;
+    * ``is``: ``v IS NULL`` (``None`` or ``"null"``), ``IS TRUE``, ``IS FALSE`` or
+      ``IS UNKNOWN`` (the last three on boolean columns);
+    * ``isdistinct``: ``v IS DISTINCT FROM value`` (a NULL ``v`` is distinct from any value).
+
+    A NULL ``v`` passes no filter but ``is`` and ``isdistinct``, negated or not. Several
+    conditions, all of which must hold, are joined by :func:`postgres_filters`.
+
     Args:
         column: The column name.
-        operator: One of ``eq neq lt lte gt gte in``.
-        value: The value; for ``in``, an iterable of values, written as ``(a,b)``. ``None``
-            is written ``null``. A value that is empty, has surrounding whitespace, or contains
-            a comma, parenthesis, brace, backslash or double quote is double-quoted with
-            backslash escapes (in an ``in`` list, so is the text ``NULL``), so the server reads
-            back exactly the value given.
-        negate: Prefix the operator with ``not.``.
+        operator: One of :data:`FILTER_OPERATORS`.
+        value: The value; for ``in``, an iterable of values, written as ``(a,b)``; for
+            ``is``, ``None``, ``True``, ``False`` or one of :data:`IS_VALUES`; for the pattern
+            operators, a string. ``None`` is written ``null``. A value that is empty, has
+            surrounding whitespace, or contains a comma, parenthesis, brace, backslash or
+            double quote is double-quoted with backslash escapes (in an ``in`` list, so is the
+            text ``NULL``), so the server reads back exactly the value given.
+        negate: Prefix the operator with ``not.`` (``not.is.null`` is ``IS NOT NULL``,
+            ``not.isdistinct`` is ``IS NOT DISTINCT FROM``).
 
     Raises:
-        ValueError: for an unknown operator, an empty column, or an ``in`` value that is a
-            string or not iterable.
+        ValueError: for an unknown operator, an empty column, an ``in`` value that is a
+            string or not iterable, an ``is`` value other than those listed, or a pattern
+            that is not a string.
     """
     if operator not in FILTER_OPERATORS:
         raise ValueError(f"filter operator must be one of {', '.join(FILTER_OPERATORS)}")
-    if not column or any(char in column for char in "=,"):
+    if not isinstance(column, str) or not column or any(char in column for char in "=,"):
         raise ValueError(f"invalid filter column {column!r}")
     if operator == "in":
         if isinstance(value, str | bytes) or not isinstance(value, Iterable):
             raise ValueError("an 'in' filter needs an iterable of values")
         rendered = "(" + ",".join(_filter_value(item, in_list=True) for item in value) + ")"
+    elif operator == "is":
+        rendered = _is_value(value)
+    elif operator in _PATTERN_OPERATORS and not isinstance(value, str):
+        raise ValueError(f"a {operator!r} filter needs a string pattern")
     else:
         rendered = _filter_value(value)
     prefix = "not." if negate else ""
     return f"{column}={prefix}{operator}.{rendered}"
+
+
+def _is_value(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and value in IS_VALUES:
+        return value
+    raise ValueError("an 'is' filter takes None, True, False, 'null', 'true', 'false' or 'unknown'")
+
+
+def postgres_filters(*filters: str) -> str:
+    """Join filters built by :func:`postgres_filter` into one: the server ANDs them.
+
+    ``postgres_filters(postgres_filter("room", "eq", 5), postgres_filter("kind", "neq", "x"))``
+    gives ``room=eq.5,kind=neq.x``: a change passes only if both hold.
+
+    Raises:
+        ValueError: for no filter at all, or a part the server would not parse (the message
+            is the server's).
+    """
+    if not filters:
+        raise ValueError("postgres_filters needs at least one filter")
+    for text in filters:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"not a filter: {text!r}")
+        parse_filter(text)
+    return ",".join(filters)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,9 +507,9 @@ def parse_filter(text: str) -> list[FilterCondition]:
     """Parse a filter string as the Realtime server does (PROTOCOL.md section 7.2).
 
     Several conditions joined by commas must all hold; whitespace around each is ignored and
-    a blank filter has no conditions. Supported operators are ``eq neq lt lte gt gte in``,
-    each optionally prefixed with ``not.``. A double-quoted value may hold commas and
-    parentheses, with backslash escapes.
+    a blank filter has no conditions. Supported operators are :data:`FILTER_OPERATORS`, each
+    optionally prefixed with ``not.``. A double-quoted value may hold commas and parentheses,
+    with backslash escapes.
 
     Raises:
         FilterParseError: with the server's error text, for example
@@ -488,39 +574,103 @@ def _coerce(value: JSONValue, text: str) -> tuple[object, object] | None:
     return orjson.dumps(value).decode(), text
 
 
+def _text(value: JSONValue) -> str:
+    """``value`` as Postgres shows it as text (``true``, ``5``, JSON for objects)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return orjson.dumps(value).decode()
+
+
+def like_pattern(pattern: str, *, ignore_case: bool = False) -> re.Pattern[str]:
+    """Compile a SQL ``LIKE`` pattern: ``%`` any text, ``_`` one character, ``\\`` escapes."""
+    parts: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern):
+            index += 1
+            parts.append(re.escape(pattern[index]))
+        elif char == "%":
+            parts.append(".*")
+        elif char == "_":
+            parts.append(".")
+        else:
+            parts.append(re.escape(char))
+        index += 1
+    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+    return re.compile("".join(parts), flags)
+
+
+def _equal(value: JSONValue, text: str) -> bool:
+    pair = _coerce(value, text)
+    return pair is not None and pair[0] == pair[1]
+
+
+def _compare(operator: str, value: JSONValue, text: str) -> bool | None:
+    """``value <operator> text`` for the operators whose result is NULL on a NULL value."""
+    if operator in _PATTERN_OPERATORS:
+        subject = _text(value)
+        try:
+            if operator in ("like", "ilike"):
+                return (
+                    like_pattern(text, ignore_case=operator == "ilike").fullmatch(subject)
+                    is not None
+                )
+            flags = re.IGNORECASE if operator == "imatch" else 0
+            return re.search(text, subject, flags) is not None
+        except re.error:
+            return None  # refused at subscription; never matches
+    pair = _coerce(value, text)
+    if pair is None:
+        return None  # values that cannot be compared never match
+    left, right = pair
+    try:
+        if operator == "eq":
+            return bool(left == right)
+        if operator == "neq":
+            return bool(left != right)
+        if operator == "lt":
+            return bool(left < right)  # type: ignore[operator]
+        if operator == "lte":
+            return bool(left <= right)  # type: ignore[operator]
+        if operator == "gt":
+            return bool(left > right)  # type: ignore[operator]
+        if operator == "gte":
+            return bool(left >= right)  # type: ignore[operator]
+    except TypeError:
+        return None
+    return None
+
+
 def _holds(condition: FilterCondition, value: JSONValue) -> bool:
+    operator = condition.operator
+    if operator == "is":
+        # IS NULL / TRUE / FALSE / UNKNOWN: never NULL itself, so negation applies plainly.
+        keyword = condition.value
+        if keyword in ("null", "unknown"):
+            result = value is None
+        elif keyword in ("true", "false"):
+            result = value is (keyword == "true")
+        else:
+            return False  # refused at subscription
+        return result is not condition.negate
+    if operator == "isdistinct":
+        assert isinstance(condition.value, str)
+        equal = value is not None and _equal(value, condition.value)
+        return equal if condition.negate else not equal
     if value is None:
-        return False  # SQL: a comparison with NULL is never true, negated or not
-    if condition.operator == "in":
+        return False  # SQL: any other comparison with NULL is NULL, negated or not
+    if operator == "in":
         items = condition.value if isinstance(condition.value, tuple) else (condition.value,)
-        result = False
-        for item in items:
-            pair = _coerce(value, item)
-            if pair is not None and pair[0] == pair[1]:
-                result = True
-                break
+        result = any(_equal(value, item) for item in items)
     else:
         assert isinstance(condition.value, str)
-        pair = _coerce(value, condition.value)
-        if pair is None:
-            return False  # values that cannot be compared never match
-        left, right = pair
-        op = condition.operator
-        try:
-            if op == "eq":
-                result = left == right
-            elif op == "neq":
-                result = left != right
-            elif op == "lt":
-                result = left < right  # type: ignore[operator]
-            elif op == "lte":
-                result = left <= right  # type: ignore[operator]
-            elif op == "gt":
-                result = left > right  # type: ignore[operator]
-            else:
-                result = left >= right  # type: ignore[operator]
-        except TypeError:
+        outcome = _compare(operator, value, condition.value)
+        if outcome is None:
             return False
+        result = outcome
     return not result if condition.negate else result
 
 

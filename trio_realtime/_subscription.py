@@ -144,7 +144,9 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
             return
         else:
             self._overflow(item)
-        if self._parked:
+        # The consumer stays counted in _parked until it runs; the lot is empty once unparked,
+        # so the rest of a read's items do not pay for another unpark.
+        if self._parked and self._lot:
             self._lot.unpark()
 
     def _update_fast(self) -> None:

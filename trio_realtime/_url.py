@@ -101,7 +101,9 @@ def url_options(
         keyword, in_url = given[key], found.get(key)
         if keyword is not None and in_url is not None and keyword != in_url:
             if key == "apikey":
-                raise ValueError("apikey= differs from the apikey in the URL; give only one")
+                raise ValueError(
+                    "the apikey given differs from the apikey in the URL; give only one"
+                )
             raise ValueError(f"{key}={keyword!r} contradicts {key}={in_url!r} in the URL")
         merged[key] = keyword if keyword is not None else in_url
     return UrlOptions(merged["apikey"], merged["vsn"], merged["log_level"])
@@ -179,10 +181,10 @@ def redact_url(url: str) -> str:
 # Characters a key, a JWT or a URL-encoded value is made of: a secret is only a whole value when
 # neither neighbour is one of them (a trailing full stop ends a sentence, not the value).
 _VALUE_CHARS = r"A-Za-z0-9_~+/=%-"
-_URL = re.compile(r"\b(?:wss?|https?)://[^\s'\"<>]+", re.IGNORECASE)
+_URL = re.compile(r"\b(?:wss?|https?)://(?:<redacted>|[^\s'\"<>])+", re.IGNORECASE)
 _SECRET_FIELD = re.compile(
     # name=value (a query or form field), "name": "value" (JSON) or a header line.
-    r"(?P<name>\b(?:(?:apikey|api_key|access_token|user_token|token)\s*=\s*"
+    r"(?P<name>\b(?:(?:apikey|api_key|access_token|user_token|token)="
     r"|(?:apikey|api_key|access_token|user_token|token)[\"']\s*:\s*[\"']"
     r"|(?:x-api-key|authorization)\s*:\s*(?:bearer\s+)?))"
     r"(?P<value>[A-Za-z0-9_~+/=%.-]+)",

@@ -54,6 +54,7 @@ from ._postgres import filter_matches as filter_matches
 from ._postgres import parse_filter as parse_filter
 from ._postgres import parse_postgres_change as parse_postgres_change
 from ._postgres import postgres_filter as postgres_filter
+from ._postgres import postgres_filters as postgres_filters
 from ._presence import PresenceEvent as PresenceEvent
 from ._presence import PresenceTracker as PresenceTracker
 from ._presence import transform_state as transform_state
@@ -151,6 +152,7 @@ __all__ = [
     "parse_postgres_change",
     "postgres_binding",
     "postgres_filter",
+    "postgres_filters",
     "presence_track_frame",
     "presence_untrack_frame",
     "realtime_topic",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -17,6 +17,7 @@ from .. import (
 )
 from .. import Channel as AsyncChannel
 from .. import Subscription as AsyncSubscription
+from .._replay import ReplayTracker
 from .._subscription import DEFAULT_BUFFER
 from ..protocol import ChannelOptions, JSONObject, JSONValue, Payload
 from ._portal import Portal, check_timeout
@@ -56,6 +57,11 @@ class Channel:
     def options(self) -> ChannelOptions:
         """The options the channel was created with."""
         return self._channel.options
+
+    @property
+    def replay(self) -> ReplayTracker | None:
+        """The channel's replay settings and what it has seen (``None`` without replay)."""
+        return self._channel.replay
 
     def statistics(self) -> ChannelStatistics:
         """Return the channel's figures (the last ones once the client is closed)."""
@@ -115,11 +121,13 @@ class Channel:
         schema: str = "public",
         table: str | None = None,
         filter: str | None = None,
+        select: Sequence[str] | None = None,
         buffer: int = DEFAULT_BUFFER,
         overflow: str = "error",
     ) -> Subscription[PostgresChange]:
         """Subscribe to row changes; the binding travels in the join, so declare it before
-        joining (declared on a joined channel, it makes the channel rejoin).
+        joining (declared on a joined channel, it makes the channel rejoin). ``select`` names
+        the columns the changes carry.
 
         Raises:
             ValueError: for an unknown event, a filter without a table, or bad buffer options.
@@ -127,7 +135,13 @@ class Channel:
         channel = self._channel
         return self._subscribe(
             lambda: channel.postgres_changes(
-                event, schema=schema, table=table, filter=filter, buffer=buffer, overflow=overflow
+                event,
+                schema=schema,
+                table=table,
+                filter=filter,
+                select=select,
+                buffer=buffer,
+                overflow=overflow,
             )
         )
 

@@ -8,6 +8,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from types import TracebackType
 from typing import cast
 
@@ -142,12 +143,21 @@ class RealtimeClient:
         presence_key: str = "",
         presence_enabled: bool = False,
         private: bool = False,
+        replay_since: datetime | int | None = None,
+        replay_limit: int | None = None,
+        replay_on_rejoin: bool = False,
     ) -> Channel:
         """Return the channel for ``topic`` (``realtime:`` is prefixed); the same topic gives
         back the same channel object while it is registered.
 
+        The options are those of the async ``client.channel()``; ``replay_since``,
+        ``replay_limit`` and ``replay_on_rejoin`` ask a private channel's server to replay
+        stored broadcasts on joining.
+
         Raises:
-            ValueError: when the channel exists with other options.
+            ValueError: when the channel exists with other options, or for replay options on
+                a public channel or out of range.
+            TypeError: for an option of the wrong type.
         """
         client = self._client
 
@@ -160,6 +170,9 @@ class RealtimeClient:
                     presence_key=presence_key,
                     presence_enabled=presence_enabled,
                     private=private,
+                    replay_since=replay_since,
+                    replay_limit=replay_limit,
+                    replay_on_rejoin=replay_on_rejoin,
                 )
             )
 

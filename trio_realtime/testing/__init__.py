@@ -19,6 +19,7 @@ from ._cluster import start_postgres as start_postgres
 from ._database_types import DatabaseSetupError as DatabaseSetupError
 from ._database_types import DatabaseStatistics as DatabaseStatistics
 from ._jwt import make_token as make_token
+from ._limits import RateLimits as RateLimits
 from ._rest import MemoryHTTPTransport as MemoryHTTPTransport
 from ._server import RealtimeServer as RealtimeServer
 from ._server import ServerStatistics as ServerStatistics
@@ -34,6 +35,7 @@ __all__ = [
     "MemoryHTTPTransport",
     "PostgresCluster",
     "PostgresNotFound",
+    "RateLimits",
     "RealtimeServer",
     "ServerConnection",
     "ServerStatistics",

@@ -47,7 +47,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -64,6 +64,8 @@ from ._state import Channel, Hub, Policies, encode
 from ._supabase_sql import AUTH_SQL, REALTIME_SQL, ROLES_SQL
 
 logger = logging.getLogger("trio_realtime.testing")
+
+_T = TypeVar("_T")
 
 SCHEMA = "trio_realtime"
 PUBLICATION = "supabase_realtime"
@@ -386,6 +388,14 @@ class Database:
 
     # -- subscriptions ----------------------------------------------------------------------------
 
+    def _control(self) -> psycopg.Connection[Any]:
+        """The control connection, opened again if it was lost (in the worker thread)."""
+        conn = self._control_conn
+        if conn is None or conn.closed or conn.broken:
+            logger.warning("database: re-opening the control connection")
+            conn = self._control_conn = _connect(self._url)
+        return conn
+
     def _claims(self, token: str | None) -> tuple[str | None, str]:
         cached = self._claims_cache.get(token)
         if cached is None:
@@ -398,8 +408,7 @@ class Database:
         return cached
 
     def _check_subscription(self, bindings: tuple[Binding, ...], role: str | None) -> str | None:
-        conn = self._control_conn
-        assert conn is not None
+        conn = self._control()
         for binding in bindings:
             text = _subscription_text(binding)
             if binding.table == "*":
@@ -445,6 +454,8 @@ class Database:
                             )
                             break
             except psycopg.Error as exc:
+                if isinstance(exc, psycopg.OperationalError):
+                    raise
                 problem = str(exc).strip()
             if problem is not None:
                 return (
@@ -460,14 +471,11 @@ class Database:
         This is a checkpoint: the check runs on the control connection in a worker thread.
         """
         role, _claims = self._claims(channel.token)
-        async with self._control_lock:
-            try:
-                error = await trio.to_thread.run_sync(
-                    self._check_subscription, channel.bindings, role
-                )
-            except Exception as exc:  # the connection is gone: say so, as the server does
-                logger.warning("database: subscription check failed: %s", exc)
-                error = repr(exc)
+        try:
+            error = await self._on_control(self._check_subscription, channel.bindings, role)
+        except Exception as exc:  # the database is gone: say so, as the server does
+            logger.warning("database: subscription check failed: %s", exc)
+            error = repr(exc)
         if error is None and channel.room is not None:
             self._subscribed[channel] = None
             self._progress.unpark_all()
@@ -481,8 +489,7 @@ class Database:
         subscriber; writes by inserting them as the subscriber (a refusal is
         ``insufficient_privilege``). Everything is rolled back.
         """
-        conn = self._control_conn
-        assert conn is not None
+        conn = self._control()
         settings = (
             "select set_config('role', %s, true), set_config('realtime.topic', %s, true), "
             "set_config('request.jwt.claims', %s, true), "
@@ -548,12 +555,21 @@ class Database:
             The policies, or ``None`` when a policy raised or the database failed.
         """
         role, claims = self._claims(token)
+        try:
+            return await self._on_control(self._authorize, role, claims, topic)
+        except Exception as exc:
+            logger.warning("database: authorization check failed: %s", exc)
+            return None
+
+    async def _on_control(self, function: Callable[..., _T], *args: object) -> _T:
+        """Run ``function`` in a worker thread with the control connection to itself; a lost
+        connection is opened again and the call tried once more."""
         async with self._control_lock:
             try:
-                return await trio.to_thread.run_sync(self._authorize, role, claims, topic)
-            except Exception as exc:
-                logger.warning("database: authorization check failed: %s", exc)
-                return None
+                return await trio.to_thread.run_sync(function, *args)
+            except psycopg.OperationalError as exc:
+                logger.warning("database: control connection lost (%s); retrying", exc)
+                return await trio.to_thread.run_sync(function, *args)
 
     def _snapshot(self) -> list[_Subscriber]:
         subscribers: list[_Subscriber] = []

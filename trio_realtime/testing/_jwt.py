@@ -143,12 +143,15 @@ def make_token(
     return jwt.encode(body, secret, algorithm=algorithm, headers={"typ": "JWT"})
 
 
-def token_check_for(secret: str) -> Callable[[str], str | None]:
-    """Return a ``TokenCheck`` that verifies channel tokens with ``secret``."""
+def token_check_for(
+    secret: str, clock: Callable[[], float] = time.time
+) -> Callable[[str], str | None]:
+    """Return a ``TokenCheck`` that verifies channel tokens with ``secret``, checking ``exp``
+    against ``clock()`` (Unix seconds)."""
 
     def check(token: str) -> str | None:
         try:
-            verify_token(token, secret)
+            verify_token(token, secret, now=clock())
         except TokenError as exc:
             return exc.message
         return None

@@ -18,6 +18,8 @@ SB_PREFIX = "sb_"
 
 REPLAY_PUBLIC = "UnableToReplayMessages: Replay is not allowed for public channels"
 REPLAY_INVALID = "UnableToReplayMessages: Replay params are not valid"
+MAX_UNIX_MS = 253_402_300_799_999
+"""The last millisecond of year 9999, the latest ``since`` the server can read."""
 
 
 def flexible_bool(value: object) -> bool:
@@ -70,7 +72,12 @@ def _replay_error(broadcast: JSONObject, private: bool) -> str | None:
     if not private:
         return REPLAY_PUBLIC
     replay = broadcast["replay"]
-    if not isinstance(replay, dict) or type(replay.get("since")) is not int:
+    if not isinstance(replay, dict):
+        return REPLAY_INVALID
+    since = replay.get("since")
+    if not isinstance(since, int) or isinstance(since, bool):
+        return REPLAY_INVALID
+    if since > MAX_UNIX_MS:  # DateTime.from_unix fails past year 9999
         return REPLAY_INVALID
     limit = replay.get("limit")
     if limit is not None and type(limit) is not int:

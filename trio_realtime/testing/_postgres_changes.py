@@ -17,6 +17,7 @@ import orjson
 
 from .._frames import JSONObject, JSONValue
 from .._postgres import FilterCondition, FilterParseError, filter_matches, parse_filter
+from ._filters import subscription_error
 from ._select import parse_select
 
 CHANGE_TYPES = ("INSERT", "UPDATE", "DELETE")
@@ -105,38 +106,63 @@ def reply_entries(raw_bindings: Sequence[JSONObject]) -> list[JSONValue]:
     return entries
 
 
+def _binding_target(raw: Mapping[str, JSONValue]) -> tuple[str, str, str | None]:
+    """``(schema, table, filter)`` of a binding, in the shapes the server accepts: schema,
+    table and filter; schema and table; schema alone (every table); table alone (``public``).
+
+    Raises:
+        FilterParseError: for any other shape, with the server's message.
+    """
+    schema, table, text = raw.get("schema"), raw.get("table"), raw.get("filter")
+    if "filter" in raw:
+        if isinstance(schema, str) and isinstance(table, str) and isinstance(text, str):
+            return schema, table, text
+    elif isinstance(schema, str) and isinstance(table, str):
+        return schema, table, None
+    elif isinstance(schema, str) and "table" not in raw:
+        return schema, WILDCARD, None
+    elif isinstance(table, str) and "schema" not in raw:
+        return "public", table, None
+    shown = "<redacted>" if "user_token" in raw or "auth_token" in raw else inspect(raw)
+    raise FilterParseError(
+        "No subscription params provided. Please provide at least a `schema` or "
+        f"`table` to subscribe to: {shown}"
+    )
+
+
 def parse_bindings(raw_bindings: Sequence[JSONObject]) -> tuple[Binding, ...]:
     """Parse a channel's raw bindings; all of them subscribe, or none does.
 
     Raises:
         FilterParseError: with the text the server puts in its ``system`` error message, for a
-            binding without schema and table, or a filter that does not parse.
+            binding of a shape the server refuses (a filter needs both schema and table), a
+            filter that does not parse, or one the server's subscription trigger refuses
+            (``_filters``).
     """
     bindings: list[Binding] = []
     for raw in raw_bindings:
         event = raw.get("event")
         normalised = event.upper() if isinstance(event, str) else WILDCARD
-        schema = raw.get("schema")
-        table = raw.get("table")
-        if not isinstance(schema, str) and not isinstance(table, str):
-            raise FilterParseError(
-                "No subscription params provided. Please provide at least a `schema` or "
-                f"`table` to subscribe to: {inspect(raw)}"
-            )
-        text = raw.get("filter")
-        conditions = parse_filter(text) if isinstance(text, str) and text else []
-        schema_name = schema if isinstance(schema, str) else "public"
-        table_name = table if isinstance(table, str) else WILDCARD
-        bindings.append(
-            Binding(
-                id=binding_id(raw),
-                event=normalised if normalised in _EVENTS else WILDCARD,
-                schema=schema_name,
-                table=table_name,
-                conditions=tuple(conditions),
-                select=parse_select(raw.get("select"), schema_name, table_name),
-            )
+        schema, table, text = _binding_target(raw)
+        conditions = parse_filter(text) if text else []
+        binding = Binding(
+            id=binding_id(raw),
+            event=normalised if normalised in _EVENTS else WILDCARD,
+            schema=schema,
+            table=table,
+            conditions=tuple(conditions),
+            select=parse_select(raw.get("select"), schema, table),
         )
+        select = raw.get("select")
+        columns = (
+            [name for name in select if isinstance(name, str)] if isinstance(select, list) else []
+        )
+        error = subscription_error(
+            binding.event, binding.schema, binding.table, binding.conditions, columns or None
+        )
+        if error is not None:
+            raise FilterParseError(error)
+        bindings.append(binding)
     return tuple(bindings)
 
 

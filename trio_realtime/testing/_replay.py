@@ -46,6 +46,7 @@ HARD_LIMIT: Final = 25
 """Most messages one join replays."""
 
 _FUTURE: Final = timedelta(minutes=1)
+_YEAR_1_MS: Final = -62_135_596_800_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,8 @@ class MessageStore:
         """The private messages a join replays: the newest ``limit`` (clamped to 1..25) of
         those stored at or after ``since_ms``, oldest first."""
         count = max(min(limit, HARD_LIMIT), 1)
-        since = datetime.fromtimestamp(since_ms / 1000, UTC)
+        # Elixir reads times before year 1 too; nothing is stored that early.
+        since = datetime.fromtimestamp(max(since_ms, _YEAR_1_MS) / 1000, UTC)
         oldest = now - RETENTION
         until = now + _FUTURE
         chosen: list[StoredMessage] = []

@@ -161,15 +161,24 @@ class RestEndpoints:
         self._hub = hub
         self._window = _RateWindow(max_events_per_second)
         self.requests = 0
+        self.connections = 0
 
     # -- routing --------------------------------------------------------------------------------
 
     async def handle(self, request: RestRequest) -> RestResponse:
         """Decide ``request`` and do what it asks; never raises for bad input.
 
-        A checkpoint only when a private message needs the database's policies.
+        A checkpoint only when a private message needs the database's policies. A failure of
+        the server itself is logged and answered with 500, so that no serving task dies of it.
         """
         self.requests += 1
+        try:
+            return await self._handle(request)
+        except Exception:
+            logger.exception("REST %s %s: internal error", request.method, request.target)
+            return _message(500, "Internal Server Error", [])
+
+    async def _handle(self, request: RestRequest) -> RestResponse:
         parts = urlsplit(request.target)
         path = parts.path
         if path.startswith(_PREFIX + "/"):
@@ -451,10 +460,12 @@ async def serve_http(stream: trio.abc.Stream, head: bytes, endpoints: RestEndpoi
     Keeps the connection while the client keeps it alive, and closes it after
     :data:`KEEPALIVE_TIMEOUT` idle seconds, a body over :data:`MAX_BODY`, or a protocol error.
     """
+    endpoints.connections += 1
     connection = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
     connection.receive_data(head)
     try:
         while True:
+            event: object = None
             with trio.move_on_after(KEEPALIVE_TIMEOUT):
                 event = await _next_event(connection, stream)
             if not isinstance(event, h11.Request):

@@ -33,6 +33,7 @@ import logging
 import re
 import secrets
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -53,6 +54,7 @@ from .._transport import Transport, TransportOptions, memory_transport_pair
 from .._url import Endpoint, redact_url
 from .._ws_sansio import _refusal, server_handshake
 from ._jwt import TokenError, token_check_for, verify_token
+from ._limits import RateLimits
 from ._postgres_changes import build_change
 from ._replay import StoredMessage, realtime_send
 from ._rest import (
@@ -277,6 +279,11 @@ class RealtimeServer:
             query.append(("log_level", log_level))
         base = "ws" + self.url.removeprefix("http")
         return f"{base}{path}?{urlencode(query)}"
+
+    def wall_time(self) -> float:
+        """The Unix time as the server sees it, which tokens' ``exp`` is compared with (see
+        ``wall_clock`` in :func:`serve_realtime`)."""
+        return self._config.wall_clock()
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -628,6 +635,16 @@ class RealtimeServer:
 
     # -- serving --------------------------------------------------------------------------------
 
+    def _limit_upgrade(self, result: _Upgrade | _Refusal) -> _Upgrade | _Refusal:
+        """After the token checks, the tenant's rate limits (``rate_limits``): HTTP 429."""
+        limiter = self._hub.limiter
+        if limiter is None or isinstance(result, _Refusal):
+            return result
+        message = limiter.connect_refusal(trio.current_time())
+        if message is None:
+            return result
+        return _Refusal(429, orjson.dumps({"error": message}), delayed=True)
+
     async def _refuse(self, refusal: _Refusal, resource: str) -> None:
         self._refused += 1
         logger.info("refusing %s with HTTP %d", redact_url(resource), refusal.status)
@@ -650,8 +667,8 @@ class RealtimeServer:
         """
         del nursery  # the server's own nursery runs the connection
         self._refuse_if_stopped()
-        result = check_upgrade(
-            endpoint.resource, None, self._config.apikey, self._config.jwt_secret
+        result = self._limit_upgrade(
+            check_upgrade(endpoint.resource, None, self._config.apikey, self._config.jwt_secret)
         )
         if isinstance(result, _Refusal):
             await self._refuse(result, endpoint.resource)
@@ -690,11 +707,13 @@ class RealtimeServer:
             stream = trio.SSLStream(tcp, self._ssl_context, server_side=True, https_compatible=True)
 
         async def decide(request: Request) -> tuple[int, bytes] | None:
-            result = check_upgrade(
-                request.path,
-                request.headers.get("x-api-key"),
-                self._config.apikey,
-                self._config.jwt_secret,
+            result = self._limit_upgrade(
+                check_upgrade(
+                    request.path,
+                    request.headers.get("x-api-key"),
+                    self._config.apikey,
+                    self._config.jwt_secret,
+                )
             )
             if isinstance(result, _Refusal):
                 await self._refuse(result, request.path)
@@ -705,18 +724,21 @@ class RealtimeServer:
             return None
 
         handshake = None
+        head = b""
         with trio.move_on_after(HANDSHAKE_TIMEOUT):
-            # A request other than GET is for the REST endpoints; an upgrade goes on as before.
             try:
                 head = bytes(await stream.receive_some())
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 head = b""
-            if not head:
-                await trio.aclose_forcefully(stream)
-                return
-            if is_rest_request(head):
-                await serve_http(stream, head, self._rest)
-                return
+        if not head:
+            await trio.aclose_forcefully(stream)
+            return
+        if is_rest_request(head):
+            # A request other than GET is for the REST endpoints, which keep the connection
+            # alive as long as the client uses it (serve_http has its own idle timeout).
+            await serve_http(stream, head, self._rest)
+            return
+        with trio.move_on_after(HANDSHAKE_TIMEOUT):
             handshake = await server_handshake(
                 prefixed(stream, head), decide, max_message_size=self._config.max_message_size
             )
@@ -757,6 +779,16 @@ class RealtimeServer:
             self._unregister(connection)
 
 
+def _trio_wall_clock() -> Callable[[], float]:
+    """The Unix time now, advanced from now on by trio's clock (virtual under MockClock)."""
+    origin_wall, origin_trio = time.time(), trio.current_time()
+
+    def wall_clock() -> float:
+        return origin_wall + (trio.current_time() - origin_trio)
+
+    return wall_clock
+
+
 @asynccontextmanager
 async def serve_realtime(
     host: str = "127.0.0.1",
@@ -778,6 +810,8 @@ async def serve_realtime(
     poll_interval: float = 0.1,
     authorize: ChannelAuthorization | None = None,
     max_events_per_second: int = DEFAULT_EVENTS_PER_SECOND,
+    wall_clock: Callable[[], float] | None = None,
+    rate_limits: RateLimits | None = None,
 ) -> AsyncIterator[RealtimeServer]:
     """Run a local Realtime server for the duration of the ``async with`` block.
 
@@ -827,6 +861,17 @@ async def serve_realtime(
         max_events_per_second: The rate limit of the REST endpoints: messages accepted in the
             last second; past it they answer 429 with the server's messages and
             ``x-rate-limit`` headers.
+        wall_clock: Returns the Unix time that tokens' ``exp`` is compared with. By default
+            the wall clock when the server starts, advanced by trio's clock, so that under
+            trio's ``MockClock`` tokens expire in virtual time. Any channel token that is a
+            JWT with ``exp`` (verified or not) expires as on the real server: a join with it
+            after ``exp`` is refused with ``"InvalidJWTToken: Token has expired N seconds
+            ago"``, and a joined channel is checked every ``min(5 min, exp - now)`` and at
+            ``exp`` gets ``system`` "Token has expired 0 seconds ago" and ``phx_close``; an
+            ``access_token`` push replaces the token and its timer.
+        rate_limits: The server's rate limits on joins, connected users, events and presence
+            (:class:`RateLimits`; ``RateLimits.supabase()`` for the hosted defaults), with its
+            error strings and close codes. ``None`` (the default) applies none of them.
 
     Raises:
         OSError: if the port cannot be bound.
@@ -842,10 +887,12 @@ async def serve_realtime(
         raise ValueError("delays must not be negative")
     if max_events_per_second < 1:
         raise ValueError("max_events_per_second must be positive")
+    if wall_clock is None:
+        wall_clock = _trio_wall_clock()
     if jwt_secret is not None:
         if not jwt_secret:
             raise ValueError("jwt_secret must not be empty")
-        token_check = token_check_for(jwt_secret)
+        token_check = token_check_for(jwt_secret, wall_clock)
     config = ServerConfig(
         apikey=apikey,
         jwt_secret=jwt_secret,
@@ -859,6 +906,8 @@ async def serve_realtime(
         record_frames=record_frames,
         authorize=authorize,
         max_events_per_second=max_events_per_second,
+        wall_clock=wall_clock,
+        rate_limits=rate_limits,
     )
     async with AsyncExitStack() as stack:
         database: Database | None = None

@@ -58,10 +58,18 @@ from .._frames import (
 from .._postgres import FilterParseError
 from .._serializer import parse_client_frame
 from .._transport import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, OutgoingMessage, Transport
+from ._limits import (
+    CLIENT_PRESENCE,
+    CLOSE_GOING_AWAY,
+    TOO_MANY_JOINS,
+    TOO_MANY_PRESENCE,
+    PresenceWindow,
+)
 from ._payloads import SB_PREFIX, JoinParams, channel_token, parse_join
 from ._postgres_changes import SUBSCRIBED, parse_bindings, reply_entries
 from ._replay import replay_on_join
 from ._state import Channel, ChannelAuthorization, Hub, encode
+from ._tokens import expired_message, next_check, token_expiry
 
 logger = logging.getLogger("trio_realtime.testing")
 
@@ -139,6 +147,9 @@ class ServerConnection:
         self._closing = False
         self._dead = False
         self._finished = trio.Event()
+        self._timers: trio.Nursery | None = None
+        self._presence_windows: dict[Channel, PresenceWindow] = {}
+        self._token_watches: dict[Channel, trio.CancelScope] = {}
 
     def __repr__(self) -> str:
         state = "closed" if self._dead else "open"
@@ -263,15 +274,19 @@ class ServerConnection:
         """
         try:
             with self._scope:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write_loop, transport)
-                    await self._read_loop(transport)
-                    if not self._reader_scope.cancelled_caught:
-                        nursery.cancel_scope.cancel()  # the client closed or vanished
-                    elif not self._closing:
-                        logger.info("connection %d: idle timeout, closing", self._id)
-                        self.close_soon(CLOSE_NORMAL)
-                    # else the writer is closing the transport, and returns when done
+                # Timers (token expiry) run beside the reader and writer, and stop with them.
+                async with trio.open_nursery() as timers:
+                    self._timers = timers
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._write_loop, transport)
+                        await self._read_loop(transport)
+                        if not self._reader_scope.cancelled_caught:
+                            nursery.cancel_scope.cancel()  # the client closed or vanished
+                        elif not self._closing:
+                            logger.info("connection %d: idle timeout, closing", self._id)
+                            self.close_soon(CLOSE_NORMAL)
+                        # else the writer is closing the transport, and returns when done
+                    timers.cancel_scope.cancel()
         except Exception:
             logger.exception("connection %d: internal error, dropping the connection", self._id)
         finally:
@@ -279,6 +294,8 @@ class ServerConnection:
             for channel in list(self._channels.values()):
                 self._hub.remove_channel(channel)
             self._channels.clear()
+            if self._hub.limiter is not None:
+                self._hub.limiter.users.discard(self._id)
             if self.close_code is None:
                 self.close_code = 1006
             with trio.CancelScope(shield=True):
@@ -392,7 +409,41 @@ class ServerConnection:
         channel = self._channels.pop(topic, None)
         if channel is not None:
             self._hub.remove_channel(channel)
+            self._watch_token(channel, stop=True)
+            self._presence_windows.pop(channel, None)
         return channel
+
+    # -- token expiry (see _tokens) -------------------------------------------------------------
+
+    def _token_expired(self, token: str | None) -> str | None:
+        """The server's message when ``token`` is a JWT whose ``exp`` has passed, else ``None``."""
+        exp = token_expiry(token)
+        return None if exp is None else expired_message(exp, self._hub.config.wall_clock())
+
+    def _watch_token(self, channel: Channel, *, stop: bool = False) -> None:
+        """(Re)start the timer that closes ``channel`` when its token expires; ``stop`` only
+        stops it."""
+        old = self._token_watches.pop(channel, None)
+        if old is not None:
+            old.cancel()
+        exp = token_expiry(channel.token)
+        if stop or exp is None or self._timers is None:
+            return
+        scope = self._token_watches[channel] = trio.CancelScope()
+        self._timers.start_soon(self._expire_token, channel, exp, scope)
+
+    async def _expire_token(self, channel: Channel, exp: int, scope: trio.CancelScope) -> None:
+        clock = self._hub.config.wall_clock
+        message: str | None = None
+        with scope:
+            while message is None:
+                await trio.sleep(next_check(exp, clock()))
+                message = expired_message(exp, clock())
+        if message is None or self._channels.get(channel.topic) is not channel:
+            return
+        self._token_watches.pop(channel, None)
+        logger.debug("connection %d: token of %s expired", self._id, channel.topic)
+        self.system_close(channel, message)
 
     def channel(self, topic: str) -> Channel | None:
         """Return the channel joined to ``topic``, if any."""
@@ -424,7 +475,9 @@ class ServerConnection:
             self._leave(channel, frame)
         elif event == ACCESS_TOKEN:
             self._access_token(channel, frame)
-        # Any other event on a joined topic is ignored, as on the real server.
+        elif self._hub.limiter is not None:
+            # Any other event on a joined topic is ignored, as on the real server, and counted.
+            self._hub.limiter.count_event(trio.current_time())
 
     def _broadcast(self, channel: Channel, frame: Frame, user_broadcast: bool) -> None:
         room = channel.room
@@ -437,6 +490,8 @@ class ServerConnection:
             self._hub.config.authorize, channel.topic, channel.token, "write"
         ):
             return  # dropped without a word, and without an ack, as on the server
+        if self._hub.limiter is not None:
+            self._hub.limiter.count_event(trio.current_time())
         exclude = None if channel.broadcast_self else channel
         payload = frame.payload
         if user_broadcast and isinstance(payload, dict):
@@ -459,6 +514,10 @@ class ServerConnection:
         if "event" not in body:
             self._reply(topic, ref, join_ref, "ok", {})
             return
+        window = self._presence_windows.get(channel)
+        if window is not None and not window.allow(trio.current_time()):
+            self.system_close(channel, CLIENT_PRESENCE)
+            return
         name = event.lower() if isinstance(event, str) else None
         if channel.policies is not None and not channel.policies.presence_write:
             self._reply(topic, ref, join_ref, "error", {})
@@ -468,6 +527,14 @@ class ServerConnection:
             if not isinstance(state, dict):
                 reason: JSONObject = {"reason": "Presence track payload must be a map"}
                 self._reply(topic, ref, join_ref, "error", reason)
+                return
+            limiter = self._hub.limiter
+            if (
+                limiter is not None
+                and room.tracked(channel) != state  # an unchanged track is not counted
+                and not limiter.presence_allowed(trio.current_time())
+            ):
+                self.system_close(channel, TOO_MANY_PRESENCE)
                 return
             channel.presence_enabled = True
             diff = room.track(channel, state)
@@ -497,10 +564,13 @@ class ServerConnection:
             return False
         check = self._hub.config.token_check
         message = check(token) if check is not None else None
+        if message is None:
+            message = self._token_expired(token)
         if message is not None:
             self.system_close(channel, message)
             return False
         channel.token = token
+        self._watch_token(channel)
         if channel.bindings:
             channel.push(SYSTEM, _postgres_system(channel, "ok", SUBSCRIBED))
         return True
@@ -566,12 +636,19 @@ class ServerConnection:
         delay = config.join_error_delay
         if topic == TOPIC_PREFIX:
             return TOPIC_REQUIRED, delay
+        if hub.limiter is not None:
+            refusal = hub.limiter.join_refusal(self._id, trio.current_time())
+            if refusal is not None:
+                return refusal, delay
         if len(self._channels) >= config.max_channels_per_client:
             return CHANNEL_LIMIT, delay
         if token is not None and config.token_check is not None:
             message = config.token_check(token)
             if message is not None:
                 return f"{_TOKEN_CODES.get(message, 'InvalidJWTToken')}: {message}", delay
+        expired = self._token_expired(token)
+        if expired is not None:
+            return f"InvalidJWTToken: {expired}", delay
         if params.private and not _may(config.authorize, topic, token, "read"):
             return f"{UNAUTHORIZED_READ}{sub_topic(topic)}", delay
         if params.replay_error is not None:
@@ -602,6 +679,8 @@ class ServerConnection:
             self._reply(topic, ref, raw_join_ref, "error", {"reason": reason})
             if old is not None:
                 old.push_close()
+            if reason == TOO_MANY_JOINS:
+                self.close_soon(CLOSE_GOING_AWAY)  # Phoenix's "disconnect", after the reply
             return
         channel = Channel(
             peer=self,
@@ -625,6 +704,13 @@ class ServerConnection:
                 bindings_error = str(exc)
         self._channels[topic] = channel
         hub.add_channel(channel)
+        self._watch_token(channel)
+        limiter = hub.limiter
+        if limiter is not None:
+            limiter.users.add(self._id)
+            window = limiter.presence_window()
+            if window is not None:
+                self._presence_windows[channel] = window
         logger.debug("connection %d: joined %s", self._id, topic)
         response: JSONObject = {"postgres_changes": reply_entries(params.bindings)}
         self._reply(topic, ref, raw_join_ref, "ok", response)
@@ -632,6 +718,9 @@ class ServerConnection:
             old.push_close()
         may_see_presence = policies is None or policies.presence_read
         if channel.presence_enabled and channel.room is not None and may_see_presence:
+            if limiter is not None and not limiter.presence_allowed(trio.current_time()):
+                self.system_close(channel, TOO_MANY_PRESENCE)
+                return
             channel.push(PRESENCE_STATE, channel.room.presence_state())
         replay_on_join(channel, hub.messages, frame.payload)
         if params.bindings:

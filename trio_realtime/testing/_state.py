@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -33,6 +34,7 @@ from .._frames import (
 )
 from .._serializer import VSN_1, VSN_2, encode_server_frame
 from .._transport import OutgoingMessage
+from ._limits import TOO_MANY_EVENTS, Limiter, RateLimits
 from ._postgres_changes import Binding, Change, matching_ids
 from ._replay import MessageStore
 from ._select import selected_data
@@ -86,6 +88,8 @@ class ServerConfig:
     record_frames: int
     authorize: ChannelAuthorization | None = None
     max_events_per_second: int = 100
+    wall_clock: Callable[[], float] = time.time
+    rate_limits: RateLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,10 @@ class Peer(Protocol):
 
     def enqueue(self, item: OutgoingMessage) -> bool:
         """Queue an encoded frame; ``False`` when it was not accepted."""
+        ...
+
+    def system_close(self, channel: Channel, message: str) -> None:
+        """Close ``channel`` with a ``system`` error carrying ``message``, then ``phx_close``."""
         ...
 
 
@@ -194,6 +202,7 @@ def _deliver(
     item: OutgoingMessage,
     exclude: object,
     allowed: Callable[[Channel], bool] | None = None,
+    recipients: list[Channel] | None = None,
 ) -> int:
     delivered = 0
     for channel, enqueue in subscribers.items():
@@ -201,6 +210,8 @@ def _deliver(
             continue
         if enqueue(item):
             delivered += 1
+            if recipients is not None:
+                recipients.append(channel)
     return delivered
 
 
@@ -226,11 +237,12 @@ def _reader_check(private: bool, event: str) -> Callable[[Channel], bool] | None
 class Room:
     """Every channel joined to one topic in one privacy mode, and its presence."""
 
-    __slots__ = ("presences", "private", "topic", "v1", "v2")
+    __slots__ = ("limiter", "presences", "private", "topic", "v1", "v2")
 
-    def __init__(self, topic: str, private: bool) -> None:
+    def __init__(self, topic: str, private: bool, limiter: Limiter | None = None) -> None:
         self.topic = topic
         self.private = private
+        self.limiter = limiter
         self.v1: dict[Channel, Enqueue] = {}
         self.v2: dict[Channel, Enqueue] = {}
         # channel -> (key, tracked state, meta sent to clients)
@@ -248,6 +260,7 @@ class Room:
         delivered = 0
         frame = make_frame(self.topic, event, payload)
         allowed = _reader_check(self.private, event)
+        recipients = self._recipients(event)
         for vsn, subscribers in ((VSN_1, self.v1), (VSN_2, self.v2)):
             if len(subscribers) > (exclude in subscribers):
                 try:
@@ -257,8 +270,31 @@ class Room:
                         "cannot encode %s on %s for vsn %s: %s", event, self.topic, vsn, exc
                     )
                     continue
-                delivered += _deliver(subscribers, item, exclude, allowed)
+                delivered += _deliver(subscribers, item, exclude, allowed, recipients)
+        self._count_delivered(event, delivered, recipients)
         return delivered
+
+    def _recipients(self, event: str) -> list[Channel] | None:
+        """A list to collect a broadcast's recipients in, when the events limit is on."""
+        limiter = self.limiter
+        if limiter is not None and limiter.events is not None and event == BROADCAST:
+            return []
+        return None
+
+    def _count_delivered(
+        self, event: str, delivered: int, recipients: list[Channel] | None
+    ) -> None:
+        """Count deliveries against the rate limits; close the channels over the events limit
+        (each got the broadcast first, as on the server)."""
+        limiter = self.limiter
+        if limiter is None:
+            return
+        now = trio.current_time()
+        if event == PRESENCE_DIFF:
+            limiter.delivered_presence(now, delivered)
+        for channel in recipients or ():
+            if limiter.delivered_event(now) and channel.room is self:
+                channel.peer.system_close(channel, TOO_MANY_EVENTS)
 
     def fan_out_user_broadcast(self, payload: JSONObject, exclude: Channel | None = None) -> int:
         """Queue a user broadcast: binary kind 4 to V2, the JSON form to V1 (section 2.3).
@@ -272,20 +308,22 @@ class Room:
         delivered = 0
         frame = make_frame(self.topic, BROADCAST, payload)
         allowed = _reader_check(self.private, BROADCAST)
+        recipients = self._recipients(BROADCAST)
         if len(self.v2) > (exclude in self.v2):
             try:
                 item = encode(frame, VSN_2, user_broadcast=True)
             except ProtocolError as exc:
                 logger.warning("cannot encode a user broadcast on %s: %s", self.topic, exc)
             else:
-                delivered += _deliver(self.v2, item, exclude, allowed)
+                delivered += _deliver(self.v2, item, exclude, allowed, recipients)
         if len(self.v1) > (exclude in self.v1) and not isinstance(payload.get("payload"), bytes):
             try:
                 item = encode(frame, VSN_1)
             except ProtocolError as exc:
                 logger.warning("cannot encode a broadcast on %s: %s", self.topic, exc)
             else:
-                delivered += _deliver(self.v1, item, exclude, allowed)
+                delivered += _deliver(self.v1, item, exclude, allowed, recipients)
+        self._count_delivered(BROADCAST, delivered, recipients)
         return delivered
 
     # -- presence ---------------------------------------------------------------------------
@@ -312,6 +350,11 @@ class Room:
         self.presences[channel] = (key, state, meta)
         return {"joins": {key: {"metas": [meta]}}, "leaves": leaves}
 
+    def tracked(self, channel: Channel) -> JSONObject | None:
+        """The state ``channel`` tracks now, if any."""
+        current = self.presences.get(channel)
+        return None if current is None else current[1]
+
     def untrack(self, channel: Channel) -> JSONObject | None:
         """Stop tracking ``channel``; return the diff, or ``None`` if it was not tracked."""
         current = self.presences.pop(channel, None)
@@ -332,10 +375,16 @@ class Hub:
         rooms: (topic, private) -> room; a room is dropped when its last channel leaves.
         changed: Parked tasks are woken whenever a connection or channel comes or goes.
         database: The database postgres_changes come from, when the server has one.
+        limiter: The rate limits and their counters, when ``rate_limits`` were given.
     """
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self.limiter = (
+            Limiter(config.rate_limits, trio.current_time())
+            if config.rate_limits is not None
+            else None
+        )
         self.answer_heartbeats = True
         self.reply_delay = 0.0
         self.rejections: dict[str, tuple[str, float]] = {}
@@ -375,7 +424,7 @@ class Hub:
         key = (channel.topic, channel.private)
         room = self.rooms.get(key)
         if room is None:
-            room = self.rooms[key] = Room(channel.topic, channel.private)
+            room = self.rooms[key] = Room(channel.topic, channel.private, self.limiter)
         subscribers = room.v1 if channel.vsn == VSN_1 else room.v2
         subscribers[channel] = channel.peer.enqueue
         channel.room = room
