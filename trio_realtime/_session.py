@@ -299,10 +299,14 @@ class JoinAccepted:
     Attributes:
         join_ref: The join's ref.
         rejoin: Whether the channel had been joined before.
+        track: The presence ``track`` push of the channel's tracked state, for the driver to
+            send now (the server forgets presence with the join it belonged to; RS-01), or
+            ``None`` when nothing is tracked. Its reply is expected.
     """
 
     join_ref: str
     rejoin: bool
+    track: Frame | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +388,8 @@ class ChannelSession:
         postgres_error: The server's message when ``postgres`` is ``"failed"``.
         replay: The ``config.broadcast.replay`` object the next join sends, if any (set by the
             driver, which knows the time).
+        tracked: The state of the last presence ``track`` not followed by an ``untrack``; it
+            is tracked again after every accepted join (RS-01).
     """
 
     topic: str
@@ -398,6 +404,7 @@ class ChannelSession:
     bindings: list[_Binding] = field(default_factory=list)
     presence: PresenceTracker = field(default_factory=PresenceTracker)
     replay: JSONObject | None = None
+    tracked: JSONObject | None = None
 
     def config(self) -> JSONObject:
         """The join's ``config`` object, without the bindings."""
@@ -460,8 +467,20 @@ class Session:
 
     # -- channels ---------------------------------------------------------------------------------
 
-    def add_channel(self, topic: str, options: ChannelOptions | None = None) -> ChannelSession:
+    def add_channel(
+        self,
+        topic: str,
+        options: ChannelOptions | None = None,
+        *,
+        tracked: Mapping[str, JSONValue] | None = None,
+    ) -> ChannelSession:
         """Register the channel for ``topic`` (its full ``realtime:`` topic).
+
+        Args:
+            topic: The full topic.
+            options: The channel's options.
+            tracked: A presence state to track after its first join (that of an earlier
+                channel object for the topic that the server closed); presence is enabled.
 
         Raises:
             ValueError: when the topic already has a channel.
@@ -469,7 +488,12 @@ class Session:
         if topic in self._channels:
             raise ValueError(f"channel {topic!r} already exists")
         opts = options if options is not None else ChannelOptions()
-        channel = ChannelSession(topic, opts, presence_enabled=opts.presence_enabled)
+        channel = ChannelSession(
+            topic,
+            opts,
+            presence_enabled=opts.presence_enabled or tracked is not None,
+            tracked=dict(tracked) if tracked is not None else None,
+        )
         self._channels[topic] = channel
         return channel
 
@@ -570,7 +594,16 @@ class Session:
         channel._fire(Trigger.JOIN_OK)
         rejoin = channel.ever_joined
         channel.ever_joined = True
-        return JoinAccepted(reply.ref, rejoin)
+        track = None
+        if channel.tracked is not None:
+            track = self._push(
+                channel.topic,
+                presence_track_frame(
+                    next_ref(self._refs), reply.ref, channel.topic, channel.tracked
+                ),
+                True,
+            )
+        return JoinAccepted(reply.ref, rejoin, track)
 
     def join_failed(self, topic: str) -> None:
         """The current join failed and will be retried: JOINING becomes ERRORED."""
@@ -606,14 +639,19 @@ class Session:
         if channel.state is ChannelState.LEAVING:
             channel._fire(Trigger.LEAVE_DONE)
 
-    def close(self, topic: str, *, forget: bool = False) -> list[PresenceEvent]:
+    def close(
+        self, topic: str, *, forget: bool = False, keep_tracked: bool = False
+    ) -> list[PresenceEvent]:
         """Close the channel locally; no frame is needed (or the driver sent one already).
 
         No reply is expected for it any more.
 
         Args:
             topic: The channel.
-            forget: Also drop its bindings and presence state, for a channel closed for good.
+            forget: Also drop its bindings and presence state, for a channel closed for good;
+                and its tracked state unless ``keep_tracked``.
+            keep_tracked: Keep :attr:`ChannelSession.tracked` (a channel the server closed,
+                which a new join may take up again; see :meth:`add_channel`).
 
         Returns:
             The presence leaves of a forgotten state.
@@ -628,6 +666,8 @@ class Session:
         channel.ever_joined = False
         channel.bindings.clear()
         channel.postgres = "none"
+        if not keep_tracked:
+            channel.tracked = None
         return channel.presence.clear()
 
     def _require_joined(self, topic: str, what: str) -> tuple[ChannelSession, str]:
@@ -655,21 +695,26 @@ class Session:
     def track(self, topic: str, state: Mapping[str, JSONValue]) -> Frame:
         """Build a presence ``track`` push and expect its reply.
 
+        The state is remembered (:attr:`ChannelSession.tracked`) and tracked again after
+        every later join, until :meth:`untrack`.
+
         Raises:
             ChannelStateError: when the channel is not joined.
         """
-        _, join_ref = self._require_joined(topic, "track")
+        channel, join_ref = self._require_joined(topic, "track")
         frame = presence_track_frame(next_ref(self._refs), join_ref, topic, state)
+        channel.tracked = dict(state)
         return self._push(topic, frame, True)
 
     def untrack(self, topic: str) -> Frame:
-        """Build a presence ``untrack`` push and expect its reply.
+        """Build a presence ``untrack`` push and expect its reply; nothing is tracked any more.
 
         Raises:
             ChannelStateError: when the channel is not joined.
         """
-        _, join_ref = self._require_joined(topic, "untrack")
+        channel, join_ref = self._require_joined(topic, "untrack")
         frame = presence_untrack_frame(next_ref(self._refs), join_ref, topic)
+        channel.tracked = None
         return self._push(topic, frame, True)
 
     def access_token(self, topic: str, token: str) -> Frame | None:
