@@ -16,7 +16,12 @@ import trio
 from db_support import JWT_SECRET, sql
 from server_support import VSNS, RawClient, connect, obj, reply_status
 
-from trio_realtime.protocol import Frame, JSONValue, channel_config, postgres_binding
+from trio_realtime.protocol import (
+    Frame,
+    JSONValue,
+    channel_config,
+    postgres_binding,
+)
 from trio_realtime.testing import (
     DatabaseSetupError,
     PostgresCluster,
@@ -656,3 +661,54 @@ async def test_db05_a_lost_control_connection_is_reopened_for_the_next_join(
             await sql(database, "insert into pongs values (1)")
             record = obj((await next_change(client))["data"])["record"]
     assert record == {"id": 1}
+
+
+FILTER_CASES = [
+    ("n=eq.5", [5]),
+    ("n=neq.5", [1, 9]),
+    ("n=lt.5", [1]),
+    ("n=lte.5", [1, 5]),
+    ("n=gt.5", [9]),
+    ("n=gte.5", [5, 9]),
+    ("n=in.(1,9)", [1, 9]),
+    ("n=not.in.(1,9)", [5]),
+    ("tag=eq.b", [5]),
+    ("tag=not.eq.b", [1, 9]),
+    ("price=gt.2.5", [9]),
+    ("ok=eq.true", [1, 9]),
+]
+
+
+async def test_db01_filter_operators_on_database_rows(database: str, nursery: trio.Nursery) -> None:
+    """DB-01: each filter operator picks the rows the real server would, on values decoded
+    from the database (int, text, numeric, bool); a NULL never matches."""
+    with trio.fail_after(LIMIT):
+        await sql(
+            database,
+            "create table items (id int primary key, n int, tag text, price numeric, ok bool);"
+            "alter publication supabase_realtime add table items;",
+        )
+        async with db_server(database) as server:
+            client = await connect(server, "1.0.0", nursery)
+            topics = {f"f{index}": text for index, (text, _) in enumerate(FILTER_CASES)}
+            for topic, text in [*topics.items(), ("all", "")]:
+                binding = postgres_binding(
+                    "INSERT", schema="public", table="items", filter=text or None
+                )
+                reply = await client.join(topic, bindings=[binding])
+                assert reply_status(reply)[0] == "ok"
+                system = await client.receive()
+                assert obj(system.payload)["message"] == "Subscribed to PostgreSQL"
+            await sql(
+                database,
+                "insert into items values (1, 1, 'a', 1.5, true), (5, 5, 'b', 2.5, false),"
+                " (9, 9, 'c', 3.75, true), (100, null, null, null, null)",
+            )
+            seen: dict[str, list[object]] = {}
+            while seen.get("realtime:all", [])[-1:] != [100]:
+                frame = await client.receive()
+                assert frame.event == "postgres_changes", frame
+                record = obj(obj(obj(frame.payload)["data"])["record"])
+                seen.setdefault(frame.topic, []).append(record["id"])
+    for index, (text, expected) in enumerate(FILTER_CASES):
+        assert seen.get(f"realtime:f{index}", []) == expected, text
