@@ -437,6 +437,8 @@ class ChannelSession:
 class _Pending:
     topic: str
     kind: Literal["join", "leave", "push"]
+    track: JSONObject | None = None
+    """For a presence track: its state, remembered once the server accepts it."""
 
 
 _NOTHING: Final[tuple[SessionEvent, ...]] = ()
@@ -596,13 +598,10 @@ class Session:
         channel.ever_joined = True
         track = None
         if channel.tracked is not None:
-            track = self._push(
-                channel.topic,
-                presence_track_frame(
-                    next_ref(self._refs), reply.ref, channel.topic, channel.tracked
-                ),
-                True,
+            frame = presence_track_frame(
+                next_ref(self._refs), reply.ref, channel.topic, channel.tracked
             )
+            track = self._push(channel.topic, frame, True, channel.tracked)
         return JoinAccepted(reply.ref, rejoin, track)
 
     def join_failed(self, topic: str) -> None:
@@ -676,10 +675,10 @@ class Session:
             raise ChannelStateError(topic, channel.state.value, what)
         return channel, channel.join_ref
 
-    def _push(self, topic: str, frame: Frame, ack: bool) -> Frame:
+    def _push(self, topic: str, frame: Frame, ack: bool, track: JSONObject | None = None) -> Frame:
         if ack:
             assert frame.ref is not None
-            self._pending[frame.ref] = _Pending(topic, "push")
+            self._pending[frame.ref] = _Pending(topic, "push", track)
         return frame
 
     def broadcast(self, topic: str, event: str, payload: Payload, *, ack: bool) -> Frame:
@@ -695,16 +694,17 @@ class Session:
     def track(self, topic: str, state: Mapping[str, JSONValue]) -> Frame:
         """Build a presence ``track`` push and expect its reply.
 
-        The state is remembered (:attr:`ChannelSession.tracked`) and tracked again after
-        every later join, until :meth:`untrack`.
+        Once the server accepts it, the state is remembered (:attr:`ChannelSession.tracked`)
+        and tracked again after every later join, until :meth:`untrack`. A track that the
+        server refused, or that never got its reply (one the server dropped the connection
+        for, say), is not.
 
         Raises:
             ChannelStateError: when the channel is not joined.
         """
-        channel, join_ref = self._require_joined(topic, "track")
+        _, join_ref = self._require_joined(topic, "track")
         frame = presence_track_frame(next_ref(self._refs), join_ref, topic, state)
-        channel.tracked = dict(state)
-        return self._push(topic, frame, True)
+        return self._push(topic, frame, True, dict(state))
 
     def untrack(self, topic: str) -> Frame:
         """Build a presence ``untrack`` push and expect its reply; nothing is tracked any more.
@@ -715,6 +715,9 @@ class Session:
         channel, join_ref = self._require_joined(topic, "untrack")
         frame = presence_untrack_frame(next_ref(self._refs), join_ref, topic)
         channel.tracked = None
+        for pending in self._pending.values():
+            if pending.topic == topic:
+                pending.track = None  # an earlier track answered later is not remembered
         return self._push(topic, frame, True)
 
     def access_token(self, topic: str, token: str) -> Frame | None:
@@ -849,6 +852,8 @@ class Session:
             self.stale_frames += 1
             return _NOTHING
         del self._pending[ref]
+        if pending.track is not None and status_text == "ok":
+            self._channels[frame.topic].tracked = pending.track
         return (ReplyReceived(frame.topic, ref, pending.kind, status_text, response),)
 
     def _on_postgres(self, channel: ChannelSession, payload: Payload) -> Sequence[SessionEvent]:
