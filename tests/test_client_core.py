@@ -460,6 +460,23 @@ async def test_rejoin_policy_returning_none_gives_up(
         assert channel.state is ChannelState.CLOSED
 
 
+async def test_rejoin_policy_returning_none_after_phx_error_closes_the_channel(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """CH-05: after a phx_error, a rejoin policy that gives up at once closes the channel
+    (it used to rejoin after 10 s regardless)."""
+    async with serve_realtime() as server, connect(server, rejoin=lambda attempt: None) as client:
+        channel = client.channel("room")
+        messages = channel.broadcasts()
+        await channel.join()
+        await server.push_error("room")
+        with pytest.raises(ChannelClosed, match="rejoin policy gave up"):
+            await messages.receive()
+        assert trio.current_time() == 0.0
+        assert channel.state is ChannelState.CLOSED
+        assert server.statistics().channels_joined == 0
+
+
 async def test_timed_out_background_rejoin_is_retried(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

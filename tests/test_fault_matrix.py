@@ -28,6 +28,7 @@ from _realtime import (
 from conftest import APIKEY, Figures
 
 from trio_realtime import (
+    Channel,
     ChannelClosed,
     ChannelJoined,
     ChannelJoinFailed,
@@ -302,9 +303,11 @@ async def server_restart(w: World) -> Outcome:
     for room in w.rooms:
         await new.wait_until_joined(room.name, 2)
         channel = room.channel
-        await room.presence.wait_for(
-            lambda channel=channel: sorted(channel.presence_state()) == ["client", "newcomer"]
-        )
+
+        def both_there(channel: Channel = channel) -> bool:
+            return sorted(channel.presence_state()) == ["client", "newcomer"]
+
+        await room.presence.wait_for(both_there)
         assert channel.presence_state() == expected_presence(new, room.name)
     return Outcome(recovered - fault)
 

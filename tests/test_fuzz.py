@@ -310,7 +310,7 @@ def test_sr09_mutated_valid_frames_parse_or_raise_protocol_error(data: st.DataOb
     tried(len(mutants))
 
 
-MUTANTS = 24
+MUTANTS = 100
 """Mutants of each drawn frame made with a seeded ``random.Random``, beyond the one hypothesis
 draws: generating a frame costs far more than parsing it, so each is used many times."""
 
@@ -636,7 +636,7 @@ def test_hd02_splitter_matches_websockets_parser(
     tried(1 + RECUTS)
 
 
-RECUTS = 6
+RECUTS = 12
 """The same byte stream cut again at random (seeded) read boundaries, per drawn example."""
 
 

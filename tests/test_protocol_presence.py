@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from trio_realtime._presence import copy_json
 from trio_realtime.protocol import (
     JSONObject,
     JSONValue,
@@ -527,3 +528,58 @@ def test_hd05_deep_metas_in_lists_and_pending_diffs() -> None:
         copied = copied[0]
         levels += 1
     assert (levels, copied) == (DEPTH, [1, "x", None])
+
+
+def test_pr04_every_dropped_diff_is_counted() -> None:
+    """PR-04: each diff pushed out of the full buffer adds one to ``dropped_diffs``."""
+    tracker = PresenceTracker(max_pending_diffs=1)
+    for ref in ("a", "b", "c", "d"):
+        tracker.sync_diff({"joins": {ref: entry(meta(ref))}}, "1")
+    assert tracker.dropped_diffs == 3
+    assert tracker.pending_diffs == 1
+
+
+@pytest.mark.parametrize("payload", [None, [], "x", 5])
+def test_pr06_a_diff_that_is_not_an_object_says_so(payload: JSONValue) -> None:
+    """PR-06: a ``presence_diff`` payload that is not an object is refused, saying why."""
+    with pytest.raises(ProtocolError, match="presence_diff payload must be an object"):
+        PresenceTracker().sync_diff(payload, "1")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        3,
+        2.5,
+        "text",
+        [],
+        {},
+        [1, [2, {"a": [3]}], {"b": {"c": None}}, "s"],
+        {"a": [1, {"b": [2, [3]]}], "c": {"d": "e"}, "f": 1.5},
+    ],
+)
+def test_hd05_copy_json_copies_every_container_at_every_level(value: JSONValue) -> None:
+    """HD-05: ``copy_json`` returns an equal value that shares no list or dict with the
+    original, scalars as they are."""
+    copied = copy_json(value)
+    assert copied == value
+    assert type(copied) is type(value)
+    originals: list[JSONValue] = [value]
+    copies: list[JSONValue] = [copied]
+    while originals:
+        original, duplicate = originals.pop(), copies.pop()
+        if isinstance(original, dict):
+            assert isinstance(duplicate, dict)
+            assert duplicate is not original
+            assert list(duplicate) == list(original)  # key order kept
+            originals.extend(original.values())
+            copies.extend(duplicate.values())
+        elif isinstance(original, list):
+            assert isinstance(duplicate, list)
+            assert duplicate is not original
+            originals.extend(original)
+            copies.extend(duplicate)
+        else:
+            assert duplicate is original

@@ -71,6 +71,7 @@ PROTOCOL_MODULES = [
     "trio_realtime._url",
     "trio_realtime._events",
     "trio_realtime._session",
+    "trio_realtime._session_events",
 ]
 
 # Nothing that does I/O, runs tasks or threads, or talks to the network may come with them.

@@ -298,3 +298,38 @@ def test_sy04_waiting_calls_fail_as_closed(server: ServerThread) -> None:
     assert len(outcome) == 1
     assert isinstance(outcome[0], RealtimeError)
     assert not worker_threads()
+
+
+def test_sy04_an_item_taken_as_the_caller_is_interrupted_is_kept(
+    server: ServerThread, open_client: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SY-04: when Ctrl-C lands just after a receive took its item, the item is not lost: the
+    next receive returns it. (The interrupt is injected where the caller wakes up.)"""
+    from trio_realtime.sync import _portal
+
+    client = open_client()
+    channel = client.channel("room:salvage")
+    messages = channel.broadcasts()
+    every = channel.broadcasts()
+    with channel:
+        server.broadcast("room:salvage", "kept", {"n": 1})
+        every.receive(timeout=WAIT)
+        original = _portal._Call.wait
+        calls = 0
+
+        def interrupted_wait(self: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            result = original(self)
+            if calls == 1:
+                raise KeyboardInterrupt
+            return result
+
+        monkeypatch.setattr(_portal._Call, "wait", interrupted_wait)
+        with pytest.raises(KeyboardInterrupt):
+            messages.receive(timeout=WAIT)
+        monkeypatch.undo()
+        assert messages.statistics().buffered == 1
+        assert messages.receive(timeout=WAIT).payload == {"n": 1}
+        with pytest.raises(SyncTimeout):
+            messages.receive(timeout=SHORT)

@@ -30,6 +30,10 @@ join_ref, and its subscriptions simply keep receiving.
   being sent twice.
 
 Every method the reader calls (``_on_event`` and what it calls) is synchronous and never blocks.
+
+The module is longer than the project's usual 500 lines because :class:`Channel` is the whole
+public face of a channel (subscriptions, join and leave, pushes, REST sending), each method
+with the documentation users read; the protocol logic behind it lives in the session core.
 """
 
 from __future__ import annotations
@@ -941,13 +945,17 @@ class Channel:
         self._changed()
         connection = self._runtime.open_connection
         if connection is not None and self._want_joined:
+            delay = self._runtime.rejoin_delay(1)
+            if delay is None:
+                self._give_up("the server crashed the channel and the rejoin policy gave up", 1)
+                return
             scope = trio.CancelScope()
             self._join_scope = scope
-            connection.nursery.start_soon(self._rejoin_after_error, scope)
+            connection.nursery.start_soon(self._rejoin_after_error, scope, delay)
 
-    async def _rejoin_after_error(self, scope: trio.CancelScope) -> None:
+    async def _rejoin_after_error(self, scope: trio.CancelScope, delay: float) -> None:
         with scope:
-            await trio.sleep(self._runtime.rejoin_delay(1) or 0.0)
+            await trio.sleep(delay)
         if self._join_scope is scope and not scope.cancelled_caught:
             self._join_scope = None
             self._start_join_loop()

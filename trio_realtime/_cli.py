@@ -903,12 +903,20 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument(
         "--jwt-secret", help="verify tokens as JWTs signed with this secret (HS256/384/512)"
     )
+    serve.add_argument(
+        "--rate-limits",
+        action="store_true",
+        help=(
+            "apply the hosted server's rate limits (100 joins/s, 200 users, 100 events/s, "
+            "1000 presence events/s, 5 presence messages per channel per 30 s)"
+        ),
+    )
     serve.set_defaults(handler=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     # Only the server subcommands need the local server, so it is imported here.
-    from .testing import DatabaseSetupError, serve_realtime  # noqa: PLC0415
+    from .testing import DatabaseSetupError, RateLimits, serve_realtime  # noqa: PLC0415
 
     async def run() -> None:
         async with serve_realtime(
@@ -917,6 +925,7 @@ def _serve(args: argparse.Namespace) -> int:
             apikey=args.apikey,
             database_url=args.database_url,
             jwt_secret=args.jwt_secret,
+            rate_limits=RateLimits.supabase() if args.rate_limits else None,
         ) as server:
             websocket = "ws" + server.url.removeprefix("http") + "/realtime/v1/websocket"
             print(f"Serving Supabase Realtime at {server.url}", flush=True)

@@ -16,6 +16,9 @@ On exit, joined channels are left and the socket is closed with code 1000, shiel
 task outlives the ``async with`` (HD-06). Once connected, the background tasks are shielded
 from the caller's cancel scopes, so that a cancelled body still gets this graceful exit; only
 the exit itself cancels them.
+
+Longer than the project's usual 500 lines: ``open_realtime`` and ``client.channel()`` check
+every option here, where they are documented, so that nothing bad reaches a background task.
 """
 
 from __future__ import annotations

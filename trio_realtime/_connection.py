@@ -29,7 +29,7 @@ from typing import Generic, TypeVar
 
 import trio
 
-from ._exceptions import ConnectionClosed, fresh
+from ._exceptions import ConnectionClosed, ExceptionMap, fresh, map_exceptions
 from ._session import ReplyReceived
 from ._transport import CLOSE_ABNORMAL, Transport
 
@@ -103,6 +103,11 @@ class Connection:
         self._send, self._receive = trio.open_memory_channel[Outgoing](outgoing_buffer)
         self.replies: dict[str, Waiter[ReplyReceived]] = {}
         self.lost: ConnectionClosed | None = None
+        # The queue's boundary: a closed queue means a lost connection (one mapping, here).
+        self._queue_errors: ExceptionMap = {
+            trio.ClosedResourceError: self._closed_error,
+            trio.BrokenResourceError: self._closed_error,
+        }
         self.frames_sent = 0
         # Frames queued or being written, by the writer or by a pushing task: a push writes its
         # frame itself only while this is zero (see send).
@@ -143,13 +148,10 @@ class Connection:
             return
         self._unwritten += 1
         try:
-            await self._send.send(Outgoing(data, binary, written))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            self._unwritten -= 1
-            lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
-            raise ConnectionClosed(lost.code, lost.reason) from None
+            with map_exceptions(self._queue_errors):
+                await self._send.send(Outgoing(data, binary, written))
         except BaseException:
-            self._unwritten -= 1  # cancelled while the queue was full: not queued
+            self._unwritten -= 1  # lost, or cancelled while the queue was full: not queued
             raise
 
     async def _write_now(self, data: bytes, binary: bool, written: Waiter[None]) -> None:
@@ -174,6 +176,10 @@ class Connection:
         # trusted after it.
         written.fail(MaybeWritten(code, reason))
         self.lose(code, reason)
+
+    def _closed_error(self, _: BaseException | None = None) -> ConnectionClosed:
+        lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
+        return ConnectionClosed(lost.code, lost.reason)
 
     def lose(self, code: int, reason: str) -> None:
         """Mark the connection lost and stop its tasks. Idempotent; the first reason wins."""

@@ -37,7 +37,6 @@ import trio
 
 from ._connection import Connection
 from ._events import (
-    Broadcast,
     Connected,
     ConnectionEvent,
     Disconnected,
@@ -244,6 +243,7 @@ class Driver:
         transport = connection.transport
         vsn = self._runtime.settings.vsn
         receive = self._runtime.session.receive
+        receive_broadcast = self._runtime.session.receive_broadcast
         channels = self._runtime.channels
         route = self._route
         try:
@@ -261,13 +261,15 @@ class Driver:
                     if debug:
                         logger.debug("< %r", frame)
                     try:
-                        events = receive(frame)
-                        if not events:
+                        if frame.event == "broadcast":
+                            # SPEED: the flood case, one item and no event tuple (see
+                            # Session.receive_broadcast).
+                            item = receive_broadcast(frame)
+                            if item is not None:
+                                channels[item.topic]._on_broadcast(item)
                             continue
-                        # Fast path: one broadcast for a registered channel (the flood case).
-                        if len(events) == 1 and type(events[0]) is Broadcast:
-                            channels[frame.topic]._on_broadcast(events[0])
-                        else:
+                        events = receive(frame)
+                        if events:
                             route(connection, frame.topic, events)
                     except Exception:
                         # The reader's safety net: a bug in routing never ends the connection.
