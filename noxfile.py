@@ -1,4 +1,4 @@
-"""Development sessions: tests, lint, typecheck, demo, benchmarks, fuzzing and soak.
+"""Development sessions: tests, lint, typecheck, docs, demo, benchmarks, fuzzing and soak.
 
 Every session runs in a fresh virtual environment and installs the project into it.
 """
@@ -34,6 +34,28 @@ def typecheck(session: nox.Session) -> None:
     """Type-check the package, tests and benchmarks with mypy --strict."""
     session.install(".[test]", "mypy>=1.13", "nox")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation (Sphinx) into docs/_build/html; any warning fails the build.
+
+    ``-n`` makes every cross-reference resolve. Flags go to sphinx-build:
+    ``nox -s docs -- -b linkcheck``.
+    """
+    session.install(".[docs]")
+    session.run(
+        "sphinx-build",
+        "-W",
+        "--keep-going",
+        "-n",
+        "-E",
+        "-b",
+        "html",
+        *session.posargs,
+        "docs",
+        "docs/_build/html",
+    )
 
 
 @nox.session

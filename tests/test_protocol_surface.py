@@ -69,6 +69,7 @@ PROTOCOL_MODULES = [
     "trio_realtime._presence",
     "trio_realtime._postgres",
     "trio_realtime._url",
+    "trio_realtime._public",
     "trio_realtime._events",
     "trio_realtime._session",
     "trio_realtime._session_events",

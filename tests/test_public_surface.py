@@ -1,13 +1,22 @@
-"""The public surface of ``trio_realtime`` (DESIGN.md section 3, STYLE.md 5 and 13)."""
+"""The public surface of ``trio_realtime`` (DESIGN.md section 3, STYLE.md 5 and 13).
+
+Exported names, and the modules their classes and functions are presented under.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
+import types
 from collections.abc import Callable
 
+import pytest
 import trio
 
 import trio_realtime
+import trio_realtime.protocol
+import trio_realtime.sync
+import trio_realtime.testing
 from trio_realtime import RealtimeError
 
 DESIGN_NAMES = [
@@ -97,3 +106,156 @@ def test_statistics_are_frozen_dataclasses() -> None:
         params = getattr(cls, "__dataclass_params__", None)
         assert params is not None
         assert params.frozen
+
+
+# The exported names, sorted as ``__all__`` is (classes and constants, then functions). Adding
+# a public name means adding it here too.
+TOP_LEVEL_NAMES = [
+    "Broadcast",
+    "BroadcastMessage",
+    "Channel",
+    "ChannelClosed",
+    "ChannelEvent",
+    "ChannelJoinFailed",
+    "ChannelJoined",
+    "ChannelState",
+    "ChannelStateError",
+    "ChannelStatistics",
+    "ClientStatistics",
+    "Connected",
+    "ConnectionClosed",
+    "ConnectionEvent",
+    "Disconnected",
+    "FilterOperator",
+    "FilterParseError",
+    "HeartbeatEvent",
+    "JSONObject",
+    "JSONValue",
+    "JoinError",
+    "Overflow",
+    "Payload",
+    "PostgresChange",
+    "PostgresSubscriptionError",
+    "PresenceEvent",
+    "PresenceMap",
+    "PresenceMeta",
+    "ProtocolError",
+    "PushError",
+    "PushTimeout",
+    "RealtimeClient",
+    "RealtimeConnectionError",
+    "RealtimeError",
+    "ReconnectPolicy",
+    "Reconnecting",
+    "RestError",
+    "RestPayloadTooLarge",
+    "RestRateLimited",
+    "RestServerError",
+    "RestUnauthorized",
+    "Subscription",
+    "SubscriptionOverflow",
+    "SubscriptionStatistics",
+    "SystemMessage",
+    "TokenSource",
+    "Transport",
+    "TransportFactory",
+    "TransportOptions",
+    "Vsn",
+    "__version__",
+    "backoff",
+    "open_realtime",
+    "postgres_filter",
+    "postgres_filters",
+]
+
+TESTING_NAMES = [
+    "ChannelAuthorization",
+    "DatabaseSetupError",
+    "DatabaseStatistics",
+    "MemoryHTTPTransport",
+    "PostgresCluster",
+    "PostgresNotFound",
+    "RateLimits",
+    "RealtimeServer",
+    "ServerConnection",
+    "ServerStatistics",
+    "TokenCheck",
+    "make_token",
+    "serve_realtime",
+    "start_postgres",
+]
+
+
+SYNC_NAMES = [
+    "BlockingTokenSource",
+    "Channel",
+    "RealtimeClient",
+    "Subscription",
+    "SyncTimeout",
+    "connect",
+]
+
+
+def test_exported_names_are_the_documented_list() -> None:
+    """__all__ of trio_realtime, .testing and .sync are exactly the lists above."""
+    assert trio_realtime.__all__ == TOP_LEVEL_NAMES
+    assert trio_realtime.testing.__all__ == TESTING_NAMES
+    assert trio_realtime.sync.__all__ == SYNC_NAMES
+    assert trio_realtime.testing.__all__ == sorted(trio_realtime.testing.__all__)
+
+
+def _public_objects(module: types.ModuleType) -> list[tuple[str, object]]:
+    """The exported classes and functions of ``module`` (type aliases have no module)."""
+    return [
+        (name, value)
+        for name in module.__all__
+        if isinstance(value := getattr(module, name), type) or inspect.isfunction(value)
+    ]
+
+
+@pytest.mark.parametrize(
+    "module",
+    [trio_realtime, trio_realtime.protocol, trio_realtime.testing, trio_realtime.sync],
+    ids=lambda m: m.__name__,
+)
+def test_public_objects_are_presented_under_a_public_module(module: types.ModuleType) -> None:
+    """Every exported class and function, and their methods, has a public ``__module__``.
+
+    A name exported from ``trio_realtime`` prints as ``trio_realtime.JoinError``; one exported
+    only from ``trio_realtime.protocol`` or ``.testing`` prints under that module.
+    """
+    objects = _public_objects(module)
+    assert objects
+    for name, value in objects:
+        owner = value.__module__
+        assert owner in (module.__name__, "trio_realtime"), (name, owner)
+        if owner != module.__name__:
+            assert name in trio_realtime.__all__, name
+        if isinstance(value, type):
+            for attribute_name, attribute in vars(value).items():
+                target = getattr(attribute, "__func__", attribute)
+                if isinstance(target, property):
+                    target = target.fget
+                if inspect.isfunction(target) and not attribute_name.startswith("__"):
+                    parts = target.__module__.split(".")
+                    assert not any(part.startswith("_") for part in parts), (
+                        f"{name}.{attribute_name}",
+                        target.__module__,
+                    )
+
+
+def test_reprs_name_the_public_module() -> None:
+    """What users see: the class in a repr and in a traceback line."""
+    assert repr(trio_realtime.JoinError) == "<class 'trio_realtime.JoinError'>"
+    assert repr(trio_realtime.Broadcast) == "<class 'trio_realtime.Broadcast'>"
+    assert repr(trio_realtime.protocol.Frame) == "<class 'trio_realtime.protocol.Frame'>"
+    assert repr(trio_realtime.testing.RealtimeServer) == (
+        "<class 'trio_realtime.testing.RealtimeServer'>"
+    )
+    error = trio_realtime.PushTimeout("no reply")
+    assert f"{type(error).__module__}.{type(error).__qualname__}" == "trio_realtime.PushTimeout"
+
+
+def test_version_is_the_package_version() -> None:
+    """__version__ is the installed distribution's version."""
+    assert trio_realtime.__version__ == importlib.metadata.version("trio-realtime")

@@ -26,6 +26,7 @@ ALLOWED_FOR_TESTING = {
     "_frames",
     "_postgres",
     "_presence",
+    "_public",
     "_serializer",
     "_transport",
     "_url",

@@ -34,6 +34,19 @@ from ._exceptions import PushTimeout as PushTimeout
 from ._exceptions import RealtimeConnectionError as RealtimeConnectionError
 from ._exceptions import RealtimeError as RealtimeError
 from ._exceptions import SubscriptionOverflow as SubscriptionOverflow
+from ._frames import JSONObject as JSONObject
+from ._frames import JSONValue as JSONValue
+from ._frames import Payload as Payload
+from ._postgres import FilterOperator as FilterOperator
+from ._postgres import PostgresChange as PostgresChange
+from ._postgres import postgres_filter as postgres_filter
+from ._postgres import postgres_filters as postgres_filters
+from ._presence import PresenceEvent as PresenceEvent
+from ._presence import PresenceMap as PresenceMap
+from ._presence import PresenceMeta as PresenceMeta
+from ._public import publish as _publish
+from ._public import reserve as _reserve
+from ._serializer import Vsn as Vsn
 
 if TYPE_CHECKING:
     from ._channel import Channel as Channel
@@ -60,11 +73,8 @@ if TYPE_CHECKING:
     from ._http_errors import RestRateLimited as RestRateLimited
     from ._http_errors import RestServerError as RestServerError
     from ._http_errors import RestUnauthorized as RestUnauthorized
-    from ._postgres import PostgresChange as PostgresChange
-    from ._postgres import postgres_filter as postgres_filter
-    from ._postgres import postgres_filters as postgres_filters
-    from ._presence import PresenceEvent as PresenceEvent
     from ._rest import BroadcastMessage as BroadcastMessage
+    from ._subscription import Overflow as Overflow
     from ._subscription import Subscription as Subscription
     from ._subscription import SubscriptionStatistics as SubscriptionStatistics
     from ._transport import Transport as Transport
@@ -91,15 +101,12 @@ _LAZY = {
     "HeartbeatEvent": "_events",
     "Reconnecting": "_events",
     "SystemMessage": "_events",
-    "PostgresChange": "_postgres",
-    "postgres_filter": "_postgres",
-    "postgres_filters": "_postgres",
+    "Overflow": "_subscription",
     "RestError": "_http_errors",
     "RestPayloadTooLarge": "_http_errors",
     "RestRateLimited": "_http_errors",
     "RestServerError": "_http_errors",
     "RestUnauthorized": "_http_errors",
-    "PresenceEvent": "_presence",
     "BroadcastMessage": "_rest",
     "Subscription": "_subscription",
     "SubscriptionStatistics": "_subscription",
@@ -108,14 +115,19 @@ _LAZY = {
     "TransportOptions": "_transport",
 }
 
+_reserve(__name__, _LAZY)
+
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name not in _LAZY:
         raise AttributeError(f"module 'trio_realtime' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    # The first runtime name asked for loads them all, so that every public class is presented
+    # as trio_realtime.X (see publish) before any of them can be seen.
+    namespace = globals()
+    for lazy_name, module in _LAZY.items():
+        namespace[lazy_name] = getattr(importlib.import_module(f".{module}", __name__), lazy_name)
+    _publish(__name__, namespace, _LAZY)
+    return namespace[name]
 
 
 def __dir__() -> list[str]:
@@ -140,12 +152,19 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionEvent",
     "Disconnected",
+    "FilterOperator",
     "FilterParseError",
     "HeartbeatEvent",
+    "JSONObject",
+    "JSONValue",
     "JoinError",
+    "Overflow",
+    "Payload",
     "PostgresChange",
     "PostgresSubscriptionError",
     "PresenceEvent",
+    "PresenceMap",
+    "PresenceMeta",
     "ProtocolError",
     "PushError",
     "PushTimeout",
@@ -167,9 +186,12 @@ __all__ = [
     "Transport",
     "TransportFactory",
     "TransportOptions",
+    "Vsn",
     "__version__",
     "backoff",
     "open_realtime",
     "postgres_filter",
     "postgres_filters",
 ]
+
+_publish(__name__, globals(), __all__)

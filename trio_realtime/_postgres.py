@@ -275,7 +275,7 @@ class PostgresChange:
 def parse_postgres_change(
     payload: object, *, skip_types: Collection[str] = ()
 ) -> PostgresChange | None:
-    """Build a :class:`PostgresChange` from a ``postgres_changes`` frame payload.
+    """Build a :class:`~trio_realtime.PostgresChange` from a ``postgres_changes`` frame payload.
 
     Returns:
         ``None`` when the payload does not have the ``{"ids": [...], "data": {...}}`` shape.
@@ -352,9 +352,9 @@ def postgres_filter(
 
     Args:
         column: The column name.
-        operator: One of :data:`FILTER_OPERATORS`.
+        operator: One of ``FILTER_OPERATORS``.
         value: The value; for ``in``, an iterable of values, written as ``(a,b)``; for
-            ``is``, ``None``, ``True``, ``False`` or one of :data:`IS_VALUES`; for the pattern
+            ``is``, ``None``, ``True``, ``False`` or one of ``IS_VALUES``; for the pattern
             operators, a string. ``None`` is written ``null``. A value that is empty, has
             surrounding whitespace, or contains a comma, parenthesis, brace, backslash or
             double quote is double-quoted with backslash escapes (in an ``in`` list, so is the
@@ -507,7 +507,7 @@ def parse_filter(text: str) -> list[FilterCondition]:
     """Parse a filter string as the Realtime server does (PROTOCOL.md section 7.2).
 
     Several conditions joined by commas must all hold; whitespace around each is ignored and
-    a blank filter has no conditions. Supported operators are :data:`FILTER_OPERATORS`, each
+    a blank filter has no conditions. Supported operators are ``FILTER_OPERATORS``, each
     optionally prefixed with ``not.``. A double-quoted value may hold commas and parentheses,
     with backslash escapes.
 

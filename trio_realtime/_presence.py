@@ -25,7 +25,10 @@ from typing import Literal, TypeAlias, cast
 from ._exceptions import ProtocolError
 from ._frames import JSONObject, JSONValue
 
-Meta: TypeAlias = JSONObject
+PresenceMeta: TypeAlias = JSONObject
+"""One member's presence state, with ``presence_ref`` (the server's ``phx_ref``)."""
+
+Meta: TypeAlias = PresenceMeta
 PresenceMap: TypeAlias = dict[str, list[Meta]]
 
 DEFAULT_MAX_PENDING_DIFFS = 1000
@@ -138,7 +141,7 @@ class PresenceTracker:
     Args:
         max_pending_diffs: How many diffs to hold while waiting for the state. When more
             arrive, the oldest is dropped (the state that follows supersedes it) and counted in
-            :attr:`dropped_diffs`.
+            ``dropped_diffs``.
     """
 
     def __init__(self, *, max_pending_diffs: int = DEFAULT_MAX_PENDING_DIFFS) -> None:

@@ -11,7 +11,7 @@ session keeps:
 
 * the ref counter, each channel's join_ref, and the replies it still expects (by ref);
 * the outstanding heartbeat, with the time the driver said it was sent;
-* each channel's :class:`ChannelState`, changed only through :data:`TRANSITIONS`, a table keyed
+* each channel's :class:`ChannelState`, changed only through ``TRANSITIONS``, a table keyed
   by ``(state, trigger)``; a trigger the table does not list for a state raises
   :class:`~trio_realtime.ChannelStateError` naming both;
 * the stale-frame rules: ``phx_close``, ``phx_error``, ``presence_*`` and ``system`` frames
@@ -493,7 +493,7 @@ class Session:
         """Take one frame from the server; return what it means (possibly nothing).
 
         Never raises for what the server sends: malformed or stale frames are dropped and
-        counted (:attr:`stale_frames`, :attr:`unroutable_frames`).
+        counted (``stale_frames``, ``unroutable_frames``).
         """
         event = frame.event
         topic = frame.topic

@@ -1,7 +1,7 @@
 """The session core's vocabulary: channel states and their transition table, and the events.
 
 Pure and frozen: :mod:`trio_realtime._session` changes states only through
-:data:`TRANSITIONS`, and :meth:`Session.receive` returns these events. Public through
+``TRANSITIONS``, and :meth:`Session.receive` returns these events. Public through
 :mod:`trio_realtime.protocol`.
 """
 
@@ -29,7 +29,7 @@ class ChannelState(enum.Enum):
 
 
 class Trigger(enum.Enum):
-    """What changes a channel's state; the keys of :data:`TRANSITIONS`."""
+    """What changes a channel's state; the keys of ``TRANSITIONS``."""
 
     SEND_JOIN = "send_join"
     """A ``phx_join`` goes out (first join, rejoin, or a join with new bindings)."""
@@ -258,7 +258,7 @@ class JoinRefused:
     """What :meth:`Session.join_replied` returns for a refused join (state unchanged).
 
     Attributes:
-        reason: The server's reason, or :data:`BINDING_MISMATCH`.
+        reason: The server's reason, or ``BINDING_MISMATCH``.
     """
 
     reason: str

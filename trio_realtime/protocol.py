@@ -58,6 +58,7 @@ from ._postgres import postgres_filters as postgres_filters
 from ._presence import PresenceEvent as PresenceEvent
 from ._presence import PresenceTracker as PresenceTracker
 from ._presence import transform_state as transform_state
+from ._public import publish as _publish
 from ._serializer import SUPPORTED_VSNS as SUPPORTED_VSNS
 from ._serializer import EventKind as EventKind
 from ._serializer import check_vsn as check_vsn
@@ -160,3 +161,5 @@ __all__ = [
     "sub_topic",
     "transform_state",
 ]
+
+_publish(__name__, globals(), __all__)

@@ -24,17 +24,13 @@ thread. Any thread may call any method; it works while an asyncio loop runs in t
 thread (a Jupyter notebook).
 """
 
+from .._public import publish as _publish
 from ._channel import Channel as Channel
 from ._client import BlockingTokenSource as BlockingTokenSource
 from ._client import RealtimeClient as RealtimeClient
 from ._client import connect as connect
 from ._portal import SyncTimeout as SyncTimeout
 from ._subscription import Subscription as Subscription
-
-# Public names print as trio_realtime.sync.X, wherever they are defined.
-for _value in (Channel, RealtimeClient, Subscription, SyncTimeout, connect):
-    _value.__module__ = __name__
-del _value
 
 __all__ = [
     "BlockingTokenSource",
@@ -44,3 +40,6 @@ __all__ = [
     "SyncTimeout",
     "connect",
 ]
+
+# Public names, and their methods, print as trio_realtime.sync.X, wherever they are defined.
+_publish(__name__, globals(), __all__)

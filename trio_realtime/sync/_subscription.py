@@ -105,9 +105,10 @@ class Subscription(Generic[T]):
     def receive_nowait(self) -> T:
         """Return the next item if one is buffered.
 
+        Otherwise it raises what :meth:`receive` raises.
+
         Raises:
             trio.WouldBlock: when nothing is buffered.
-            The same as :meth:`receive` otherwise.
         """
         if self._salvaged:
             try:
@@ -125,10 +126,11 @@ class Subscription(Generic[T]):
         One round trip to the client's thread per batch: the cheapest way to drain a busy
         stream.
 
+        It raises what :meth:`receive` raises, an overflow or end only when the batch would
+        otherwise be empty.
+
         Raises:
             ValueError: for ``max_items`` below 1.
-            The same as :meth:`receive`; an overflow or end is raised only when the batch would
-            otherwise be empty.
         """
         if max_items is not None and (isinstance(max_items, bool) or max_items < 1):
             raise ValueError("max_items must be at least 1")

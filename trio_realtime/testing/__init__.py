@@ -13,6 +13,7 @@ level security under each subscriber's JWT; :func:`start_postgres` runs a throwa
 that, and :func:`make_token` signs tokens for ``jwt_secret=``.
 """
 
+from .._public import publish as _publish
 from ._cluster import PostgresCluster as PostgresCluster
 from ._cluster import PostgresNotFound as PostgresNotFound
 from ._cluster import start_postgres as start_postgres
@@ -44,3 +45,5 @@ __all__ = [
     "serve_realtime",
     "start_postgres",
 ]
+
+_publish(__name__, globals(), __all__)

@@ -221,10 +221,10 @@ def start_postgres(
     thread or before ``trio.run``.
 
     Args:
-        bin_dir: The directory of ``initdb``/``pg_ctl``; found with :func:`find_postgres_bin`
+        bin_dir: The directory of ``initdb``/``pg_ctl``; found with ``find_postgres_bin``
             when omitted.
         port: The TCP port; a free one by default.
-        settings: Extra ``postgresql.conf`` settings, over :data:`DEFAULT_SETTINGS`.
+        settings: Extra ``postgresql.conf`` settings, over ``DEFAULT_SETTINGS``.
         run_as: The user to run PostgreSQL as; when running as root it defaults to
             ``postgres`` (initdb refuses root). Needs ``runuser`` (util-linux).
 

@@ -11,7 +11,7 @@ class DatabaseSetupError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class DatabaseStatistics:
-    """Counters of the database poller; see :meth:`RealtimeServer.database_statistics`.
+    """Counters of the database poller; see ``server.database.statistics()``.
 
     Attributes:
         polls: Reads of the replication slot.
