@@ -1,4 +1,4 @@
-"""Development sessions: tests, lint, typecheck, docs, demo, benchmarks, fuzzing and soak.
+"""Development sessions: tests, lint, typecheck, docs, build, demo, benchmarks, fuzzing and soak.
 
 Every session runs in a fresh virtual environment and installs the project into it.
 """
@@ -6,6 +6,7 @@ Every session runs in a fresh virtual environment and installs the project into 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import nox
 
@@ -55,6 +56,23 @@ def docs(session: nox.Session) -> None:
         *session.posargs,
         "docs",
         "docs/_build/html",
+    )
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build the sdist and the wheel into dist/, check them with twine, and check that the wheel
+    ships py.typed (so that type checkers read the package's annotations)."""
+    session.install("build>=1.2", "twine>=5.1")
+    session.run("python", "-c", "import shutil; shutil.rmtree('dist', ignore_errors=True)")
+    session.run("python", "-m", "build", "--outdir", "dist")
+    session.run("twine", "check", "--strict", *sorted(str(p) for p in Path("dist").iterdir()))
+    session.run(
+        "python",
+        "-c",
+        "import glob, sys, zipfile; "
+        "names = zipfile.ZipFile(glob.glob('dist/*.whl')[0]).namelist(); "
+        "sys.exit(0 if 'trio_realtime/py.typed' in names else 'py.typed is not in the wheel')",
     )
 
 

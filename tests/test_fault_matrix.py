@@ -28,6 +28,7 @@ from _realtime import (
 from conftest import APIKEY, Figures
 
 from trio_realtime import (
+    Channel,
     ChannelClosed,
     ChannelJoined,
     ChannelJoinFailed,
@@ -292,18 +293,22 @@ async def half_open(w: World) -> Outcome:
 
 
 async def server_restart(w: World) -> Outcome:
-    """PR-07/RC-04: the server restarts (same port, or the same factory in memory) and the
-    presences change: the old peer is gone, a newcomer is there, and the client's own track did
-    not survive. Presence converges to the new server's state, with no ghost."""
+    """PR-07/RC-04/RS-01: the server restarts (same port, or the same factory in memory) and
+    the presences change: the old peer is gone, a newcomer is there, and the client tracks its
+    own presence again. Presence converges to the new server's state, with no ghost."""
     before = w.rejoins()
     fault, new = await w.harness.restart()
     await w.wait_rejoined(before)
     recovered = trio.current_time()
     for room in w.rooms:
         await new.wait_until_joined(room.name, 2)
-        state = room.channel.presence_state()
-        assert sorted(state) == ["newcomer"], state
-        assert state == expected_presence(new, room.name)
+        channel = room.channel
+
+        def both_there(channel: Channel = channel) -> bool:
+            return sorted(channel.presence_state()) == ["client", "newcomer"]
+
+        await room.presence.wait_for(both_there)
+        assert channel.presence_state() == expected_presence(new, room.name)
     return Outcome(recovered - fault)
 
 

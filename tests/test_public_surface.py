@@ -259,3 +259,15 @@ def test_reprs_name_the_public_module() -> None:
 def test_version_is_the_package_version() -> None:
     """__version__ is the installed distribution's version."""
     assert trio_realtime.__version__ == importlib.metadata.version("trio-realtime")
+
+
+def test_broadcast_payload_accessors_narrow_or_raise() -> None:
+    """Broadcast.json() gives JSON and Broadcast.data bytes; each refuses the other kind."""
+    text = trio_realtime.Broadcast("chat", {"text": "hi"}, "realtime:room")
+    binary = trio_realtime.Broadcast("blob", b"\x00\x01", "realtime:room")
+    assert text.json() == {"text": "hi"}
+    assert binary.data == b"\x00\x01"
+    with pytest.raises(TypeError, match=r"binary payload; use \.data"):
+        binary.json()
+    with pytest.raises(TypeError, match=r"JSON payload; use \.json\(\)"):
+        _ = text.data

@@ -368,7 +368,10 @@ class Channel:
                 f"another channel object for {self.topic!r} exists; use client.channel()"
             )
         runtime.channels[self.topic] = self
-        self._core = runtime.session.add_channel(self.topic, self._options)
+        # A channel the server closed keeps its tracked presence for the next join (RS-01).
+        self._core = runtime.session.add_channel(
+            self.topic, self._options, tracked=self._core.tracked
+        )
 
     def _unregister(self) -> None:
         runtime = self._runtime
@@ -534,11 +537,47 @@ class Channel:
             return
         if self._replay is not None:
             self._replay.joined()
+        newest = runtime.token
+        if newest is not None and newest != token:
+            # set_auth() (or a refresh) ran while the join was in flight: the join carried the
+            # old token, so the channel gets the newest one now (RS-02).
+            update = session.access_token(self.topic, newest)
+            if update is not None:
+                data, binary = runtime.encode(update)
+                await connection.send(data, binary)
+        if result.track is not None:
+            # The server forgot this client's presence with the old join: track it again.
+            connection.nursery.start_soon(self._track_again, connection, result.track)
         self._changed()
         logger.debug("joined %s (join_ref %s)", self.topic, ref)
         self._emit_channel_event(ChannelJoined(self.topic, ref, result.rejoin))
         if self._join_outcome is not None:
             self._join_outcome.set(None)
+
+    async def _track_again(self, connection: Connection, frame: Frame) -> None:
+        """Send the re-track of a rejoin and log a refusal or a missing reply (RS-01)."""
+        ref = frame.ref
+        assert ref is not None
+        runtime = self._runtime
+        waiter = connection.expect_reply(ref)
+        reply: ReplyReceived | None = None
+        try:
+            data, binary = runtime.encode(frame)
+            with trio.move_on_after(runtime.settings.timeout):
+                await connection.send(data, binary)
+                reply = await waiter.wait()
+        except (ConnectionClosed, ProtocolError) as exc:
+            logger.warning("presence of %s not tracked again: %s", self.topic, exc)
+            return
+        finally:
+            connection.forget_reply(ref)
+            runtime.session.forget(ref)
+        if reply is None:
+            logger.warning("presence of %s tracked again, but no reply came", self.topic)
+        elif not reply.ok:
+            logger.warning(
+                "server refused to track presence of %s again: %s", self.topic, reply.reason
+            )
 
     def _fail_join(self, error: BaseException) -> None:
         if self._join_outcome is not None:
@@ -635,7 +674,9 @@ class Channel:
         closed = error or ChannelClosed(self.topic, "the channel was left", by_server=False)
         self._closed_error = closed
         if self._runtime.channels.get(self.topic) is self:
-            self._runtime.session.close(self.topic, forget=True)
+            # Left by the user: nothing is tracked any more. Closed by the server: a new join
+            # tracks the presence again (RS-01).
+            self._runtime.session.close(self.topic, forget=True, keep_tracked=error is not None)
         for waiter in self._in_flight.values():
             waiter.fail(closed)
         for feed in self._feeds():
@@ -740,6 +781,12 @@ class Channel:
 
         Enables presence for the channel (rejoining first if it was joined without presence,
         so that the full state arrives).
+
+        The state stays tracked until :meth:`untrack` or :meth:`leave`: the server forgets
+        presence when the connection drops or the channel is rejoined, so the channel tracks
+        the last state again after every rejoin (after a reconnect, a ``phx_error``, or a
+        server close followed by :meth:`join`), and other clients see this one come back.
+        A refusal of that re-track is logged as a warning.
 
         Raises:
             The same as :meth:`send_broadcast`.

@@ -32,6 +32,29 @@ class Broadcast:
     topic: str
     meta: JSONValue = None
 
+    def json(self) -> JSONValue:
+        """Return the payload as JSON, for code that does not expect binary broadcasts.
+
+        Raises:
+            TypeError: the payload is ``bytes`` (a binary broadcast under vsn 2.0.0).
+        """
+        payload = self.payload
+        if isinstance(payload, bytes):
+            raise TypeError(f"broadcast {self.event!r} has a binary payload; use .data")
+        return payload
+
+    @property
+    def data(self) -> bytes:
+        """The payload of a binary broadcast (vsn 2.0.0).
+
+        Raises:
+            TypeError: the payload is JSON, not ``bytes``.
+        """
+        payload = self.payload
+        if not isinstance(payload, bytes):
+            raise TypeError(f"broadcast {self.event!r} has a JSON payload; use .json()")
+        return payload
+
 
 @dataclass(frozen=True, slots=True)
 class SystemMessage:

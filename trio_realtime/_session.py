@@ -138,6 +138,8 @@ class ChannelSession:
         postgres_error: The server's message when ``postgres`` is ``"failed"``.
         replay: The ``config.broadcast.replay`` object the next join sends, if any (set by the
             driver, which knows the time).
+        tracked: The state of the last presence ``track`` not followed by an ``untrack``; it
+            is tracked again after every accepted join (RS-01).
     """
 
     topic: str
@@ -152,6 +154,7 @@ class ChannelSession:
     bindings: list[_Binding] = field(default_factory=list)
     presence: PresenceTracker = field(default_factory=PresenceTracker)
     replay: JSONObject | None = None
+    tracked: JSONObject | None = None
 
     def config(self) -> JSONObject:
         """The join's ``config`` object, without the bindings."""
@@ -184,6 +187,8 @@ class ChannelSession:
 class _Pending:
     topic: str
     kind: Literal["join", "leave", "push"]
+    track: JSONObject | None = None
+    """For a presence track: its state, remembered once the server accepts it."""
 
 
 _NOTHING: Final[tuple[SessionEvent, ...]] = ()
@@ -214,8 +219,20 @@ class Session:
 
     # -- channels ---------------------------------------------------------------------------------
 
-    def add_channel(self, topic: str, options: ChannelOptions | None = None) -> ChannelSession:
+    def add_channel(
+        self,
+        topic: str,
+        options: ChannelOptions | None = None,
+        *,
+        tracked: Mapping[str, JSONValue] | None = None,
+    ) -> ChannelSession:
         """Register the channel for ``topic`` (its full ``realtime:`` topic).
+
+        Args:
+            topic: The full topic.
+            options: The channel's options.
+            tracked: A presence state to track after its first join (that of an earlier
+                channel object for the topic that the server closed); presence is enabled.
 
         Raises:
             ValueError: when the topic already has a channel.
@@ -223,7 +240,12 @@ class Session:
         if topic in self._channels:
             raise ValueError(f"channel {topic!r} already exists")
         opts = options if options is not None else ChannelOptions()
-        channel = ChannelSession(topic, opts, presence_enabled=opts.presence_enabled)
+        channel = ChannelSession(
+            topic,
+            opts,
+            presence_enabled=opts.presence_enabled or tracked is not None,
+            tracked=dict(tracked) if tracked is not None else None,
+        )
         self._channels[topic] = channel
         return channel
 
@@ -324,7 +346,13 @@ class Session:
         channel._fire(Trigger.JOIN_OK)
         rejoin = channel.ever_joined
         channel.ever_joined = True
-        return JoinAccepted(reply.ref, rejoin)
+        track = None
+        if channel.tracked is not None:
+            frame = presence_track_frame(
+                next_ref(self._refs), reply.ref, channel.topic, channel.tracked
+            )
+            track = self._push(channel.topic, frame, True, channel.tracked)
+        return JoinAccepted(reply.ref, rejoin, track)
 
     def join_failed(self, topic: str) -> None:
         """The current join failed and will be retried: JOINING becomes ERRORED."""
@@ -360,14 +388,19 @@ class Session:
         if channel.state is ChannelState.LEAVING:
             channel._fire(Trigger.LEAVE_DONE)
 
-    def close(self, topic: str, *, forget: bool = False) -> list[PresenceEvent]:
+    def close(
+        self, topic: str, *, forget: bool = False, keep_tracked: bool = False
+    ) -> list[PresenceEvent]:
         """Close the channel locally; no frame is needed (or the driver sent one already).
 
         No reply is expected for it any more.
 
         Args:
             topic: The channel.
-            forget: Also drop its bindings and presence state, for a channel closed for good.
+            forget: Also drop its bindings and presence state, for a channel closed for good;
+                and its tracked state unless ``keep_tracked``.
+            keep_tracked: Keep :attr:`ChannelSession.tracked` (a channel the server closed,
+                which a new join may take up again; see :meth:`add_channel`).
 
         Returns:
             The presence leaves of a forgotten state.
@@ -382,6 +415,8 @@ class Session:
         channel.ever_joined = False
         channel.bindings.clear()
         channel.postgres = "none"
+        if not keep_tracked:
+            channel.tracked = None
         return channel.presence.clear()
 
     def _require_joined(self, topic: str, what: str) -> tuple[ChannelSession, str]:
@@ -390,10 +425,10 @@ class Session:
             raise ChannelStateError(topic, channel.state.value, what)
         return channel, channel.join_ref
 
-    def _push(self, topic: str, frame: Frame, ack: bool) -> Frame:
+    def _push(self, topic: str, frame: Frame, ack: bool, track: JSONObject | None = None) -> Frame:
         if ack:
             assert frame.ref is not None
-            self._pending[frame.ref] = _Pending(topic, "push")
+            self._pending[frame.ref] = _Pending(topic, "push", track)
         return frame
 
     def broadcast(self, topic: str, event: str, payload: Payload, *, ack: bool) -> Frame:
@@ -409,21 +444,30 @@ class Session:
     def track(self, topic: str, state: Mapping[str, JSONValue]) -> Frame:
         """Build a presence ``track`` push and expect its reply.
 
+        Once the server accepts it, the state is remembered (:attr:`ChannelSession.tracked`)
+        and tracked again after every later join, until :meth:`untrack`. A track that the
+        server refused, or that never got its reply (one the server dropped the connection
+        for, say), is not.
+
         Raises:
             ChannelStateError: when the channel is not joined.
         """
         _, join_ref = self._require_joined(topic, "track")
         frame = presence_track_frame(next_ref(self._refs), join_ref, topic, state)
-        return self._push(topic, frame, True)
+        return self._push(topic, frame, True, dict(state))
 
     def untrack(self, topic: str) -> Frame:
-        """Build a presence ``untrack`` push and expect its reply.
+        """Build a presence ``untrack`` push and expect its reply; nothing is tracked any more.
 
         Raises:
             ChannelStateError: when the channel is not joined.
         """
-        _, join_ref = self._require_joined(topic, "untrack")
+        channel, join_ref = self._require_joined(topic, "untrack")
         frame = presence_untrack_frame(next_ref(self._refs), join_ref, topic)
+        channel.tracked = None
+        for pending in self._pending.values():
+            if pending.topic == topic:
+                pending.track = None  # an earlier track answered later is not remembered
         return self._push(topic, frame, True)
 
     def access_token(self, topic: str, token: str) -> Frame | None:
@@ -579,6 +623,8 @@ class Session:
             self.stale_frames += 1
             return _NOTHING
         del self._pending[ref]
+        if pending.track is not None and status_text == "ok":
+            self._channels[frame.topic].tracked = pending.track
         return (ReplyReceived(frame.topic, ref, pending.kind, status_text, response),)
 
     def _on_postgres(self, channel: ChannelSession, payload: Payload) -> Sequence[SessionEvent]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from ._events import Broadcast, SystemMessage
-from ._frames import JSONValue
+from ._frames import Frame, JSONValue
 from ._postgres import PostgresChange
 from ._presence import PresenceEvent
 
@@ -247,10 +247,14 @@ class JoinAccepted:
     Attributes:
         join_ref: The join's ref.
         rejoin: Whether the channel had been joined before.
+        track: The presence ``track`` push of the channel's tracked state, for the driver to
+            send now (the server forgets presence with the join it belonged to; RS-01), or
+            ``None`` when nothing is tracked. Its reply is expected.
     """
 
     join_ref: str
     rejoin: bool
+    track: Frame | None = None
 
 
 @dataclass(frozen=True, slots=True)
