@@ -116,3 +116,32 @@ async def test_rs01_token_expiry_close_then_join_tracks_again(
         await channel.join()
         await settle()
         assert list(server.presence_state("room")) == ["alice"]
+
+
+async def test_rs02_set_auth_reaches_a_channel_whose_join_is_in_flight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RS-02: set_auth() while the join waits for its reply: the channel gets the new token
+    right after the reply."""
+    async with serve_realtime() as server, connect(server, access_token="old") as client:
+        server.reply_delay = 2.0
+        channel = client.channel("room")
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(channel.join)
+            await trio.sleep(1.0)
+            await client.set_auth("new")
+        assert trio.current_time() - start == pytest.approx(2.0)
+        await settle()
+        frames = server.connections[0].received_frames
+        joins = [f.payload for f in frames if f.event == "phx_join"]
+        assert [p["access_token"] for p in joins if isinstance(p, dict)] == ["old"]
+        sent = [f.payload for f in frames if f.event == "access_token"]
+        assert sent == [{"access_token": "new"}]
+        later = client.channel("later")
+        await later.join()
+        frames = server.connections[0].received_frames
+        joins = [f.payload for f in frames if f.event == "phx_join"]
+        assert len(joins) == 2
+        assert isinstance(joins[-1], dict)
+        assert joins[-1]["access_token"] == "new"

@@ -542,8 +542,9 @@ def test_pr04_every_dropped_diff_is_counted() -> None:
 @pytest.mark.parametrize("payload", [None, [], "x", 5])
 def test_pr06_a_diff_that_is_not_an_object_says_so(payload: JSONValue) -> None:
     """PR-06: a ``presence_diff`` payload that is not an object is refused, saying why."""
-    with pytest.raises(ProtocolError, match="presence_diff payload must be an object"):
+    with pytest.raises(ProtocolError) as info:
         PresenceTracker().sync_diff(payload, "1")
+    assert str(info.value) == "presence_diff payload must be an object"
 
 
 @pytest.mark.parametrize(
@@ -583,3 +584,39 @@ def test_hd05_copy_json_copies_every_container_at_every_level(value: JSONValue) 
             copies.extend(duplicate)
         else:
             assert duplicate is original
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([], "presence map must be an object, not list"),
+        ({"k": {"metas": 3}}, "presence entry 'k' has no list of metas"),
+        ({"k": {"metas": [5]}}, "presence meta for 'k' must be an object"),
+        (
+            {"k": {"metas": [{"phx_ref": [1]}]}},
+            "presence meta for 'k' has a ref that is not a scalar",
+        ),
+    ],
+)
+def test_pr06_malformed_presence_maps_say_what_is_wrong(raw: JSONValue, message: str) -> None:
+    """PR-06: each malformed shape is refused with its own message."""
+    with pytest.raises(ProtocolError) as info:
+        transform_state(raw)
+    assert str(info.value) == message
+
+
+def test_pr02_a_new_tracker_has_seen_no_state() -> None:
+    """PR-02: before any state, no join_ref is synced, and a diff for any join waits."""
+    tracker = PresenceTracker()
+    assert tracker.synced_join_ref is None
+    assert tracker.sync_diff({"joins": {"u1": entry(meta("r1"))}}, "") == []
+    assert tracker.pending_diffs == 1
+
+
+def test_pr03_a_leave_for_an_unknown_key_does_not_stop_the_others() -> None:
+    """PR-03: leaves of keys we never saw are skipped; the leaves after them still apply."""
+    tracker = synced(join_ref="1")
+    diff = {"joins": {}, "leaves": {"ghost": entry(meta("g")), "u1": STATE["u1"]}}
+    events = tracker.sync_diff(diff, "1")
+    assert [(e.event, e.key) for e in events] == [("leave", "u1"), ("sync", None)]
+    assert sorted(tracker.snapshot()) == ["u2"]

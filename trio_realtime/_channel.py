@@ -537,6 +537,14 @@ class Channel:
             return
         if self._replay is not None:
             self._replay.joined()
+        newest = runtime.token
+        if newest is not None and newest != token:
+            # set_auth() (or a refresh) ran while the join was in flight: the join carried the
+            # old token, so the channel gets the newest one now (RS-02).
+            update = session.access_token(self.topic, newest)
+            if update is not None:
+                data, binary = runtime.encode(update)
+                await connection.send(data, binary)
         if result.track is not None:
             # The server forgot this client's presence with the old join: track it again.
             connection.nursery.start_soon(self._track_again, connection, result.track)

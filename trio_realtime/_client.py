@@ -359,7 +359,8 @@ class RealtimeClient:
 
     async def set_auth(self, token: str | None) -> None:
         """Use ``token`` from now on: sent as ``access_token`` to every joined channel, and in
-        every later join. The server does not reply to it.
+        every later join. The server does not reply to it. A channel whose join is in flight
+        (sent with the old token) gets it right after the join's reply.
 
         A token callback given to ``open_realtime`` is still used on reconnect and when the
         token expires.
