@@ -29,6 +29,7 @@ from trio_realtime import (
     ConnectionClosed,
     Disconnected,
     JoinError,
+    Overflow,
     PostgresChange,
     PushTimeout,
     RealtimeError,
@@ -476,7 +477,7 @@ def flood(server: ServerThread, topic: str, count: int) -> None:
     [("drop_oldest", [7, 8, 9]), ("drop_newest", [0, 1, 2])],
 )
 def test_sy02_overflow_policies_drop_as_in_the_async_api(
-    server: ServerThread, open_client: Connect, overflow: str, expected: list[int]
+    server: ServerThread, open_client: Connect, overflow: Overflow, expected: list[int]
 ) -> None:
     """SY-02 (BP-01): drop_oldest keeps the newest items, drop_newest the oldest."""
     client = open_client()

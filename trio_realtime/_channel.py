@@ -82,7 +82,7 @@ from ._session import (
     SessionEvent,
     SystemReceived,
 )
-from ._subscription import DEFAULT_BUFFER, Feed, Subscription, open_subscription
+from ._subscription import DEFAULT_BUFFER, Feed, Overflow, Subscription, open_subscription
 
 __all__ = ["MAX_WAITING_PUSHES", "Channel", "ChannelState", "ChannelStatistics"]
 
@@ -230,7 +230,11 @@ class Channel:
         return sub
 
     def broadcasts(
-        self, event: str | None = None, *, buffer: int = DEFAULT_BUFFER, overflow: str = "error"
+        self,
+        event: str | None = None,
+        *,
+        buffer: int = DEFAULT_BUFFER,
+        overflow: Overflow = "error",
     ) -> Subscription[Broadcast]:
         """Subscribe to broadcasts of user event ``event``, or of every event for ``None``.
 
@@ -252,7 +256,7 @@ class Channel:
         filter: str | None = None,
         select: Sequence[str] | None = None,
         buffer: int = DEFAULT_BUFFER,
-        overflow: str = "error",
+        overflow: Overflow = "error",
     ) -> Subscription[PostgresChange]:
         """Subscribe to row changes; the binding travels in the join.
 
@@ -282,7 +286,7 @@ class Channel:
         return sub
 
     def presence_events(
-        self, *, buffer: int = DEFAULT_BUFFER, overflow: str = "error"
+        self, *, buffer: int = DEFAULT_BUFFER, overflow: Overflow = "error"
     ) -> Subscription[PresenceEvent]:
         """Subscribe to presence ``join``, ``leave`` and ``sync`` events.
 
@@ -301,13 +305,13 @@ class Channel:
         return self._core.presence.snapshot()
 
     def system_events(
-        self, *, buffer: int = DEFAULT_BUFFER, overflow: str = "error"
+        self, *, buffer: int = DEFAULT_BUFFER, overflow: Overflow = "error"
     ) -> Subscription[SystemMessage]:
         """Subscribe to the server's ``system`` messages for this channel."""
         return self._subscription("system", self._system_feeds, buffer, overflow)
 
     def channel_events(
-        self, *, buffer: int = DEFAULT_BUFFER, overflow: str = "error"
+        self, *, buffer: int = DEFAULT_BUFFER, overflow: Overflow = "error"
     ) -> Subscription[ChannelEvent]:
         """Subscribe to :class:`ChannelJoined` and :class:`ChannelJoinFailed` events.
 

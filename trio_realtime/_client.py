@@ -47,7 +47,7 @@ from ._rest import BroadcastMessage, RestSender
 from ._runtime import MAX_FRAME_SIZE, ReconnectPolicy, Runtime, Settings, TokenSource
 from ._serializer import check_vsn
 from ._session import ChannelOptions
-from ._subscription import DEFAULT_BUFFER, Feed, Subscription, open_subscription
+from ._subscription import DEFAULT_BUFFER, Feed, Overflow, Subscription, open_subscription
 from ._transport import DEFAULT_MAX_MESSAGE_SIZE, TransportFactory, TransportOptions
 from ._url import DEFAULT_VSN, Endpoint, redact, url_options, websocket_url
 from ._ws_sansio import connect_sansio
@@ -338,7 +338,7 @@ class RealtimeClient:
         return list(self._runtime.channels.values())
 
     def connection_events(
-        self, *, buffer: int = DEFAULT_BUFFER, overflow: str = "error"
+        self, *, buffer: int = DEFAULT_BUFFER, overflow: Overflow = "error"
     ) -> Subscription[ConnectionEvent]:
         """Subscribe to :class:`Connected`, :class:`Disconnected`, :class:`Reconnecting` and
         :class:`HeartbeatEvent` events, in the order they happen."""

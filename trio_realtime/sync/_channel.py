@@ -18,7 +18,7 @@ from .. import (
 from .. import Channel as AsyncChannel
 from .. import Subscription as AsyncSubscription
 from .._replay import ReplayTracker
-from .._subscription import DEFAULT_BUFFER
+from .._subscription import DEFAULT_BUFFER, Overflow
 from ..protocol import ChannelOptions, JSONObject, JSONValue, Payload
 from ._portal import Portal, check_timeout
 from ._subscription import Subscription
@@ -99,7 +99,11 @@ class Channel:
         return portal.run_sync(create)
 
     def broadcasts(
-        self, event: str | None = None, *, buffer: int = DEFAULT_BUFFER, overflow: str = "error"
+        self,
+        event: str | None = None,
+        *,
+        buffer: int = DEFAULT_BUFFER,
+        overflow: Overflow = "error",
     ) -> Subscription[Broadcast]:
         """Subscribe to broadcasts of user event ``event``, or of every event for ``None``.
 
@@ -123,7 +127,7 @@ class Channel:
         filter: str | None = None,
         select: Sequence[str] | None = None,
         buffer: int = DEFAULT_BUFFER,
-        overflow: str = "error",
+        overflow: Overflow = "error",
     ) -> Subscription[PostgresChange]:
         """Subscribe to row changes; the binding travels in the join, so declare it before
         joining (declared on a joined channel, it makes the channel rejoin). ``select`` names
@@ -146,21 +150,21 @@ class Channel:
         )
 
     def presence_events(
-        self, *, buffer: int = DEFAULT_BUFFER, overflow: str = "error"
+        self, *, buffer: int = DEFAULT_BUFFER, overflow: Overflow = "error"
     ) -> Subscription[PresenceEvent]:
         """Subscribe to presence ``join``, ``leave`` and ``sync`` events (enables presence)."""
         channel = self._channel
         return self._subscribe(lambda: channel.presence_events(buffer=buffer, overflow=overflow))
 
     def system_events(
-        self, *, buffer: int = DEFAULT_BUFFER, overflow: str = "error"
+        self, *, buffer: int = DEFAULT_BUFFER, overflow: Overflow = "error"
     ) -> Subscription[SystemMessage]:
         """Subscribe to the server's ``system`` messages for this channel."""
         channel = self._channel
         return self._subscribe(lambda: channel.system_events(buffer=buffer, overflow=overflow))
 
     def channel_events(
-        self, *, buffer: int = DEFAULT_BUFFER, overflow: str = "error"
+        self, *, buffer: int = DEFAULT_BUFFER, overflow: Overflow = "error"
     ) -> Subscription[ChannelEvent]:
         """Subscribe to :class:`~trio_realtime.ChannelJoined` and
         :class:`~trio_realtime.ChannelJoinFailed` events.

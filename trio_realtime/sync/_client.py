@@ -27,7 +27,7 @@ from .. import (
 )
 from .. import Channel as AsyncChannel
 from .. import RealtimeClient as AsyncClient
-from .._subscription import DEFAULT_BUFFER
+from .._subscription import DEFAULT_BUFFER, Overflow
 from .._transport import DEFAULT_MAX_MESSAGE_SIZE
 from .._url import DEFAULT_VSN
 from ._channel import Channel
@@ -190,7 +190,7 @@ class RealtimeClient:
     # -- observing ------------------------------------------------------------------------------
 
     def connection_events(
-        self, *, buffer: int = DEFAULT_BUFFER, overflow: str = "error"
+        self, *, buffer: int = DEFAULT_BUFFER, overflow: Overflow = "error"
     ) -> Subscription[ConnectionEvent]:
         """Subscribe to :class:`~trio_realtime.Connected`, :class:`~trio_realtime.Disconnected`,
         :class:`~trio_realtime.Reconnecting` and :class:`~trio_realtime.HeartbeatEvent`
