@@ -103,7 +103,7 @@ def fuzz(session: nox.Session) -> None:
     """Fuzz the parser, the V2 binary decoder, the frame splitter, presence sync and the live
     reader at length, on every core, and report how many inputs were tried.
 
-    Runs the property tests of tests/test_fuzz.py and the SR-09/SR-06 tests of
+    Runs the property tests of tests/test_fuzz.py and the frame mutation and decoding tests of
     tests/test_protocol_properties.py under the ``fuzz`` hypothesis profile: random inputs
     (no fixed seed), ``FUZZ_SCALE`` times the CI example counts (100 by default: over
     1,000,000 inputs, in under 30 minutes on two cores), spread over the cores with

@@ -372,7 +372,7 @@ class Channel:
                 f"another channel object for {self.topic!r} exists; use client.channel()"
             )
         runtime.channels[self.topic] = self
-        # A channel the server closed keeps its tracked presence for the next join (RS-01).
+        # A channel the server closed keeps its tracked presence for the next join.
         self._core = runtime.session.add_channel(
             self.topic, self._options, tracked=self._core.tracked
         )
@@ -520,7 +520,8 @@ class Channel:
             try:
                 data, binary = runtime.encode(frame)
             except ProtocolError as exc:
-                # A join the server would close the connection for (HD-09): not sent, ever.
+                # A join the server would close the connection for (too big, or
+                # unencodable): not sent, ever.
                 raise JoinError(self.topic, f"the join cannot be sent: {exc}") from None
             await connection.send(data, binary)
             timeout = runtime.settings.timeout
@@ -529,7 +530,7 @@ class Channel:
             if reply is None:
                 raise PushTimeout(f"no reply to the join of {self.topic!r} within {timeout} s")
         finally:
-            # However the wait ends, nothing stays registered for it (HD-07).
+            # However the wait ends, nothing stays registered for it.
             connection.forget_reply(ref)
             session.forget(ref)
         result = session.join_replied(reply)
@@ -544,7 +545,7 @@ class Channel:
         newest = runtime.token
         if newest is not None and newest != token:
             # set_auth() (or a refresh) ran while the join was in flight: the join carried the
-            # old token, so the channel gets the newest one now (RS-02).
+            # old token, so the channel gets the newest one now.
             update = session.access_token(self.topic, newest)
             if update is not None:
                 data, binary = runtime.encode(update)
@@ -559,7 +560,10 @@ class Channel:
             self._join_outcome.set(None)
 
     async def _track_again(self, connection: Connection, frame: Frame) -> None:
-        """Send the re-track of a rejoin and log a refusal or a missing reply (RS-01)."""
+        """Send the re-track of a rejoin and log a refusal or a missing reply.
+
+        The server forgets presence with the join it belonged to, so every rejoin tracks again.
+        """
         ref = frame.ref
         assert ref is not None
         runtime = self._runtime
@@ -637,7 +641,7 @@ class Channel:
             await self._leave_and_wait(connection, frame)
         finally:
             # Even when cancelled: the user asked to leave, so the channel does not stay LEAVING
-            # (where it could neither join again nor be left) waiting for a reply (CL-05).
+            # (where it could neither join again nor be left) waiting for a reply.
             self._finish(None)
 
     async def _leave_and_wait(self, connection: Connection, frame: Frame) -> None:
@@ -679,7 +683,7 @@ class Channel:
         self._closed_error = closed
         if self._runtime.channels.get(self.topic) is self:
             # Left by the user: nothing is tracked any more. Closed by the server: a new join
-            # tracks the presence again (RS-01).
+            # tracks the presence again.
             self._runtime.session.close(self.topic, forget=True, keep_tracked=error is not None)
         for waiter in self._in_flight.values():
             waiter.fail(closed)

@@ -75,7 +75,7 @@ class Waiter(Generic[T]):
         """Wait for the result; raise the error if one was set.
 
         The error is raised as a fresh copy chained to the stored one, so that tasks waiting
-        for the same result never share (and grow) one traceback (RS-07).
+        for the same result never share (and grow) one traceback.
         """
         await self._event.wait()
         if self._error is not None:
@@ -116,7 +116,8 @@ class Connection:
     def expect_reply(self, ref: str) -> Waiter[ReplyReceived]:
         """Register interest in the reply to ``ref``; register before sending.
 
-        The caller must :meth:`forget_reply` when it stops waiting, however it stops (HD-07).
+        The caller must :meth:`forget_reply` when it stops waiting, however it stops
+        (reply, timeout, cancellation), or the registration would stay behind.
         """
         waiter: Waiter[ReplyReceived] = Waiter()
         if self.lost is not None:
@@ -221,7 +222,7 @@ class Connection:
             try:
                 await transport.send_messages([(item.data, item.binary) for item in batch])
             except BaseException as exc:
-                # Cut short, by the transport or by the loss cancelling this task (HD-01): part
+                # Cut short, by the transport or by the loss cancelling this task: part
                 # of the batch may have reached the server, so every push in it fails now.
                 if isinstance(exc, ConnectionClosed):
                     code, reason = exc.code, exc.reason or "connection lost while sending"

@@ -23,7 +23,7 @@ the user still wants joined then rejoins with a fresh join_ref.
 
 The reconnect attempt count starts again only after a connection stayed up for
 :data:`HEALTHY_AFTER` seconds, so a server that accepts and drops at once is retried with a
-growing delay rather than at the shortest one forever (HD-11). A refusal with HTTP 400, 401,
+growing delay rather than at the shortest one forever. A refusal with HTTP 400, 401,
 403 or 404 is final.
 """
 

@@ -196,7 +196,7 @@ def fresh(error: E) -> E:
 
     A stored failure (a closed channel, a lost connection) may be raised by many tasks, or many
     times by one: raising the same object each time would pile every raise's frames onto one
-    traceback, shared between tasks. Raise ``fresh(error) from error`` instead (RS-07).
+    traceback, shared between tasks. Raise ``fresh(error) from error`` instead.
     """
     cls = type(error)
     copy = cls.__new__(cls, *error.args)

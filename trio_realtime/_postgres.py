@@ -1,8 +1,8 @@
 """Postgres changes: value conversion, the filter builder, and filter matching.
 
 Pure functions, shared by the client (which converts the values of each change) and by the local
-server in ``trio_realtime.testing`` (which routes changes by filter, as PROTOCOL.md section 7
-describes).
+server in ``trio_realtime.testing`` (which routes changes by filter, as the real server
+does).
 
 Value conversion follows realtime-js: the server sends each column's Postgres type name, and
 values that arrive as text are converted by type. Values that already have the right JSON type
@@ -504,7 +504,7 @@ def _inspected(pieces: list[str]) -> FilterParseError:
 
 
 def parse_filter(text: str) -> list[FilterCondition]:
-    """Parse a filter string as the Realtime server does (PROTOCOL.md section 7.2).
+    """Parse a filter string as the Realtime server does, with its error texts.
 
     Several conditions joined by commas must all hold; whitespace around each is ignored and
     a blank filter has no conditions. Supported operators are ``FILTER_OPERATORS``, each

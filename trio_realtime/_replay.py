@@ -4,7 +4,7 @@ Realtime stores the broadcasts that go through ``realtime.messages`` (``realtime
 ``realtime.broadcast_changes()`` from the database) and, when a private channel joins with
 ``config.broadcast.replay = {"since": <unix ms>, "limit": <n>}``, pushes the newest ``limit``
 of those inserted at or after ``since`` right after the join reply, oldest first, each with
-``meta = {"id": <uuid>, "replayed": true}`` (PROTOCOL.md 4.1 and 5.4). The server's limits:
+``meta = {"id": <uuid>, "replayed": true}``. The server's limits:
 
 * private channels only (``UnableToReplayMessages: Replay is not allowed for public channels``);
 * ``limit`` is clamped to 1..25 (:data:`MAX_REPLAY_LIMIT`), 25 when not given;

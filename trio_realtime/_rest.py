@@ -1,6 +1,6 @@
 """REST broadcast: sending to channels over HTTP, without a socket or a join.
 
-Realtime has two endpoints beside the socket (PROTOCOL.md section 9), both under ``/api`` of the
+Realtime has two endpoints beside the socket, both under ``/api`` of the
 same host (``/realtime/v1/api`` on hosted Supabase, where the socket is ``/realtime/v1/websocket``):
 
 * ``POST /api/broadcast/<topic>/events/<event>`` sends one message, its payload the request body:

@@ -34,7 +34,7 @@ ReconnectPolicy = Callable[[int], float | None]
 """Maps the attempt number (from 1) to seconds to wait, or ``None`` to give up."""
 
 MAX_FRAME_SIZE: Final = 5_000_000
-"""The server's cap on one incoming WebSocket frame (PROTOCOL.md 1.4): a bigger frame makes it
+"""The server's cap on one incoming WebSocket frame: a bigger frame makes it
 close the connection with 1009, so the client refuses to send one."""
 
 
@@ -110,7 +110,7 @@ class Runtime:
         return self.settings.rejoin(attempt)
 
     async def token_for_join(self) -> str | None:
-        """The token for a join: refreshed first when it is missing or expired (AU-02, AU-05)."""
+        """The token for a join: refreshed first when it is missing or expired."""
         if self.token_source is not None and (
             self.token is None or token_expired(self.token, time.time())
         ):

@@ -7,7 +7,7 @@ V1 (``vsn=1.0.0``) carries one JSON object per text frame. Client frames have th
 never carry ``join_ref``.
 
 V2 (``vsn=2.0.0``) carries ``[join_ref, ref, topic, event, payload]`` arrays in text frames, plus
-binary frames whose first byte is a kind (PROTOCOL.md section 2.3). A client sends user
+binary frames whose first byte is a kind. A client sends user
 broadcasts as kind 3 and receives them as kind 4; both hold a user event, optional JSON metadata
 and a payload that is either JSON text (encoding 1) or raw bytes (encoding 0).
 

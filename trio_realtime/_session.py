@@ -139,7 +139,8 @@ class ChannelSession:
         replay: The ``config.broadcast.replay`` object the next join sends, if any (set by the
             driver, which knows the time).
         tracked: The state of the last presence ``track`` not followed by an ``untrack``; it
-            is tracked again after every accepted join (RS-01).
+            is tracked again after every accepted join, because the server forgets presence with
+            the join it belonged to.
     """
 
     topic: str

@@ -248,7 +248,7 @@ class JoinAccepted:
         join_ref: The join's ref.
         rejoin: Whether the channel had been joined before.
         track: The presence ``track`` push of the channel's tracked state, for the driver to
-            send now (the server forgets presence with the join it belonged to; RS-01), or
+            send now (the server forgets presence with the join it belonged to), or
             ``None`` when nothing is tracked. Its reply is expected.
     """
 

@@ -220,7 +220,8 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
             raise SubscriptionOverflow(dropped, self._capacity)
         if self._ended:
             if self._end_error is not None:
-                # A fresh copy each time: several subscriptions share one error (RS-07).
+                # A fresh copy each time: several subscriptions share one error, and
+                # raising one object again and again would grow its traceback.
                 raise fresh(self._end_error) from self._end_error
             raise trio.EndOfChannel
 

@@ -41,7 +41,7 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_SERVICE_RESTART = 1012
 
 DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
-"""Incoming message cap: the server's own frame limit is 5,000,000 bytes (PROTOCOL.md 1.4)."""
+"""Incoming message cap: the server's own frame limit is 5,000,000 bytes."""
 
 
 class Transport(abc.ABC):

@@ -337,7 +337,8 @@ class SansIOWebSocket(Transport):
         stops for good and the protocol parses everything after (slower, never wrong).
 
         A frame cut short by the read waits in ``self._chunks`` with the length it needs
-        (``self._needed``), so a large message costs one join, not one copy per read (HD-10).
+        (``self._needed``), so a large message costs one join, not one copy per read: a
+        message arriving in many small reads stays linear in its size.
         """
         protocol = self._protocol
         if self._chunks:
@@ -471,7 +472,8 @@ def _quiet(protocol: Protocol) -> None:
 
     With the ``websockets`` logger at DEBUG, the protocol logs the request line (whose query
     holds the apikey) and a preview of every frame (``access_token`` frames hold the token).
-    Our own DEBUG logging shows frames with secrets redacted instead (SE-01).
+    Our own DEBUG logging shows frames with the apikey and tokens redacted
+    instead.
     """
     protocol.debug = False
 

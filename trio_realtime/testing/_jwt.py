@@ -1,4 +1,4 @@
-"""JWT verification as the Realtime server does it, with its error strings (PROTOCOL.md 1.5, 4.3).
+"""JWT verification as the Realtime server does it, with its error strings.
 
 The server peeks at the claims and the header first (both must be JSON objects, else the token
 is "not a valid JWT"), builds a signer only for ``typ: JWT`` with an ``HS256``/``HS384``/

@@ -1,4 +1,4 @@
-"""Pure parsing of what a client puts in a ``phx_join`` payload (PROTOCOL.md section 4.1).
+"""Pure parsing of what a client puts in a ``phx_join`` payload.
 
 Nothing here does I/O or reads a clock. An invalid payload never fails a join on the real server
 (errors are only logged), so every parser here falls back to the default instead of raising.

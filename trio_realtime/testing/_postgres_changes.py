@@ -1,4 +1,4 @@
-"""Postgres-changes bindings and change messages, as pure functions (PROTOCOL.md section 7).
+"""Postgres-changes bindings and change messages, as pure functions.
 
 A channel's ``config.postgres_changes`` entries become :class:`Binding` values; an emitted change
 is a :class:`Change`; :func:`matching_ids` says which bindings of one channel it reaches. Filters

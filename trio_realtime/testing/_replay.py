@@ -3,8 +3,8 @@
 On Supabase, ``realtime.send()`` (and ``realtime.broadcast_changes()``) insert a row into
 ``realtime.messages``; the row reaches the topic's subscribers as a broadcast carrying
 ``meta.id`` (V2 sockets get binary kind 4 with metadata ``{"id": ...}``, V1 sockets text), and a
-private channel joining with ``config.broadcast.replay`` gets the stored private messages again
-(PROTOCOL.md 4.1, 5.4). :meth:`RealtimeServer.realtime_send` is that path here, and
+private channel joining with ``config.broadcast.replay`` gets the stored private messages again.
+:meth:`RealtimeServer.realtime_send` is that path here, and
 :class:`MessageStore` the table: bounded to :data:`MAX_PER_TOPIC` messages per topic (the oldest
 are dropped first) and :data:`MAX_TOPICS` topics (the least recently written are dropped
 first), and messages older than :data:`RETENTION` are never replayed, as the server drops

@@ -1,4 +1,4 @@
-"""The local server's REST broadcast endpoints (PROTOCOL.md section 9), over TCP and in memory.
+"""The local server's REST broadcast endpoints, over TCP and in memory.
 
 Theory of operation
 -------------------

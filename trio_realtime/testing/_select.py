@@ -1,4 +1,4 @@
-"""``select`` of postgres_changes bindings: the columns a subscriber asked for (PROTOCOL.md 7.1).
+"""``select`` of postgres_changes bindings: the columns a subscriber asked for.
 
 A binding may carry ``"select": ["id", "body"]``. The server then sends, for a matching change,
 only those columns plus the primary key, in ``columns``, ``record`` and ``old_record`` alike

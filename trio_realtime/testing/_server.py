@@ -14,7 +14,7 @@ runs, and yields a :class:`RealtimeServer`. Connections arrive two ways and are 
   ``memory_transport_pair`` and returns the client end. Tests under trio's ``MockClock`` use it.
 
 Either way the upgrade is checked exactly as the real server checks it (path, then ``vsn``, then
-the apikey; PROTOCOL.md section 1), and each accepted connection becomes a
+the apikey), and each accepted connection becomes a
 ``ServerConnection``: a reader task, a writer task and a bounded send buffer (see
 ``_server_connection`` for the buffer policy: a client that lets ``send_buffer`` frames pile up is
 dropped). State shared by connections (rooms, presence, postgres bindings, counters and the fault
@@ -160,7 +160,8 @@ def check_upgrade(
     required_apikey: str | None,
     jwt_secret: str | None = None,
 ) -> _Upgrade | _Refusal:
-    """Decide an upgrade request as the real server does (PROTOCOL.md sections 1.1 to 1.5).
+    """Decide an upgrade request as the real server does, in the same order and with the
+    same statuses and error texts.
 
     Args:
         resource: The request target, path plus query.
@@ -413,7 +414,7 @@ class RealtimeServer:
 
         V2 subscribers get binary kind 4 when ``binary`` is set or ``payload`` is bytes (raw
         encoding then), else a text ``broadcast``; V1 subscribers get the JSON form, and nothing
-        for a bytes payload (PROTOCOL.md section 9.2).
+        for a bytes payload, which has no JSON form.
 
         Returns:
             How many channels it was queued to.
@@ -438,7 +439,7 @@ class RealtimeServer:
         """Deliver a row change to every channel with a matching postgres_changes binding.
 
         Bindings match by event (``*`` matches all), schema, table and filter; on DELETE the
-        filter is evaluated against ``old_record`` (PROTOCOL.md section 7).
+        filter is evaluated against ``old_record``.
 
         Args:
             schema: The row's schema.
@@ -819,7 +820,7 @@ async def serve_realtime(
         host: The address to listen on (loopback by default).
         port: The TCP port; ``0`` picks a free one (see :attr:`RealtimeServer.port`).
         apikey: When set, an upgrade must carry this key (``apikey`` parameter or
-            ``x-api-key`` header), else it is refused with HTTP 401 as in PROTOCOL.md 1.5.
+            ``x-api-key`` header), else it is refused with HTTP 401 as the real server does.
         token_check: Validates channel tokens: returns ``None`` for a valid token, else an
             error message such as ``"Token has expired 3 seconds ago"``. It is applied to the
             token a join runs with (``user_token``, else ``access_token``, else the socket's

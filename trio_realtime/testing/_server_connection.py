@@ -6,7 +6,7 @@ Each connection runs two tasks in its own nursery:
 
 * the **reader** takes batches of messages from the transport, parses each with the shared
   ``parse_client_frame`` and handles it synchronously (a join may sleep first: the real server
-  blocks the connection while a refused join backs off, PROTOCOL.md section 3.2);
+  blocks the connection while a refused join backs off);
 * the **writer** is the only task that writes to the transport. It takes everything queued in the
   send buffer at once and hands it over as one batch.
 
@@ -81,7 +81,8 @@ CHANNEL_LIMIT = "ChannelRateLimitReached: Too many channels"
 TOPIC_REQUIRED = "TopicNameRequired: You must provide a topic name"
 UNAUTHORIZED_READ = "Unauthorized: You do not have permissions to read from this Channel topic: "
 
-# The code a refused join's reason starts with, by token error message (PROTOCOL.md 4.3).
+# The code a refused join's reason starts with, by token error message, as the
+# real server words them.
 _TOKEN_CODES = {
     "The token provided is not a valid JWT": "MalformedJWT",
     "Failed to validate JWT signature": "JwtSignatureError",
@@ -614,7 +615,7 @@ class ServerConnection:
         """Send "Server requested disconnect" on every joined channel, then close with 1012.
 
         The ``system`` frames are fan-out frames (join_ref null, no ``channel`` key), as the real
-        server's ``UserSocket.disconnect/1`` sends them (PROTOCOL.md section 3.6).
+        server's ``UserSocket.disconnect/1`` sends them.
         """
         payload: JSONObject = {
             "extension": "system",

@@ -1,7 +1,7 @@
 """Shared state of the local server: configuration, rooms, channels, presence and fan-out.
 
-A *room* is everything joined to one topic, public and private being separate rooms (PROTOCOL.md
-section 5.2). It keeps its subscribers split by serializer version, each mapped to the enqueue
+A *room* is everything joined to one topic, public and private being separate rooms, as on the
+real server. It keeps its subscribers split by serializer version, each mapped to the enqueue
 function of its connection, so a fan-out encodes a frame once per vsn (as the real server's
 dispatcher caches per serializer) and then only appends the same bytes to each send buffer.
 
