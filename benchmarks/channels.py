@@ -38,9 +38,10 @@ from ._common import (
 async def trio_realtime_channels(port: int, *, k: int, n: int, vsn: str, transport: str) -> JSON:
     """Join ``k - 1`` idle channels, then measure a flood on the ``k``-th."""
     from trio_realtime import open_realtime
+    from trio_realtime.protocol import check_vsn
 
     async with open_realtime(
-        f"http://127.0.0.1:{port}", apikey="bench", vsn=vsn, transport=transport
+        f"http://127.0.0.1:{port}", apikey="bench", vsn=check_vsn(vsn), transport=transport
     ) as client:
         rss0 = rss_kib()
         idle = [client.channel(f"idle-{i}") for i in range(k - 1)]

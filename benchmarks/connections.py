@@ -132,6 +132,7 @@ async def trio_realtime_connections(
 ) -> JSON:
     """``count`` open_realtime blocks, one task each; one joined channel each."""
     from trio_realtime import open_realtime
+    from trio_realtime.protocol import check_vsn
 
     limit = trio.CapacityLimiter(CONCURRENCY)
     connected, joined = _Gate(count), _Gate(count)
@@ -145,7 +146,7 @@ async def trio_realtime_connections(
                     open_realtime(
                         f"http://127.0.0.1:{port}",
                         apikey="bench",
-                        vsn=vsn,
+                        vsn=check_vsn(vsn),
                         transport=transport,
                         heartbeat_interval=HEARTBEAT,
                         # 64 handshakes in flight in a process holding thousands of

@@ -43,12 +43,13 @@ async def trio_realtime_latency(
 ) -> JSON:
     """Run the round trips with trio_realtime; return percentiles in µs."""
     from trio_realtime import open_realtime
+    from trio_realtime.protocol import check_vsn
 
     samples: list[float] = []
     background = 0
     async with (
         open_realtime(
-            f"http://127.0.0.1:{port}", apikey="bench", vsn=vsn, transport=transport
+            f"http://127.0.0.1:{port}", apikey="bench", vsn=check_vsn(vsn), transport=transport
         ) as client,
         trio.open_nursery() as nursery,
     ):

@@ -27,6 +27,7 @@ from ._common import JSON, WorkerError, emit, fmt, module_main, pin, rss_kib, ru
 async def stalled_consumer(port: int, *, n: int, vsn: str, transport: str) -> JSON:
     """Flood ``n`` messages into a subscription nobody reads; sample RSS."""
     from trio_realtime import HeartbeatEvent, open_realtime
+    from trio_realtime.protocol import check_vsn
 
     samples: list[tuple[float, int]] = []
     heartbeats = 0
@@ -34,7 +35,7 @@ async def stalled_consumer(port: int, *, n: int, vsn: str, transport: str) -> JS
         open_realtime(
             f"http://127.0.0.1:{port}",
             apikey="bench",
-            vsn=vsn,
+            vsn=check_vsn(vsn),
             transport=transport,
             heartbeat_interval=1.0,
         ) as client,
@@ -90,6 +91,7 @@ async def reconnect_cycles(
 ) -> JSON:
     """Let the peer drop the connection ``warmup + cycles`` times; compare RSS and objects."""
     from trio_realtime import Connected, open_realtime
+    from trio_realtime.protocol import check_vsn
 
     marks: dict[str, JSON] = {}
     connects = 0
@@ -97,7 +99,7 @@ async def reconnect_cycles(
     async with open_realtime(
         f"http://127.0.0.1:{port}",
         apikey="bench",
-        vsn=vsn,
+        vsn=check_vsn(vsn),
         transport=transport,
         reconnect=lambda attempt: 0.01,
     ) as client:

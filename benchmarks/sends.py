@@ -61,11 +61,12 @@ async def trio_realtime_sends(
 ) -> JSON:
     """``n`` broadcasts from ``senders`` tasks through one trio_realtime channel."""
     from trio_realtime import open_realtime
+    from trio_realtime.protocol import check_vsn
 
     latencies: list[float] = []
     per_sender = n // senders
     async with open_realtime(
-        f"http://127.0.0.1:{port}", apikey="bench", vsn=vsn, transport=transport
+        f"http://127.0.0.1:{port}", apikey="bench", vsn=check_vsn(vsn), transport=transport
     ) as client:
         channel = client.channel("send", broadcast_ack=ack)
         async with channel:

@@ -62,6 +62,7 @@ from trio_realtime import (
     backoff,
     open_realtime,
 )
+from trio_realtime.protocol import check_vsn
 from trio_realtime.testing import RealtimeServer, serve_realtime
 
 from ._common import rss_kib
@@ -249,7 +250,7 @@ async def run_member(
         open_realtime(
             url,
             apikey=APIKEY,
-            vsn=vsn,
+            vsn=check_vsn(vsn),
             transport=transport,
             heartbeat_interval=soak.heartbeat_interval,
             timeout=5.0,

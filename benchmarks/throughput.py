@@ -111,11 +111,12 @@ async def trio_realtime_worker(
 ) -> JSON:
     """trio_realtime, consuming with ``async for`` (mode ``iter``) or ``receive_batch``."""
     from trio_realtime import SubscriptionOverflow, open_realtime
+    from trio_realtime.protocol import check_vsn
 
     meter = _Meter(n)
     overflows = 0
     async with open_realtime(
-        f"http://127.0.0.1:{port}", apikey="bench", vsn=vsn, transport=transport
+        f"http://127.0.0.1:{port}", apikey="bench", vsn=check_vsn(vsn), transport=transport
     ) as client:
         channel = client.channel(flood_topic(n, binary))
         sub = (

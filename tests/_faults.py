@@ -55,6 +55,7 @@ from trio_realtime import (
 from trio_realtime._url import Endpoint
 from trio_realtime._ws_sansio import connect_sansio
 from trio_realtime._ws_trio_websocket import connect_trio_websocket
+from trio_realtime.protocol import check_vsn
 from trio_realtime.testing import RealtimeServer, ServerConnection, serve_realtime
 
 T = TypeVar("T")
@@ -299,7 +300,7 @@ class Harness:
             async with open_realtime(
                 server.url,
                 apikey=APIKEY,
-                vsn=self.vsn,
+                vsn=check_vsn(self.vsn),
                 transport=server.memory_transport if self.virtual else self.kind,
                 reconnect=None,
                 heartbeat_interval=None,
@@ -332,7 +333,7 @@ class Harness:
         async with open_realtime(
             self.server.url,
             apikey=APIKEY,
-            vsn=self.vsn,
+            vsn=check_vsn(self.vsn),
             transport=self.gate,
             reconnect=self.reconnect,
             rejoin=self.rejoin,

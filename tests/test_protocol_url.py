@@ -214,6 +214,33 @@ async def test_rs08_open_realtime_honours_the_urls_query(
             assert server.statistics().connections_accepted == 1
 
 
+async def test_rs08_vsn_none_takes_the_urls_and_an_empty_vsn_is_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RS-08: ``vsn=None`` (a wrapper passing its own option through) means the URL's vsn,
+    else 1.0.0, like leaving it out; an empty or non-string vsn is a ValueError, not 1.0.0."""
+    with trio.fail_after(5):
+        async with serve_realtime(apikey=APIKEY) as server:
+            url = server.websocket_url(vsn="2.0.0")
+            async with open_realtime(url, vsn=None, transport=server.memory_transport) as client:
+                assert client.vsn == "2.0.0"
+            plain = server.url  # no query at all
+            async with open_realtime(
+                plain, apikey=APIKEY, vsn=None, transport=server.memory_transport
+            ) as client:
+                assert client.vsn == "1.0.0"
+            for bad in ("", 2, False):
+                with pytest.raises(ValueError, match="unsupported vsn"):
+                    async with open_realtime(
+                        plain,
+                        apikey=APIKEY,
+                        vsn=bad,  # type: ignore[arg-type]
+                        transport=server.memory_transport,
+                    ):
+                        pass  # pragma: no cover
+            assert server.statistics().connections_accepted == 2
+
+
 @pytest.mark.parametrize(
     ("text", "secret", "expected"),
     [

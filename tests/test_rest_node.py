@@ -11,7 +11,7 @@ import trio
 from _node import realtime_js
 from conftest import APIKEY
 
-from trio_realtime import open_realtime
+from trio_realtime import Vsn, open_realtime
 from trio_realtime.testing import RealtimeServer, serve_realtime
 
 GUARD = 60.0
@@ -78,7 +78,7 @@ const secret = client.channel(privateTopic, { config: { private: true } });
 
 @pytest.mark.parametrize("vsn", ["1.0.0", "2.0.0"])
 async def test_rb05_realtime_js_http_send_and_send_before_subscribe_reach_trio_realtime(
-    vsn: str,
+    vsn: Vsn,
 ) -> None:
     """RB-05: realtime-js ``httpSend()`` (JSON, bytes, private) and its ``send()`` before
     subscribing (the REST batch endpoint) reach a trio_realtime subscriber through the local

@@ -340,7 +340,7 @@ def test_sy01_connect_refuses_bad_options_at_the_call() -> None:
     with pytest.raises(ValueError, match="apikey"):
         connect("http://127.0.0.1:9", apikey="")
     with pytest.raises(ValueError, match="vsn"):
-        connect("http://127.0.0.1:9", apikey=APIKEY, vsn="3.0.0")
+        connect("http://127.0.0.1:9", apikey=APIKEY, vsn="3.0.0")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="access_token"):
         connect("http://127.0.0.1:9", apikey=APIKEY, access_token=42)  # type: ignore[arg-type]
     assert set(worker_threads()) <= before

@@ -54,7 +54,7 @@ from ._frames import JSONObject, JSONValue, realtime_topic
 from ._postgres import FilterParseError, PostgresChange, parse_filter
 from ._presence import PresenceEvent
 from ._rest import RestSender
-from ._serializer import check_vsn
+from ._serializer import Vsn, check_vsn
 from ._subscription import Subscription
 from ._transport import TransportFactory
 from ._url import redact, url_options, websocket_url
@@ -190,7 +190,7 @@ class Target:
             self.url,
             apikey=self.apikey,
             access_token=self.token,
-            vsn=self.vsn,
+            vsn=check_vsn(self.vsn),
             reconnect=backoff(max_attempts=self.max_attempts),
             transport=self.transport,
         )
@@ -384,7 +384,7 @@ class Transcript:
 
 def _demo(args: argparse.Namespace) -> int:
     """Run the demo; return 0, or raise :class:`CommandFailed` if a step fails."""
-    vsn: str = args.vsn
+    vsn = check_vsn(args.vsn)
 
     async def session() -> None:
         try:
@@ -425,7 +425,7 @@ class DemoUser:
         raise RealtimeError(f"presence events ended before {key} {event}")
 
 
-async def _demo_session(vsn: str, stream: TextIO) -> None:
+async def _demo_session(vsn: Vsn, stream: TextIO) -> None:
     """The demo itself; every step waits for the one before, so the transcript's order is fixed.
 
     Raises:

@@ -13,7 +13,7 @@ channels (``_channel``), which wait, time and retry; the driver moves bytes.
 
 On exit, joined channels are left and the socket is closed with code 1000, shielded and within
 ``close_timeout``; then the nursery is cancelled, whatever happened in the graceful part, so no
-task outlives the ``async with`` (HD-06). Once connected, the background tasks are shielded
+task outlives the ``async with``. Once connected, the background tasks are shielded
 from the caller's cancel scopes, so that a cancelled body still gets this graceful exit; only
 the exit itself cancels them.
 
@@ -45,7 +45,7 @@ from ._frames import realtime_topic
 from ._replay import ReplayTracker, check_replay
 from ._rest import BroadcastMessage, RestSender
 from ._runtime import MAX_FRAME_SIZE, ReconnectPolicy, Runtime, Settings, TokenSource
-from ._serializer import check_vsn
+from ._serializer import Vsn, check_vsn
 from ._session import ChannelOptions
 from ._subscription import DEFAULT_BUFFER, Feed, Overflow, Subscription, open_subscription
 from ._transport import DEFAULT_MAX_MESSAGE_SIZE, TransportFactory, TransportOptions
@@ -115,7 +115,7 @@ def _is_int(value: object) -> bool:
 
 
 def _check_seconds(name: str, value: object, *, minimum: float = 0.0) -> float:
-    """Validate a duration option: a finite number above ``minimum`` (HD-08)."""
+    """Validate a duration option: a finite number above ``minimum``."""
     if not _finite(value) or value <= minimum:  # type: ignore[operator]
         raise ValueError(
             f"{name} must be a finite number of seconds above {minimum}, not {value!r}"
@@ -137,7 +137,9 @@ def _check_policy(name: str, value: object, *, optional: bool) -> None:
 
 
 def check_token(token: object, what: str) -> str | None:
-    """Validate an access token: a string the server can take, or ``None`` (HD-04, HD-10).
+    """Validate an access token: a string the server can take, or ``None``.
+
+    A bad token is refused by the call that received it, never by a background task.
 
     Raises:
         TypeError: for anything but a string or ``None``.
@@ -461,7 +463,7 @@ async def open_realtime(
     *,
     apikey: str | None = None,
     access_token: str | TokenSource | None = None,
-    vsn: str = DEFAULT_VSN,
+    vsn: Vsn | None = DEFAULT_VSN,
     heartbeat_interval: float | None = 25.0,
     timeout: float = 10.0,  # noqa: ASYNC109 - a protocol reply limit, not a deadline
     reconnect: ReconnectPolicy | None = backoff(),  # noqa: B008 - the policy is stateless
@@ -486,8 +488,11 @@ async def open_realtime(
         access_token: A user JWT, or an async callable returning one. A callable is awaited
             before the first join, on every reconnect, and whenever the cached token has
             expired; if it fails, the cached token is used.
-        vsn: The serializer, ``"1.0.0"`` (JSON objects) or ``"2.0.0"`` (arrays and binary);
-            by default the URL's ``vsn``, else ``"1.0.0"``.
+        vsn: The serializer, ``"1.0.0"`` (JSON objects) or ``"2.0.0"`` (arrays and binary).
+            Left out (or ``None``, for wrappers that pass their own option through), it is
+            the URL's ``vsn``, else ``"1.0.0"``; given, it must agree with the URL's. Typed
+            as the :data:`Vsn` literal, so that a type checker rejects ``vsn="3.0"``; untyped
+            callers get the ``ValueError``.
         heartbeat_interval: Seconds between heartbeats (at least 0.1); a heartbeat unanswered
             at the next tick means the connection is dead. ``None`` disables heartbeats.
         timeout: Seconds to wait for join, leave and acknowledged push replies.
@@ -528,8 +533,8 @@ async def open_realtime(
     apikey, log_level = options.apikey, options.log_level
     if not isinstance(apikey, str) or not apikey.strip():
         raise ValueError("open_realtime needs an apikey (the project's anon or service key)")
-    checked_vsn = check_vsn(options.vsn or "1.0.0")
-    # Every option is checked here, before anything runs (HD-08).
+    checked_vsn = check_vsn("1.0.0" if options.vsn is None else options.vsn)
+    # Every option is checked here, before anything runs: a bad one fails this call.
     _check_seconds("timeout", timeout)
     if heartbeat_interval is not None and (
         not _finite(heartbeat_interval) or heartbeat_interval < MIN_HEARTBEAT_INTERVAL
@@ -593,7 +598,7 @@ async def open_realtime(
                 await nursery.start(driver.run)
                 # Connected: from now on a cancellation of the caller's scopes reaches only the
                 # body, whose exit then leaves the channels and closes with 1000 while the
-                # reader and writer still run; only the exit stops them (CL-05). Unless the
+                # reader and writer still run; only the exit stops them. Unless the
                 # caller is cancelled already: shielding tasks that have seen the cancellation
                 # would break trio's rule that a cancellation, once effective, stays so.
                 if trio.current_effective_deadline() != -math.inf:
@@ -606,7 +611,7 @@ async def open_realtime(
                 try:
                     await driver.shutdown()
                 finally:
-                    # Whatever the graceful part did, every task ends now (HD-06).
+                    # Whatever the graceful part did, every task ends now: none outlives the block.
                     driver.run_scope.cancel()
                     nursery.cancel_scope.cancel()
                     client._close()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from ._serializer import Vsn
 
 _SECRET_PARAMS = frozenset({"apikey", "access_token", "token"})
 REDACTED = "<redacted>"
@@ -50,9 +53,10 @@ class _DefaultVsn(str):
     __slots__ = ()
 
 
-DEFAULT_VSN: Final[str] = _DefaultVsn("1.0.0")
+DEFAULT_VSN: Final[Vsn] = cast("Vsn", _DefaultVsn("1.0.0"))
 """``open_realtime``'s default ``vsn``: equal to ``"1.0.0"``, yet not the same object as an
-explicit ``"1.0.0"``, so that only an explicit value can contradict the URL's ``vsn``."""
+explicit ``"1.0.0"``, so that only an explicit value can contradict the URL's ``vsn``. It
+behaves as ``vsn=None`` does: the URL's ``vsn``, else ``"1.0.0"``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from .. import (
     ReconnectPolicy,
     TokenSource,
     TransportFactory,
+    Vsn,
     backoff,
     open_realtime,
 )
@@ -295,7 +296,7 @@ def connect(
     *,
     apikey: str | None = None,
     access_token: str | TokenSource | BlockingTokenSource | None = None,
-    vsn: str = DEFAULT_VSN,
+    vsn: Vsn | None = DEFAULT_VSN,
     heartbeat_interval: float | None = 25.0,
     timeout: float = 10.0,
     reconnect: ReconnectPolicy | None = backoff(),  # noqa: B008 - the policy is stateless
@@ -325,7 +326,9 @@ def connect(
         access_token: A user JWT; or a function returning one, called before the first join,
             on reconnect and when the token has expired. A plain function runs in a worker
             thread; an ``async def`` function runs in the client's trio thread.
-        vsn: ``"1.0.0"`` or ``"2.0.0"``; by default the URL's ``vsn``, else ``"1.0.0"``.
+        vsn: ``"1.0.0"`` or ``"2.0.0"``; left out (or ``None``), the URL's ``vsn``, else
+            ``"1.0.0"``. A type checker rejects any other string; at run time it is a
+            ``ValueError``.
         heartbeat_interval: Seconds between heartbeats; ``None`` disables them.
         timeout: Seconds to wait for join, leave and acknowledged push replies.
         reconnect: The reconnect policy (attempt number → seconds, or ``None`` to give up);
