@@ -127,6 +127,8 @@ TOP_LEVEL_NAMES = [
     "Connected",
     "ConnectionClosed",
     "ConnectionEvent",
+    "DecodeError",
+    "DecodedBroadcast",
     "Disconnected",
     "FilterOperator",
     "FilterParseError",

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ._exceptions import ChannelClosed as ChannelClosed
 from ._exceptions import ChannelStateError as ChannelStateError
 from ._exceptions import ConnectionClosed as ConnectionClosed
+from ._exceptions import DecodeError as DecodeError
 from ._exceptions import FilterParseError as FilterParseError
 from ._exceptions import JoinError as JoinError
 from ._exceptions import PostgresSubscriptionError as PostgresSubscriptionError
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from ._events import ChannelJoinFailed as ChannelJoinFailed
     from ._events import Connected as Connected
     from ._events import ConnectionEvent as ConnectionEvent
+    from ._events import DecodedBroadcast as DecodedBroadcast
     from ._events import Disconnected as Disconnected
     from ._events import HeartbeatEvent as HeartbeatEvent
     from ._events import Reconnecting as Reconnecting
@@ -96,6 +98,7 @@ _LAZY = {
     "ChannelJoined": "_events",
     "ChannelJoinFailed": "_events",
     "Connected": "_events",
+    "DecodedBroadcast": "_events",
     "ConnectionEvent": "_events",
     "Disconnected": "_events",
     "HeartbeatEvent": "_events",
@@ -151,6 +154,8 @@ __all__ = [
     "Connected",
     "ConnectionClosed",
     "ConnectionEvent",
+    "DecodeError",
+    "DecodedBroadcast",
     "Disconnected",
     "FilterOperator",
     "FilterParseError",

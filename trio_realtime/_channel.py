@@ -43,12 +43,20 @@ import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 import trio
 
 from ._connection import Connection, MaybeWritten, Waiter
-from ._events import Broadcast, ChannelEvent, ChannelJoined, ChannelJoinFailed, SystemMessage
+from ._events import (
+    Broadcast,
+    ChannelEvent,
+    ChannelJoined,
+    ChannelJoinFailed,
+    DecodedBroadcast,
+    SystemMessage,
+    broadcast_decoder,
+)
 from ._exceptions import (
     ChannelClosed,
     ChannelStateError,
@@ -82,7 +90,14 @@ from ._session import (
     SessionEvent,
     SystemReceived,
 )
-from ._subscription import DEFAULT_BUFFER, Feed, Overflow, Subscription, open_subscription
+from ._subscription import (
+    DEFAULT_BUFFER,
+    Feed,
+    Overflow,
+    Subscription,
+    open_converting_subscription,
+    open_subscription,
+)
 
 __all__ = ["MAX_WAITING_PUSHES", "Channel", "ChannelState", "ChannelStatistics"]
 
@@ -219,15 +234,42 @@ class Channel:
     def _subscription(
         self, kind: str, registry: list[Feed[T]], buffer: int, overflow: str
     ) -> Subscription[T]:
+        feed, sub = open_subscription(
+            f"{kind} on {self.topic}",
+            buffer=buffer,
+            overflow=overflow,
+            on_close=self._unregister_from(registry),
+        )
+        registry.append(feed)
+        return sub
+
+    @staticmethod
+    def _unregister_from(registry: list[Feed[T]]) -> Callable[[Feed[T]], None]:
         def unregister(feed: Feed[T]) -> None:
             if feed in registry:
                 registry.remove(feed)
 
-        feed, sub = open_subscription(
-            f"{kind} on {self.topic}", buffer=buffer, overflow=overflow, on_close=unregister
-        )
-        registry.append(feed)
-        return sub
+        return unregister
+
+    @overload
+    def broadcasts(
+        self,
+        event: str | None = None,
+        *,
+        buffer: int = DEFAULT_BUFFER,
+        overflow: Overflow = "error",
+        decode: None = None,
+    ) -> Subscription[Broadcast]: ...
+
+    @overload
+    def broadcasts(
+        self,
+        event: str | None = None,
+        *,
+        buffer: int = DEFAULT_BUFFER,
+        overflow: Overflow = "error",
+        decode: Callable[[JSONValue], T],
+    ) -> Subscription[DecodedBroadcast[T]]: ...
 
     def broadcasts(
         self,
@@ -235,17 +277,43 @@ class Channel:
         *,
         buffer: int = DEFAULT_BUFFER,
         overflow: Overflow = "error",
-    ) -> Subscription[Broadcast]:
+        decode: Callable[[JSONValue], T] | None = None,
+    ) -> Subscription[Broadcast] | Subscription[DecodedBroadcast[T]]:
         """Subscribe to broadcasts of user event ``event``, or of every event for ``None``.
 
         Registered at once, so nothing sent after this call is missed.
+
+        With ``decode``, a function from the JSON payload to your type (a dataclass builder, a
+        pydantic ``Model.model_validate``, a TypedDict checker), the subscription yields
+        :class:`DecodedBroadcast` items whose ``payload`` is what it returned. It runs in the
+        task that receives, when it receives. A payload it refuses (it raises), or a binary
+        one, makes that one receive raise :class:`DecodeError`; the next goes on.
+
+        Raises:
+            TypeError: for an event that is not a string, or a ``decode`` that is not callable.
+            ValueError: for a bad ``buffer`` or ``overflow``.
         """
-        if event is None:
-            return self._subscription("broadcasts", self._broadcast_all, buffer, overflow)
-        if not isinstance(event, str):
+        if event is not None and not isinstance(event, str):
             raise TypeError(f"event must be a string or None, not {type(event).__name__}")
-        registry = self._broadcast_by_event.setdefault(event, [])
-        return self._subscription(f"broadcast {event!r}", registry, buffer, overflow)
+        if decode is not None and not callable(decode):
+            raise TypeError(
+                f"decode must be a function of the payload, not {type(decode).__name__}"
+            )
+        if event is None:
+            kind, registry = "broadcasts", self._broadcast_all
+        else:
+            kind, registry = f"broadcast {event!r}", self._broadcast_by_event.setdefault(event, [])
+        if decode is None:
+            return self._subscription(kind, registry, buffer, overflow)
+        feed, sub = open_converting_subscription(
+            f"{kind} on {self.topic}",
+            broadcast_decoder(decode),
+            buffer=buffer,
+            overflow=overflow,
+            on_close=self._unregister_from(registry),
+        )
+        registry.append(feed)
+        return sub
 
     def postgres_changes(
         self,

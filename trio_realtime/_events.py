@@ -7,10 +7,14 @@ pure conversions of server payloads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
+from ._exceptions import DecodeError
 from ._frames import JSONValue, Payload
+
+T = TypeVar("T")
 
 
 # Not slotted: the reader builds these through a one-step ``__dict__`` fill (see ``make_frame``).
@@ -54,6 +58,52 @@ class Broadcast:
         if not isinstance(payload, bytes):
             raise TypeError(f"broadcast {self.event!r} has a JSON payload; use .json()")
         return payload
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBroadcast(Generic[T]):
+    """A broadcast whose payload a subscription's decoder has turned into a ``T``.
+
+    What ``channel.broadcasts(decode=...)`` yields; see :class:`DecodeError` for a payload the
+    decoder refuses.
+
+    Attributes:
+        event: The user event name the sender chose.
+        payload: What the decoder returned for the sender's JSON payload.
+        topic: The channel topic, with its ``realtime:`` prefix.
+        meta: The server's metadata when present, else ``None`` (as in :class:`Broadcast`).
+    """
+
+    event: str
+    payload: T
+    topic: str
+    meta: JSONValue = None
+
+
+def broadcast_decoder(
+    decode: Callable[[JSONValue], T],
+) -> Callable[[Broadcast], DecodedBroadcast[T]]:
+    """Wrap a payload decoder into the conversion a decoding subscription applies to each item.
+
+    Whatever ``decode`` raises (an ``Exception``: a validation error, a ``KeyError``...) becomes
+    a :class:`DecodeError` carrying the message, chained to the decoder's error. A binary
+    payload (``bytes``, vsn 2.0.0) is refused the same way, with a ``TypeError``, without
+    calling ``decode``.
+    """
+
+    def convert(message: Broadcast) -> DecodedBroadcast[T]:
+        payload = message.payload
+        try:
+            if isinstance(payload, bytes):
+                raise TypeError(
+                    f"the payload is binary ({len(payload)} bytes); a decoder takes JSON"
+                )
+            value = decode(payload)
+        except Exception as exc:
+            raise DecodeError(message, exc) from exc
+        return DecodedBroadcast(message.event, value, message.topic, message.meta)
+
+    return convert
 
 
 @dataclass(frozen=True, slots=True)

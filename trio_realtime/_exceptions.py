@@ -14,7 +14,8 @@ Every error the library raises derives from :class:`RealtimeError`::
     ├── ChannelClosed           the server closed the channel (``system`` error + ``phx_close``)
     │                           or the channel was left while a subscription was open
     ├── PostgresSubscriptionError  the server could not start the postgres_changes stream
-    └── SubscriptionOverflow    a subscription buffer overflowed with ``overflow="error"``
+    ├── SubscriptionOverflow    a subscription buffer overflowed with ``overflow="error"``
+    └── DecodeError             a subscription's decoder refused one message
 
 Exceptions from trio, the WebSocket packages and JSON decoding are mapped to these at the layer
 boundary, so callers only ever need to catch this tree (plus :class:`trio.Cancelled`, which is
@@ -28,7 +29,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from ._events import Broadcast
 
 
 class RealtimeError(Exception):
@@ -186,6 +190,36 @@ class SubscriptionOverflow(RealtimeError):
         )
         self.dropped = dropped
         self.buffer = buffer
+
+
+class DecodeError(RealtimeError):
+    """A subscription's decoder refused one message (``channel.broadcasts(decode=...)``).
+
+    Raised by the ``receive`` call (or ``async for`` step) that reached the message, and only
+    by it: the message is consumed, the subscription stays open, and the next call returns the
+    next message. A payload comes from the network, so a message the decoder cannot take is
+    the sender's mistake, not a reason to end the stream::
+
+        while True:
+            try:
+                message = await messages.receive()
+            except DecodeError as exc:
+                log.warning("skipping %r: %s", exc.broadcast.payload, exc.error)
+                continue
+
+    Attributes:
+        broadcast: The message as received, its payload untouched.
+        error: What the decoder raised (also the exception's ``__cause__``); a ``TypeError``
+            for a binary payload, which a JSON decoder cannot take.
+    """
+
+    def __init__(self, broadcast: Broadcast, error: Exception) -> None:
+        super().__init__(
+            f"cannot decode broadcast {broadcast.event!r} on {broadcast.topic!r}: "
+            f"{type(error).__name__}: {error}"
+        )
+        self.broadcast = broadcast
+        self.error = error
 
 
 E = TypeVar("E", bound=BaseException)

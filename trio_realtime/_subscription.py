@@ -34,6 +34,14 @@ get one short turn per reader step and fall behind until its buffer overflowed. 
 buffer before yielding keeps a consumer that can keep up, caught up; it cannot starve other
 tasks, because only the reader refills the buffer and it needs a turn to do so.
 :meth:`Subscription.receive_batch` takes everything buffered in one call.
+
+A subscription may convert its items as they are received (``broadcasts(decode=...)``): the
+buffer then holds the items as the reader put them, and each is converted by the consumer's
+call that takes it, in the consumer's task, never in the reader's. A conversion that fails
+consumes its item and raises to that one call; the subscription stays open and the next call
+goes on with the next item. ``receive_batch`` returns the items converted before a failure and
+leaves the failure to the next call, so that no converted item is lost and no item is converted
+twice.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Generic, Literal, TypeVar
+from typing import Any, Final, Generic, Literal, TypeVar, cast
 
 import trio
 
@@ -51,6 +59,7 @@ from ._exceptions import SubscriptionOverflow, fresh
 logger = logging.getLogger("trio_realtime.subscription")
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 Overflow = Literal["error", "drop_oldest", "drop_newest"]
 OVERFLOW_POLICIES: Final = ("error", "drop_oldest", "drop_newest")
@@ -282,6 +291,18 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
         await trio.lowlevel.cancel_shielded_checkpoint()
         return batch
 
+    def _receive_batch_nowait(self, max_items: int | None) -> list[T]:
+        """Every item buffered now (up to ``max_items``), for the blocking interface.
+
+        Raises what :meth:`receive_nowait` raises (``trio.WouldBlock`` included) only when the
+        batch would be empty, as :meth:`receive_batch` does.
+        """
+        batch = [self.receive_nowait()]
+        items = self._items
+        while items and (max_items is None or len(batch) < max_items):
+            batch.append(items.popleft())
+        return batch
+
     def close(self) -> None:
         """Close and unregister the subscription; buffered items are discarded. Idempotent."""
         if self._closed:
@@ -310,6 +331,87 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
             dropped=self._dropped,
             closed=self._closed or self._ended,
         )
+
+
+class _Failed:
+    """A buffered item whose conversion failed while a batch was taken: raised on its turn."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class _ConvertingSubscription(Subscription[T]):
+    """A subscription whose buffer holds raw items, converted by the call that takes each one.
+
+    See the module docstring. The feed puts raw items (see :func:`open_converting_subscription`);
+    ``_items`` is typed as the base class's but holds those, and :class:`_Failed` markers.
+    """
+
+    def __init__(
+        self, name: str, convert: Callable[[Any], T], *, buffer: int, overflow: str
+    ) -> None:
+        super().__init__(name, buffer=buffer, overflow=overflow)
+        self._convert = convert
+        self._raw: deque[Any] = cast("deque[Any]", self._items)
+
+    def _take(self, raw: object) -> T:
+        if type(raw) is _Failed:
+            raise raw.error
+        return self._convert(raw)
+
+    def _drain(self, batch: list[T], max_items: int | None) -> list[T]:
+        """Convert and append buffered items up to a failure, which stays first in the buffer."""
+        raw_items = self._raw
+        while raw_items and (max_items is None or len(batch) < max_items):
+            raw = raw_items[0]
+            if type(raw) is _Failed:
+                break
+            try:
+                item = self._convert(raw)
+            except Exception as exc:
+                raw_items[0] = _Failed(exc)
+                break
+            raw_items.popleft()
+            batch.append(item)
+        return batch
+
+    def receive_nowait(self) -> T:
+        """Take and convert the next item without waiting; see :meth:`Subscription.receive_nowait`.
+
+        Raises:
+            Exception: what the conversion raised for this item (:class:`DecodeError`).
+        """
+        return self._take(super().receive_nowait())
+
+    async def receive(self) -> T:
+        """Wait for, convert and return the next item; see :meth:`Subscription.receive`.
+
+        Raises:
+            Exception: what the conversion raised for this item (:class:`DecodeError`).
+        """
+        if self._items and not self._closed:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return self._take(self._raw.popleft())
+        # Nothing buffered: the base class waits, then takes the item through receive_nowait.
+        return await super().receive()
+
+    async def receive_batch(self, max_items: int | None = None) -> list[T]:
+        """Wait for at least one item, then return the buffered items, converted.
+
+        The batch stops before an item whose conversion fails; the next call raises for it.
+
+        Raises:
+            The same as :meth:`receive`.
+        """
+        if max_items is not None and max_items < 1:
+            raise ValueError("max_items must be at least 1")
+        first = await self.receive()
+        return self._drain([first], max_items)
+
+    def _receive_batch_nowait(self, max_items: int | None) -> list[T]:
+        return self._drain([self.receive_nowait()], max_items)
 
 
 class Feed(Generic[T]):
@@ -356,6 +458,27 @@ def open_subscription(
     """
     subscription: Subscription[T] = Subscription(name, buffer=buffer, overflow=overflow)
     feed = Feed(subscription)
+    if on_close is not None:
+        subscription._on_close = lambda _: on_close(feed)
+    return feed, subscription
+
+
+def open_converting_subscription(
+    name: str,
+    convert: Callable[[R], T],
+    *,
+    buffer: int = DEFAULT_BUFFER,
+    overflow: str = "error",
+    on_close: Callable[[Feed[R]], None] | None = None,
+) -> tuple[Feed[R], Subscription[T]]:
+    """Make a subscription whose feed puts ``R`` items that ``convert`` turns into ``T`` items.
+
+    The conversion runs in the consumer's call that takes each item (see the module docstring);
+    the other arguments and errors are those of :func:`open_subscription`.
+    """
+    subscription = _ConvertingSubscription(name, convert, buffer=buffer, overflow=overflow)
+    # The buffer holds the raw items: the feed's side of it is a subscription of R.
+    feed: Feed[R] = Feed(cast("Subscription[R]", subscription))
     if on_close is not None:
         subscription._on_close = lambda _: on_close(feed)
     return feed, subscription

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from .. import (
     Broadcast,
     ChannelEvent,
     ChannelState,
     ChannelStatistics,
+    DecodedBroadcast,
     PostgresChange,
     PresenceEvent,
     SystemMessage,
@@ -98,13 +99,34 @@ class Channel:
 
         return portal.run_sync(create)
 
+    @overload
     def broadcasts(
         self,
         event: str | None = None,
         *,
         buffer: int = DEFAULT_BUFFER,
         overflow: Overflow = "error",
-    ) -> Subscription[Broadcast]:
+        decode: None = None,
+    ) -> Subscription[Broadcast]: ...
+
+    @overload
+    def broadcasts(
+        self,
+        event: str | None = None,
+        *,
+        buffer: int = DEFAULT_BUFFER,
+        overflow: Overflow = "error",
+        decode: Callable[[JSONValue], T],
+    ) -> Subscription[DecodedBroadcast[T]]: ...
+
+    def broadcasts(
+        self,
+        event: str | None = None,
+        *,
+        buffer: int = DEFAULT_BUFFER,
+        overflow: Overflow = "error",
+        decode: Callable[[JSONValue], T] | None = None,
+    ) -> Subscription[Broadcast] | Subscription[DecodedBroadcast[T]]:
         """Subscribe to broadcasts of user event ``event``, or of every event for ``None``.
 
         Registered at once, so nothing sent after this call is missed. ``buffer`` is how many
@@ -112,11 +134,23 @@ class Channel:
         :class:`~trio_realtime.SubscriptionOverflow` after the buffered items), ``"drop_oldest"``
         or ``"drop_newest"``.
 
+        With ``decode`` (a function from the JSON payload to your type), the items are
+        :class:`~trio_realtime.DecodedBroadcast` with the decoded ``payload``; a payload it
+        refuses makes that one ``receive`` raise :class:`~trio_realtime.DecodeError`, and the
+        next goes on. The decoder runs in the client's trio thread, so keep it quick.
+
         Raises:
+            TypeError: for an event that is not a string, or a ``decode`` that is not callable.
             ValueError: for a bad ``buffer`` or ``overflow``.
         """
         channel = self._channel
-        return self._subscribe(lambda: channel.broadcasts(event, buffer=buffer, overflow=overflow))
+        if decode is None:
+            return self._subscribe(
+                lambda: channel.broadcasts(event, buffer=buffer, overflow=overflow)
+            )
+        return self._subscribe(
+            lambda: channel.broadcasts(event, buffer=buffer, overflow=overflow, decode=decode)
+        )
 
     def postgres_changes(
         self,

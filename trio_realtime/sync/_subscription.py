@@ -21,16 +21,10 @@ def _take_batch_nowait(sub: AsyncSubscription[T], max_items: int | None) -> list
     """Every item buffered now (up to ``max_items``); ``trio.WouldBlock`` when there is none.
 
     An overflow or an end is raised only for an empty batch, as ``receive_batch`` does: the
-    items counted by ``statistics().buffered`` come before either.
+    items counted by ``statistics().buffered`` come before either. With a decoder, the batch
+    stops before a message it refuses, and the next call raises :class:`DecodeError` for it.
     """
-    first = sub.receive_nowait()
-    more = sub.statistics().buffered
-    if max_items is not None:
-        more = min(more, max_items - 1)
-    batch = [first]
-    for _ in range(more):
-        batch.append(sub.receive_nowait())
-    return batch
+    return sub._receive_batch_nowait(max_items)
 
 
 class Subscription(Generic[T]):
