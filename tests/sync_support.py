@@ -7,10 +7,16 @@ The blocking client runs trio in its own thread, so the server cannot share the 
 Every test here has a time limit (:func:`time_limit`): a ``SIGALRM`` timer that raises in the
 main thread, which interrupts a blocked wait of the blocking client (it waits in short slices
 there). The short real timeouts the tests pass keep them bounded; no test asserts a duration.
+
+The fixtures the blocking-interface modules share live here too: ``sync_time_limit``
+(autouse), ``server`` and ``open_client``. A module uses them by importing them (pytest finds
+the fixtures in a test module's namespace); they are not in ``conftest.py``, so that the
+``SIGALRM`` limit applies to these modules only, not to the trio tests, which have their own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,9 +24,11 @@ from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
+import pytest
 import trio
 
-from trio_realtime import Broadcast
+from trio_realtime import Broadcast, RealtimeError, backoff
+from trio_realtime.sync import RealtimeClient, connect
 from trio_realtime.testing import RealtimeServer, ServerConnection, serve_realtime
 
 T = TypeVar("T")
@@ -33,6 +41,19 @@ SHORT = 0.05
 
 WAIT = 5.0
 """A generous real timeout, for calls that are expected to complete."""
+
+APIKEY = "anon-SECRET-apikey"
+TOKEN = "user-SECRET-token"
+WORKER = "trio_realtime.sync"
+"""The name of a blocking client's worker thread."""
+
+Connect = Callable[..., RealtimeClient]
+"""The :func:`open_client` fixture: ``connect(server.url, **options)``, closed afterwards."""
+
+
+def worker_threads() -> list[threading.Thread]:
+    """The blocking clients' worker threads still alive."""
+    return [thread for thread in threading.enumerate() if thread.name == WORKER]
 
 
 def field(message: Broadcast, key: str) -> Any:
@@ -159,3 +180,40 @@ class ServerThread:
         if stop is not None and self._thread.is_alive():
             self.run_sync(stop.set)
         self._thread.join(WAIT)
+
+
+@pytest.fixture(autouse=True)
+def sync_time_limit() -> Iterator[None]:
+    """Every test of a module that imports this fixture fails after :data:`TEST_TIME_LIMIT`."""
+    with time_limit():
+        yield
+
+
+# Registered under their ``name``, so that importing them does not shadow the test arguments.
+@pytest.fixture(name="server")
+def server_fixture() -> Iterator[ServerThread]:
+    """The local server, in a thread of its own."""
+    with ServerThread() as running:
+        yield running
+
+
+@pytest.fixture(name="open_client")
+def open_client_fixture(server: ServerThread) -> Iterator[Connect]:
+    """Connect blocking clients to the server; every one is closed afterwards, and no worker
+    thread may be left behind (SY-04)."""
+    before = set(worker_threads())
+    clients: list[RealtimeClient] = []
+
+    def open_one(**options: Any) -> RealtimeClient:
+        options.setdefault("apikey", APIKEY)
+        options.setdefault("reconnect", backoff((0.01,), jitter=0))
+        options.setdefault("timeout", WAIT)
+        client = connect(server.url, **options)
+        clients.append(client)
+        return client
+
+    yield open_one
+    for client in clients:
+        with contextlib.suppress(RealtimeError):
+            client.close()
+    assert set(worker_threads()) <= before

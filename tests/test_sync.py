@@ -8,16 +8,27 @@ has a time limit.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import trio
-from sync_support import SHORT, WAIT, ServerThread, field, time_limit
+from sync_support import (
+    APIKEY,
+    SHORT,
+    TOKEN,
+    WAIT,
+    WORKER,
+    Connect,
+    ServerThread,
+    field,
+    worker_threads,
+)
+from sync_support import open_client_fixture as open_client_fixture  # the open_client fixture
+from sync_support import server_fixture as server_fixture  # the server fixture
+from sync_support import sync_time_limit as sync_time_limit  # autouse: each test's limit
 
 from trio_realtime import (
     Broadcast,
@@ -35,56 +46,11 @@ from trio_realtime import (
     RealtimeError,
     Reconnecting,
     SubscriptionOverflow,
-    backoff,
 )
-from trio_realtime.sync import Channel, RealtimeClient, Subscription, SyncTimeout, connect
+from trio_realtime.sync import Channel, Subscription, SyncTimeout, connect
 
-APIKEY = "anon-SECRET-apikey"
-TOKEN = "user-SECRET-token"
-WORKER = "trio_realtime.sync"
 HOLD = 0.5
 """Seconds the server holds replies back in the timeout tests."""
-
-Connect = Callable[..., RealtimeClient]
-
-
-def worker_threads() -> list[threading.Thread]:
-    """The blocking clients' worker threads still alive."""
-    return [thread for thread in threading.enumerate() if thread.name == WORKER]
-
-
-@pytest.fixture(autouse=True)
-def _limit() -> Iterator[None]:
-    with time_limit():
-        yield
-
-
-@pytest.fixture
-def server() -> Iterator[ServerThread]:
-    with ServerThread() as running:
-        yield running
-
-
-@pytest.fixture
-def open_client(server: ServerThread) -> Iterator[Connect]:
-    """Connect blocking clients to the server; every one is closed afterwards, and no worker
-    thread may be left behind (SY-04)."""
-    before = set(worker_threads())
-    clients: list[RealtimeClient] = []
-
-    def open_one(**options: Any) -> RealtimeClient:
-        options.setdefault("apikey", APIKEY)
-        options.setdefault("reconnect", backoff((0.01,), jitter=0))
-        options.setdefault("timeout", WAIT)
-        client = connect(server.url, **options)
-        clients.append(client)
-        return client
-
-    yield open_one
-    for client in clients:
-        with contextlib.suppress(RealtimeError):
-            client.close()
-    assert set(worker_threads()) <= before
 
 
 def receive_all(sub: Subscription[Any], count: int) -> list[Any]:
