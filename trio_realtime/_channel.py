@@ -901,9 +901,9 @@ class Channel:
             self._rejoin_now()
 
     def _check_joining(self, what: str) -> None:
-        """Refuse a push on a channel nobody asked to join: it would wait in vain (RS-10).
+        """Refuse a push on a channel nobody asked to join: it would wait in vain.
 
-        A push waits only while the channel is joined, joining or rejoining (CH-08). One made
+        A push waits only while the channel is joined, joining or rejoining. One made
         on a channel that :meth:`join` was never called on, or that was left (or whose join was
         abandoned), fails at once. A channel the server closed, or whose join it refused,
         raises that error instead (in :meth:`_push`).
