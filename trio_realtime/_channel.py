@@ -23,9 +23,10 @@ join_ref, and its subscriptions simply keep receiving.
 * ``phx_error`` makes the channel rejoin after the policy's first delay; ``system`` error +
   ``phx_close`` ends it with :class:`ChannelClosed`, and a push waiting for its reply then
   raises :class:`ChannelClosed` at once.
-* A push (broadcast, track, untrack) made while the channel is not joined waits, bounded by the
-  client timeout and by a buffer of :data:`MAX_WAITING_PUSHES`: beyond it the oldest waiting
-  push fails. A push that was written
+* A push (broadcast, track, untrack) made while the channel is joining or rejoining waits,
+  bounded by the client timeout and by a buffer of :data:`MAX_WAITING_PUSHES`: beyond it the
+  oldest waiting push fails. One made on a channel that was never joined, or was left, raises
+  :class:`ChannelStateError` at once. A push that was written
   but not acknowledged when the connection dropped raises :class:`ConnectionClosed` rather than
   being sent twice.
 
@@ -757,15 +758,18 @@ class Channel:
         is not cut short by cancelling the caller (half a frame would break the connection);
         the timeout does cut it, and then the connection is dropped and reconnected, since the
         server may have part of the frame. ``payload`` is any JSON value, or ``bytes`` under
-        vsn 2.0.0 (sent as a binary broadcast). While the channel is not joined, the push waits
-        for the join, bounded by the client timeout.
+        vsn 2.0.0 (sent as a binary broadcast). While the channel is joining, or rejoining
+        after a reconnect, the push waits for the join, bounded by the client timeout.
 
         Raises:
+            ChannelStateError: the channel is not joined and not joining (:meth:`join` was
+                never called, or it was left): at once, nothing is sent. Join first, or use
+                :meth:`http_send` to send without joining.
             PushTimeout: not sent, or not acknowledged, within the timeout.
             PushError: the server answered with an error (for example a payload too large).
             ConnectionClosed: written but the connection dropped before the acknowledgement;
                 the server may or may not have received it.
-            ChannelClosed: the channel was left or closed by the server.
+            ChannelClosed: the channel was left while the push waited, or closed by the server.
             ProtocolError: the payload cannot be encoded (for example ``bytes`` under vsn
                 1.0.0), or is over the server's frame size limit; nothing was sent.
         """
@@ -848,7 +852,31 @@ class Channel:
         if self._runtime.session.enable_presence(self.topic):
             self._rejoin_now()
 
+    def _check_joining(self, what: str) -> None:
+        """Refuse a push on a channel nobody asked to join: it would wait in vain (RS-10).
+
+        A push waits only while the channel is joined, joining or rejoining (CH-08). One made
+        on a channel that :meth:`join` was never called on, or that was left (or whose join was
+        abandoned), fails at once. A channel the server closed, or whose join it refused,
+        raises that error instead (in :meth:`_push`).
+
+        Raises:
+            ChannelStateError: the channel is not joined and is not joining.
+        """
+        if self._want_joined:
+            return
+        closed = self._closed_error
+        if closed is None or (isinstance(closed, ChannelClosed) and not closed.by_server):
+            raise ChannelStateError(
+                self.topic,
+                "not joined",
+                what,
+                "join() it first (or use `async with channel:`), or send a broadcast without "
+                "joining with channel.http_send()",
+            )
+
     async def _push(self, build: Callable[[], Frame], *, ack: bool, what: str) -> None:
+        self._check_joining(what)
         timeout = self._runtime.settings.timeout
         ticket = _Ticket()
         waiting = False
