@@ -68,6 +68,7 @@ from ._exceptions import (
     PushError,
     PushTimeout,
     RealtimeError,
+    TokenError,
     fresh,
 )
 from ._frames import Frame, JSONValue, Payload, postgres_binding
@@ -175,6 +176,7 @@ class Channel:
         self._want_joined = False
         self._join_outcome: Waiter[None] | None = None
         self._user_joins = 0
+        self._awaiting_token = False  # the join loop waits for the token callable
         self._join_scope: trio.CancelScope | None = None
         self._state_lot = trio.lowlevel.ParkingLot()
         self._waiting_pushes: deque[_Ticket] = deque()
@@ -465,6 +467,8 @@ class Channel:
 
         Raises:
             JoinError: the server refused, with its reason. Not retried.
+            TokenError: the ``access_token`` callable timed out, raised or returned no
+                string, and no usable token was cached. Not retried.
             PushTimeout: no reply in time; the channel is left closed.
             ChannelClosed: the server closed the channel while it was joining.
             ChannelStateError: the channel is leaving.
@@ -495,7 +499,14 @@ class Channel:
             raise
         finally:
             self._user_joins -= 1
+        token_pending = self._awaiting_token
         self._abandon_join()
+        if token_pending:
+            raise TokenError(
+                f"the join of {self.topic!r} timed out after {timeout} s: the access token "
+                "callable timed out (it had not returned)",
+                timed_out=True,
+            )
         raise PushTimeout(f"no reply to the join of {self.topic!r} within {timeout} s")
 
     def _start_join_loop(self) -> None:
@@ -537,6 +548,13 @@ class Channel:
                             logger.warning("rejoin of %s refused for good: %s", self.topic, reason)
                             self._give_up(reason, attempt + 1)
                             return
+                    except TokenError as exc:
+                        if self._user_joins:
+                            # join() waits: it raises the token callable's failure.
+                            self._stop(exc)
+                            self._fail_join(exc)
+                            return
+                        reason = str(exc)
                     except PushTimeout as exc:
                         reason = str(exc)
                     except ConnectionClosed:
@@ -575,7 +593,11 @@ class Channel:
 
     async def _join_once(self, connection: Connection) -> None:
         runtime = self._runtime
-        token = await runtime.token_for_join()
+        self._awaiting_token = True
+        try:
+            token = await runtime.token_for_join()
+        finally:
+            self._awaiting_token = False
         session = runtime.session
         if self._replay is not None:
             self._core.replay = self._replay.join_replay(rejoin=self._core.ever_joined)
@@ -612,9 +634,10 @@ class Channel:
         if self._replay is not None:
             self._replay.joined()
         newest = runtime.token
-        if newest is not None and newest != token:
+        if newest is not None:
             # set_auth() (or a refresh) ran while the join was in flight: the join carried the
-            # old token, so the channel gets the newest one now.
+            # old token, so the channel gets the newest one now; the session core sends
+            # nothing when it is the join's own.
             update = session.access_token(self.topic, newest)
             if update is not None:
                 data, binary = runtime.encode(update)
@@ -851,6 +874,7 @@ class Channel:
                 other refusals, with its words (see :meth:`RealtimeClient.http_broadcast`).
             PushTimeout: no answer within the client ``timeout``.
             RealtimeConnectionError: the server could not be reached.
+            TokenError: the ``access_token`` callable failed and no usable token is cached.
         """
         await self._runtime.rest.send_single(
             self.topic, event, payload, private=self._options.private
