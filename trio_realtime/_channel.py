@@ -834,7 +834,7 @@ class Channel:
                 await trio.lowlevel.checkpoint_if_cancelled()
                 data, binary = self._encode(build())
                 try:
-                    await connection.push(data, binary, deadline=trio.current_time() + timeout)
+                    await connection.push(data, binary, write_within=timeout)
                     return
                 except WriteTimeout:
                     raise PushTimeout(

@@ -164,13 +164,13 @@ class Connection:
             self._unwritten -= 1  # lost, or cancelled while the queue was full: not queued
             raise
 
-    async def push(self, data: bytes, binary: bool, *, deadline: float = math.inf) -> None:
+    async def push(self, data: bytes, binary: bool, *, write_within: float = math.inf) -> None:
         """Write a push's encoded frame; return once it is written to the socket.
 
         With nothing queued or being written, the calling task writes the frame itself (see
         the module docstring); otherwise it is queued for the writer, and this waits until
         the writer has written it (or while the queue is full). A write this task began is
-        bounded by ``deadline`` and the caller's own deadline, not by its cancellation.
+        bounded by ``write_within`` seconds and the caller's own deadline, not by its cancellation.
 
         Raises:
             ConnectionClosed: the frame was not written, since the connection is lost (it may
@@ -188,9 +188,9 @@ class Connection:
                 self.lose(exc.code, exc.reason)  # nothing of it was written
                 raise ConnectionClosed(exc.code, exc.reason) from None
             if rest is None:
-                await self._write_now(((data, binary),), deadline)
+                await self._write_now(((data, binary),), write_within)
             elif rest:
-                await self._write_now(rest, deadline)
+                await self._write_now(rest, write_within)
             else:
                 self.frames_sent += 1
                 # The checkpoint a write owes its caller, after the fact as trio's sockets do.
@@ -200,14 +200,14 @@ class Connection:
         await self._queue(Outgoing(data, binary, written))
         await written.wait()
 
-    async def _write_now(self, frames: bytes | Sequence[OutgoingMessage], deadline: float) -> None:
+    async def _write_now(self, frames: bytes | Sequence[OutgoingMessage], within: float) -> None:
         """Write one push's frame (or what ``send_nowait`` left of it) from the calling task."""
         self._unwritten += 1
         code, reason = CLOSE_ABNORMAL, ""
         transport = self.transport
         try:
             # The caller's cancellation waits for the write; its deadline does not.
-            deadline = min(deadline, trio.current_effective_deadline())
+            deadline = min(trio.current_time() + within, trio.current_effective_deadline())
             with trio.CancelScope(shield=True, deadline=deadline) as scope:
                 if isinstance(frames, bytes):
                     await transport.send_rest(frames)
@@ -292,20 +292,20 @@ class Connection:
                 beat_at = trio.current_time() + interval
                 self._unwritten += 1
                 batch.append(Outgoing(*beat))
+                del beat  # nothing written stays referenced while the writer waits
             while len(batch) < WRITE_BATCH:
                 try:
                     batch.append(receive.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
             try:
-                messages = [(item.data, item.binary) for item in batch]
                 if beating:
                     with trio.move_on_at(beat_at + interval) as scope:
-                        await transport.send_messages(messages)
+                        await transport.send_messages([(i.data, i.binary) for i in batch])
                     if scope.cancelled_caught:
                         raise ConnectionClosed(CLOSE_ABNORMAL, "a write outlasted a heartbeat")
                 else:
-                    await transport.send_messages(messages)
+                    await transport.send_messages([(i.data, i.binary) for i in batch])
             except BaseException as exc:
                 # Cut short, by the transport or by the loss cancelling this task (HD-01): part
                 # of the batch may have reached the server, so every push in it fails now.
@@ -327,3 +327,4 @@ class Connection:
             for item in batch:
                 if item.written is not None:
                     item.written.set(None)
+            del batch, item

@@ -1,16 +1,16 @@
-"""The connection loop: open, serve (reader, writer, heartbeat), lose, wait, reconnect.
+"""The connection loop: open, serve (reader, writer and heartbeat), lose, wait, reconnect.
 
 Theory of operation
 -------------------
 :meth:`Driver.run` loops for the life of the client: open a transport, run a connection, and
 when the connection is lost, wait for the reconnect policy's delay and open the next one. Each
-connection has its own nursery with two tasks:
+connection has its own nursery, and two tasks serve it:
 
-* the **reader** takes every message the transport has, parses it, hands each frame to the
-  session core and routes the events that come back synchronously: replies to their waiters,
-  channel events to their channel, which puts items into bounded subscriptions. It never awaits
-  a consumer, so a consumer that stops reading cannot delay heartbeats or any other
-  subscription;
+* the **reader**, which is the driver's own task (in the nursery's body), takes every message
+  the transport has, parses it, hands each frame to the session core and routes the events that
+  come back synchronously: replies to their waiters, channel events to their channel, which puts
+  items into bounded subscriptions. It never awaits a consumer, so a consumer that stops reading
+  cannot delay heartbeats or any other subscription;
 * the **writer** writes the frames queued for it (``_connection.Connection``; a push finding
   nothing queued writes its frame itself), and is the heartbeat's clock: every interval it asks
   :meth:`Driver._heartbeat` for a heartbeat, which declares the connection dead when the
@@ -158,7 +158,8 @@ class Driver:
         """Open one connection and serve it until it ends; return why it ended.
 
         Two nurseries: the outer one holds whatever the transport runs for itself (trio-websocket
-        has its own reader task), the inner one our reader and writer and the join loops.
+        has its own reader task), the inner one our writer and the join loops, with this task
+        as the reader in its body.
         Losing the connection cancels only the inner one, so the transport can still perform
         its closing handshake before the outer one is cancelled.
         """
@@ -188,6 +189,9 @@ class Driver:
                             transport, nursery, outgoing_buffer=self._outgoing_buffer
                         )
                         self._serve(connection, first, task_status)
+                        # The reader is this task itself, in the nursery's body: a connection
+                        # costs one task fewer. Its loss cancels the nursery, body and all.
+                        await self._reader(connection)
                 finally:
                     if connection is not None:
                         await self._connection_ended(connection)
@@ -217,7 +221,6 @@ class Driver:
             )
         else:
             nursery.start_soon(connection.run_writer)
-        nursery.start_soon(self._reader, connection)
         logger.info("connected to %s", self._endpoint.redacted)
         self.emit(Connected(self._endpoint.redacted, reconnect=not first))
         self.connected.set()
