@@ -17,6 +17,9 @@ connection has its own nursery, and two tasks serve it:
   previous one is still outstanding. A heartbeat costs no task and no cancel scope of its own:
   the writer waits for its queue with the next heartbeat as its deadline.
 
+With an access token callable, a third task (``_token_source.keep_fresh``) asks it again after
+every heartbeat and ahead of the token's ``exp``, and pushes a changed token to the channels.
+
 When a connection ends, the driver fails what was tied to it (reply waiters, unwritten frames,
 frames being written), tells the session (joined channels become ERRORED), publishes
 ``Disconnected`` and ``Reconnecting`` events, and after the delay reconnects; every channel that
@@ -50,6 +53,7 @@ from ._runtime import ReconnectPolicy, Runtime
 from ._serializer import parse_frame
 from ._session import HeartbeatReplied, ReplyReceived, SessionEvent
 from ._subscription import Feed
+from ._token_source import keep_fresh
 from ._transport import CLOSE_ABNORMAL, CLOSE_NORMAL, TransportFactory, TransportOptions
 from ._url import Endpoint
 
@@ -221,6 +225,8 @@ class Driver:
             )
         else:
             nursery.start_soon(connection.run_writer)
+        if runtime.token_source is not None:
+            nursery.start_soon(keep_fresh, runtime)  # RS-03
         logger.info("connected to %s", self._endpoint.redacted)
         self.emit(Connected(self._endpoint.redacted, reconnect=not first))
         self.connected.set()
@@ -318,7 +324,9 @@ class Driver:
             )
             connection.lose(CLOSE_ABNORMAL, "heartbeat timeout")
             return None
-        return self._runtime.encode(session.heartbeat(trio.current_time()))
+        frame = self._runtime.encode(session.heartbeat(trio.current_time()))
+        self._runtime.tokens.heartbeat()  # the token callable is asked again (RS-03)
+        return frame
 
     def _on_heartbeat_reply(self, event: HeartbeatReplied) -> None:
         latency = trio.current_time() - event.sent_at
