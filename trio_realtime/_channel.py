@@ -752,12 +752,15 @@ class Channel:
         """Send a broadcast of user event ``event``.
 
         With ``broadcast_ack`` set, waits for the server's acknowledgement. Without it, returns
-        once the frame is written to the connection's socket: every push is written, then
-        acknowledged if asked, or raises. When nothing else is being written the calling task
-        writes the frame itself, else it waits for the connection's writer. A write under way
+        once the frame is written to the connection's socket (handed to the kernel; nothing
+        of it waits in a buffer of the client's): every push is written, then acknowledged if
+        asked, or raises. When nothing else is being written, the calling task writes the
+        frame itself, at once if the socket takes it (one checkpoint, no other task involved);
+        otherwise it waits for the connection's writer task to write it. A write under way
         is not cut short by cancelling the caller (half a frame would break the connection);
         the timeout does cut it, and then the connection is dropped and reconnected, since the
-        server may have part of the frame. ``payload`` is any JSON value, or ``bytes`` under
+        server may have part of the frame; a push cut by a lost connection raises
+        :class:`ConnectionClosed` at once. ``payload`` is any JSON value, or ``bytes`` under
         vsn 2.0.0 (sent as a binary broadcast). While the channel is joining, or rejoining
         after a reconnect, the push waits for the join, bounded by the client timeout.
 
