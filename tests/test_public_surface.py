@@ -142,6 +142,8 @@ TOP_LEVEL_NAMES = [
     "ProtocolError",
     "PushError",
     "PushTimeout",
+    "RateLimitReached",
+    "RateLimited",
     "RealtimeClient",
     "RealtimeConnectionError",
     "RealtimeError",

@@ -20,6 +20,10 @@ join_ref, and its subscriptions simply keep receiving.
   :class:`ChannelClosed` with the server's reason. Transient ones are retried, each failure
   visible as a :class:`ChannelJoinFailed` event and a warning, until the rejoin policy gives up
   (returns ``None``), which closes the channel too.
+* Rejoins (not first joins) are paced by the client's ``rejoin_rate`` (``_pacing``), so that
+  a reconnect does not send every channel's join in the same instant. A refusal or close for
+  one of the server's rate limits raises :class:`RateLimited` (a :class:`JoinError` and a
+  :class:`ChannelClosed`), logged and published as a ``RateLimitReached`` event (RS-06).
 * ``phx_error`` makes the channel rejoin after the policy's first delay; ``system`` error +
   ``phx_close`` ends it with :class:`ChannelClosed`, and a push waiting for its reply then
   raises :class:`ChannelClosed` at once.
@@ -59,8 +63,12 @@ from ._exceptions import (
     ProtocolError,
     PushError,
     PushTimeout,
+    RateLimited,
     RealtimeError,
+    closed_by_server,
     fresh,
+    join_refused,
+    rate_limit_of,
 )
 from ._frames import Frame, JSONValue, Payload, postgres_binding
 from ._postgres import PostgresChange
@@ -501,12 +509,16 @@ class Channel:
 
     def _give_up(self, reason: str, attempt: int) -> None:
         self._emit_channel_event(ChannelJoinFailed(self.topic, reason, attempt, None))
-        error = ChannelClosed(self.topic, reason, by_server=True)
+        error = closed_by_server(self.topic, reason)
         self._fail_join(error)
         self._finish(error)
 
     async def _join_once(self, connection: Connection) -> None:
         runtime = self._runtime
+        if self._core.ever_joined:
+            # A rejoin (after a reconnect or a phx_error): paced, so that many channels do not
+            # all rejoin in the same instant (RS-06). A first join is the user's, and goes now.
+            await runtime.pace_rejoin(connection)
         token = await runtime.token_for_join()
         session = runtime.session
         if self._replay is not None:
@@ -535,7 +547,7 @@ class Channel:
             session.forget(ref)
         result = session.join_replied(reply)
         if isinstance(result, JoinRefused):
-            raise JoinError(self.topic, result.reason)
+            raise join_refused(self.topic, result.reason)
         if not isinstance(result, JoinAccepted):
             # Superseded while this task waited for its turn: frames read in the same batch as
             # the reply (phx_close, phx_error) or a leave have already decided the channel.
@@ -962,7 +974,11 @@ class Channel:
                     postgres_feed.put(event.change)
         elif isinstance(event, SystemReceived):
             message = event.message
-            if message.status == "error" and message.extension != "postgres_changes":
+            if (
+                message.status == "error"
+                and message.extension != "postgres_changes"
+                and rate_limit_of(message.message) is None  # logged when the channel closes
+            ):
                 logger.warning("server error on %s: %s", self.topic, message.message)
             for system_feed in self._system_feeds:
                 system_feed.put(message)
@@ -971,7 +987,9 @@ class Channel:
             self._changed()
         elif isinstance(event, ChannelClosedByServer):
             logger.info("%s closed by the server: %s", self.topic, event.reason)
-            error = ChannelClosed(self.topic, event.reason, by_server=True)
+            error = closed_by_server(self.topic, event.reason)
+            if isinstance(error, RateLimited):
+                self._runtime.rate_limited(self.topic, error.reason, error.limit)
             self._fail_join(error)
             self._finish(error)
         elif isinstance(event, ChannelErrored):
