@@ -337,9 +337,15 @@ class Channel:
         marks the point after which no change is missed. Each join (a rejoin after a reconnect
         too) waits for its own confirmation. The wait is bounded by the client timeout.
 
+        The server reports two kinds of error, told apart as it does (RS-04): a final one (a
+        filter or parameters it cannot parse, a subscription its database refuses) raises at
+        once; any other (for example ``{:error, "Too many database timeouts"}``) the server
+        retries after 5 to 10 s, so the wait goes on for its "Subscribed to PostgreSQL".
+
         Raises:
-            PostgresSubscriptionError: when the server reports an error instead.
-            PushTimeout: when no confirmation arrives in time.
+            PostgresSubscriptionError: when the server reports a final error.
+            PushTimeout: when no confirmation arrives in time (naming the last error the
+                server was retrying, if any).
             RealtimeError: when the channel has no postgres_changes subscription.
         """
         if not self._core.bindings:
@@ -358,7 +364,11 @@ class Channel:
                     await trio.lowlevel.checkpoint()
                     raise fresh(self._closed_error) from self._closed_error
                 await self._state_lot.park()
-        raise PushTimeout(f"no 'Subscribed to PostgreSQL' for {self.topic!r} within {timeout} s")
+        text = f"no 'Subscribed to PostgreSQL' for {self.topic!r} within {timeout} s"
+        retried = self._core.postgres_error if self._core.postgres == "waiting" else None
+        if retried is not None:
+            text += f"; the server is retrying after: {retried}"
+        raise PushTimeout(text)
 
     # -- join and leave --------------------------------------------------------------------------
 
@@ -983,7 +993,14 @@ class Channel:
             for system_feed in self._system_feeds:
                 system_feed.put(message)
         elif isinstance(event, PostgresFailed):
-            logger.warning("postgres_changes on %s failed: %s", self.topic, event.message)
+            if event.final:
+                logger.warning("postgres_changes on %s failed: %s", self.topic, event.message)
+            else:
+                logger.warning(
+                    "postgres_changes on %s not subscribed yet (the server retries): %s",
+                    self.topic,
+                    event.message,
+                )
             self._changed()
         elif isinstance(event, ChannelClosedByServer):
             logger.info("%s closed by the server: %s", self.topic, event.reason)

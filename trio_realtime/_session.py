@@ -121,6 +121,25 @@ class _Binding:
 
 PostgresReadiness = Literal["none", "waiting", "ready", "failed"]
 
+# The postgres_changes errors the server does not retry (``realtime_channel.ex``
+# ``handle_info(:postgres_subscribe)``: ``:malformed_subscription_params`` from
+# ``Subscriptions.parse_subscription_params/1`` and ``:subscription_insert_failed`` from
+# ``Subscriptions.create/5``). Every other error (a database timeout, shown as
+# ``{:error, "Too many database timeouts"}``, an exception...) is retried after 5 to 10 s and
+# may be followed by "Subscribed to PostgreSQL".
+FINAL_POSTGRES_ERRORS: Final = (
+    "Error parsing `filter` params",
+    "Error parsing `select` params",
+    "No subscription params provided",
+    "Column selection is not supported",
+    "Unable to subscribe to changes with given parameters",
+)
+
+
+def is_final_postgres_error(message: str) -> bool:
+    """Whether a postgres_changes ``system`` error is final: one the server does not retry."""
+    return message.startswith(FINAL_POSTGRES_ERRORS)
+
 
 @dataclass(slots=True)
 class ChannelSession:
@@ -135,7 +154,8 @@ class ChannelSession:
         presence_enabled: Whether joins ask for presence (set by the options or by
             :meth:`Session.enable_presence`).
         postgres: The readiness of postgres_changes for the current join.
-        postgres_error: The server's message when ``postgres`` is ``"failed"``.
+        postgres_error: The server's message when ``postgres`` is ``"failed"``; while it is
+            ``"waiting"``, the last error the server is retrying, if any.
         replay: The ``config.broadcast.replay`` object the next join sends, if any (set by the
             driver, which knows the time).
         tracked: The state of the last presence ``track`` not followed by an ``untrack``; it
@@ -681,9 +701,11 @@ class Session:
             if item.ok:
                 channel.postgres = "ready"
                 return (PostgresReady(channel.topic), received)
-            channel.postgres = "failed"
+            final = is_final_postgres_error(item.message)
+            # A retried error leaves the join waiting for the server's next attempt (RS-04).
+            channel.postgres = "failed" if final else "waiting"
             channel.postgres_error = item.message
-            return (PostgresFailed(channel.topic, item.message), received)
+            return (PostgresFailed(channel.topic, item.message, final=final), received)
         if item.status == "error":
             channel.close_reason = item.message
         return (received,)
