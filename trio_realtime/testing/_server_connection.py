@@ -64,7 +64,9 @@ from ._limits import (
     CLOSE_GOING_AWAY,
     TOO_MANY_JOINS,
     TOO_MANY_PRESENCE,
+    TRACK_TOO_LARGE,
     PresenceWindow,
+    track_too_large,
 )
 from ._payloads import SB_PREFIX, JoinParams, channel_token, parse_join
 from ._postgres_changes import SUBSCRIBED, parse_bindings, reply_entries
@@ -531,10 +533,14 @@ class ServerConnection:
                 reason: JSONObject = {"reason": "Presence track payload must be a map"}
                 self._reply(topic, ref, join_ref, "error", reason)
                 return
+            changed = room.tracked(channel) != state  # an unchanged track is a no-op
+            if changed and track_too_large(state):
+                self.system_close(channel, TRACK_TOO_LARGE)
+                return
             limiter = self._hub.limiter
             if (
                 limiter is not None
-                and room.tracked(channel) != state  # an unchanged track is not counted
+                and changed
                 and not limiter.presence_allowed(trio.current_time())
             ):
                 self.system_close(channel, TOO_MANY_PRESENCE)
