@@ -142,6 +142,7 @@ TOP_LEVEL_NAMES = [
     "ProtocolError",
     "PushError",
     "PushTimeout",
+    "RateLimit",
     "RateLimitReached",
     "RateLimited",
     "RealtimeClient",

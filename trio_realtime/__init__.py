@@ -31,6 +31,7 @@ from ._exceptions import PostgresSubscriptionError as PostgresSubscriptionError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import PushError as PushError
 from ._exceptions import PushTimeout as PushTimeout
+from ._exceptions import RateLimit as RateLimit
 from ._exceptions import RateLimited as RateLimited
 from ._exceptions import RealtimeConnectionError as RealtimeConnectionError
 from ._exceptions import RealtimeError as RealtimeError
@@ -171,6 +172,7 @@ __all__ = [
     "ProtocolError",
     "PushError",
     "PushTimeout",
+    "RateLimit",
     "RateLimitReached",
     "RateLimited",
     "RealtimeClient",
