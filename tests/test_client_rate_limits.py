@@ -30,6 +30,7 @@ from trio_realtime import (
     backoff,
     open_realtime,
 )
+from trio_realtime._cli_output import describe
 from trio_realtime.testing import RateLimits, serve_realtime
 
 TOO_MANY_JOINS = "ClientJoinRateLimitReached: Too many joins per second"
@@ -228,3 +229,21 @@ async def test_rs06_rejoin_rate_is_checked(rate: object) -> None:
     with pytest.raises(ValueError, match="rejoin_rate must be a finite number"):
         async with open_realtime("ws://127.0.0.1:9/socket", apikey="k", rejoin_rate=rate):  # type: ignore[arg-type]
             pass
+
+
+def test_rs06_the_cli_shows_a_rate_limit_event() -> None:
+    """RS-06: ``trio-realtime listen`` prints a RateLimitReached event as a connection line."""
+    line = describe(RateLimitReached("realtime:room", TOO_MANY_JOINS, "joins"), "realtime:room")
+    assert (line.kind, line.label, line.text) == (
+        "connection",
+        "rate limited",
+        f"realtime:room: {TOO_MANY_JOINS}",
+    )
+    assert line.record == {
+        "event": "rate_limited",
+        "topic": "realtime:room",
+        "limit": "joins",
+        "reason": TOO_MANY_JOINS,
+    }
+    refused = describe(RateLimitReached(None, "Too many joins per second", "joins"), "x")
+    assert refused.text == "connection: Too many joins per second"
