@@ -159,6 +159,7 @@ TOP_LEVEL_NAMES = [
     "SubscriptionOverflow",
     "SubscriptionStatistics",
     "SystemMessage",
+    "TokenError",
     "TokenSource",
     "Transport",
     "TransportFactory",

@@ -36,6 +36,7 @@ from ._exceptions import RateLimited as RateLimited
 from ._exceptions import RealtimeConnectionError as RealtimeConnectionError
 from ._exceptions import RealtimeError as RealtimeError
 from ._exceptions import SubscriptionOverflow as SubscriptionOverflow
+from ._exceptions import TokenError as TokenError
 from ._frames import JSONObject as JSONObject
 from ._frames import JSONValue as JSONValue
 from ._frames import Payload as Payload
@@ -189,6 +190,7 @@ __all__ = [
     "SubscriptionOverflow",
     "SubscriptionStatistics",
     "SystemMessage",
+    "TokenError",
     "TokenSource",
     "Transport",
     "TransportFactory",

@@ -52,7 +52,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from ._connection import Connection, MaybeWritten, Waiter
+from ._connection import Connection, MaybeWritten, Waiter, WriteTimeout
 from ._events import Broadcast, ChannelEvent, ChannelJoined, ChannelJoinFailed, SystemMessage
 from ._exceptions import (
     ChannelClosed,
@@ -65,6 +65,7 @@ from ._exceptions import (
     PushTimeout,
     RateLimited,
     RealtimeError,
+    TokenError,
     closed_by_server,
     fresh,
     join_refused,
@@ -168,6 +169,7 @@ class Channel:
         self._want_joined = False
         self._join_outcome: Waiter[None] | None = None
         self._user_joins = 0
+        self._awaiting_token = False  # the join loop waits for the token callable
         self._join_scope: trio.CancelScope | None = None
         self._state_lot = trio.lowlevel.ParkingLot()
         self._waiting_pushes: deque[_Ticket] = deque()
@@ -415,6 +417,8 @@ class Channel:
 
         Raises:
             JoinError: the server refused, with its reason. Not retried.
+            TokenError: the ``access_token`` callable timed out, raised or returned no
+                string, and no usable token was cached. Not retried.
             PushTimeout: no reply in time; the channel is left closed.
             ChannelClosed: the server closed the channel while it was joining.
             ChannelStateError: the channel is leaving.
@@ -445,7 +449,14 @@ class Channel:
             raise
         finally:
             self._user_joins -= 1
+        token_pending = self._awaiting_token
         self._abandon_join()
+        if token_pending:
+            raise TokenError(
+                f"the join of {self.topic!r} timed out after {timeout} s: the access token "
+                "callable timed out (it had not returned)",
+                timed_out=True,
+            )
         raise PushTimeout(f"no reply to the join of {self.topic!r} within {timeout} s")
 
     def _start_join_loop(self) -> None:
@@ -487,6 +498,13 @@ class Channel:
                             logger.warning("rejoin of %s refused for good: %s", self.topic, reason)
                             self._give_up(reason, attempt + 1)
                             return
+                    except TokenError as exc:
+                        if self._user_joins:
+                            # join() waits: it raises the token callable's failure (HD-03).
+                            self._stop(exc)
+                            self._fail_join(exc)
+                            return
+                        reason = str(exc)
                     except PushTimeout as exc:
                         reason = str(exc)
                     except ConnectionClosed:
@@ -529,7 +547,11 @@ class Channel:
             # A rejoin (after a reconnect or a phx_error): paced, so that many channels do not
             # all rejoin in the same instant (RS-06). A first join is the user's, and goes now.
             await runtime.pace_rejoin(connection)
-        token = await runtime.token_for_join()
+        self._awaiting_token = True
+        try:
+            token = await runtime.token_for_join()
+        finally:
+            self._awaiting_token = False
         session = runtime.session
         if self._replay is not None:
             self._core.replay = self._replay.join_replay(rejoin=self._core.ever_joined)
@@ -565,9 +587,10 @@ class Channel:
         if self._replay is not None:
             self._replay.joined()
         newest = runtime.token
-        if newest is not None and newest != token:
+        if newest is not None:
             # set_auth() (or a refresh) ran while the join was in flight: the join carried the
-            # old token, so the channel gets the newest one now (RS-02).
+            # old token, so the channel gets the newest one now (RS-02); the session core sends
+            # nothing when it is the join's own.
             update = session.access_token(self.topic, newest)
             if update is not None:
                 data, binary = runtime.encode(update)
@@ -751,12 +774,15 @@ class Channel:
         """Send a broadcast of user event ``event``.
 
         With ``broadcast_ack`` set, waits for the server's acknowledgement. Without it, returns
-        once the frame is written to the connection's socket: every push is written, then
-        acknowledged if asked, or raises. When nothing else is being written the calling task
-        writes the frame itself, else it waits for the connection's writer. A write under way
+        once the frame is written to the connection's socket (handed to the kernel; nothing
+        of it waits in a buffer of the client's): every push is written, then acknowledged if
+        asked, or raises. When nothing else is being written, the calling task writes the
+        frame itself, at once if the socket takes it (one checkpoint, no other task involved);
+        otherwise it waits for the connection's writer task to write it. A write under way
         is not cut short by cancelling the caller (half a frame would break the connection);
         the timeout does cut it, and then the connection is dropped and reconnected, since the
-        server may have part of the frame. ``payload`` is any JSON value, or ``bytes`` under
+        server may have part of the frame; a push cut by a lost connection raises
+        :class:`ConnectionClosed` at once. ``payload`` is any JSON value, or ``bytes`` under
         vsn 2.0.0 (sent as a binary broadcast). While the channel is joining, or rejoining
         after a reconnect, the push waits for the join, bounded by the client timeout.
 
@@ -801,6 +827,7 @@ class Channel:
                 other refusals, with its words (see :meth:`RealtimeClient.http_broadcast`).
             PushTimeout: no answer within the client ``timeout``.
             RealtimeConnectionError: the server could not be reached.
+            TokenError: the ``access_token`` callable failed and no usable token is cached.
         """
         await self._runtime.rest.send_single(
             self.topic, event, payload, private=self._options.private
@@ -876,6 +903,24 @@ class Channel:
     async def _push(self, build: Callable[[], Frame], *, ack: bool, what: str) -> None:
         self._check_joining(what)
         timeout = self._runtime.settings.timeout
+        if not ack and self._core.state is ChannelState.JOINED:
+            connection = self._runtime.open_connection
+            if connection is not None and connection.writable_now:
+                # SPEED: a joined channel and an idle connection: the frame is written here
+                # and now, with no cancel scope and no waiter (benchmarks/sends.py).
+                await trio.lowlevel.checkpoint_if_cancelled()
+                data, binary = self._encode(build())
+                try:
+                    await connection.push(data, binary, write_within=timeout)
+                    return
+                except WriteTimeout:
+                    raise PushTimeout(
+                        f"{what} on {self.topic!r} not completed within {timeout} s"
+                    ) from None
+                except MaybeWritten as exc:
+                    raise ConnectionClosed(exc.code, exc.reason) from None
+                except ConnectionClosed:
+                    pass  # not written: wait for the next connection below
         ticket = _Ticket()
         waiting = False
         try:
@@ -926,19 +971,13 @@ class Channel:
         ref = frame.ref
         assert ref is not None
         session = self._runtime.session
-        try:
-            data, binary = self._runtime.encode(frame)
-        except ProtocolError:
-            session.forget(ref)
-            raise
+        data, binary = self._encode(frame)
         reply_waiter = connection.expect_reply(ref) if ack else None
         if reply_waiter is not None:
             self._in_flight[ref] = reply_waiter
-        written: Waiter[None] = Waiter()
         try:
             try:
-                await connection.send(data, binary, written)
-                await written.wait()
+                await connection.push(data, binary)
             except MaybeWritten as exc:
                 # Lost mid-write: sending it again could deliver it twice, and a frame the
                 # server drops the connection for would make every reconnect fail in turn.
@@ -956,6 +995,14 @@ class Channel:
         if reply.ok:
             return True
         raise PushError(f"server refused {what} on {self.topic!r}: {reply.reason}", reply.response)
+
+    def _encode(self, frame: Frame) -> tuple[bytes, bool]:
+        try:
+            return self._runtime.encode(frame)
+        except ProtocolError:
+            assert frame.ref is not None
+            self._runtime.session.forget(frame.ref)
+            raise
 
     # -- incoming events (called by the reader; synchronous) ------------------------------------
 
