@@ -55,9 +55,8 @@ from .._frames import (
     make_frame,
     sub_topic,
 )
-from .._postgres import FilterParseError
+from .._postgres import FilterParseError, is_final_postgres_error
 from .._serializer import parse_client_frame
-from .._session import is_final_postgres_error
 from .._transport import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, OutgoingMessage, Transport
 from ._limits import (
     CLIENT_PRESENCE,
