@@ -21,7 +21,7 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from trio_realtime import ConnectionClosed
-from trio_realtime._ws_sansio import MASK_KEYS_BYTES, SansIOWebSocket, _ClientFramer
+from trio_realtime._ws_sansio import MASK_KEYS_BYTES, SansIOWebSocket, _ClientFramer, _MaskKeys
 
 GUARD = 10.0
 SIZES = (0, 1, 125, 126, 127, 65535, 65536, 70_000)
@@ -81,7 +81,7 @@ def test_each_frame_takes_the_next_four_bytes_of_urandom(monkeypatch: pytest.Mon
         return bytes((start + i) % 256 for i in range(size))
 
     monkeypatch.setattr(os, "urandom", urandom)
-    framer = _ClientFramer()
+    framer = _ClientFramer(_MaskKeys())  # a fresh pool: the process's is shared
     keys = []
     for _ in range(MASK_KEYS_BYTES // 4 + 3):
         wire = framer.frames([(b"x", False)])
