@@ -83,7 +83,14 @@ from ._session import (
     SessionEvent,
     SystemReceived,
 )
-from ._subscription import DEFAULT_BUFFER, Feed, Overflow, Subscription, open_subscription
+from ._subscription import (
+    DEFAULT_BUFFER,
+    Feed,
+    Overflow,
+    Subscription,
+    open_subscription,
+    purge_abandoned,
+)
 
 __all__ = ["MAX_WAITING_PUSHES", "Channel", "ChannelState", "ChannelStatistics"]
 
@@ -174,6 +181,9 @@ class Channel:
         self._presence_feeds: list[Feed[PresenceEvent]] = []
         self._system_feeds: list[Feed[SystemMessage]] = []
         self._channel_event_feeds: list[Feed[ChannelEvent]] = []
+        # Unregistrations of subscriptions garbage-collected without close(), queued by their
+        # finalizers (any thread, any moment) and run before the next delivery (HD-07).
+        self._abandoned: deque[Callable[[], None]] = deque()
 
     def __repr__(self) -> str:
         return f"<Channel {self.topic!r} {self._core.state.value}>"
@@ -226,8 +236,14 @@ class Channel:
             if feed in registry:
                 registry.remove(feed)
 
+        if self._abandoned:
+            purge_abandoned(self._abandoned)
         feed, sub = open_subscription(
-            f"{kind} on {self.topic}", buffer=buffer, overflow=overflow, on_close=unregister
+            f"{kind} on {self.topic}",
+            buffer=buffer,
+            overflow=overflow,
+            on_close=unregister,
+            abandoned=self._abandoned,
         )
         registry.append(feed)
         return sub
@@ -712,6 +728,8 @@ class Channel:
         self._unregister()
 
     def _feeds(self) -> list[Feed[Any]]:
+        if self._abandoned:
+            purge_abandoned(self._abandoned)
         feeds: list[Feed[Any]] = [*self._broadcast_all, *self._presence_feeds]
         for registry in self._broadcast_by_event.values():
             feeds.extend(registry)
@@ -964,6 +982,8 @@ class Channel:
     # -- incoming events (called by the reader; synchronous) ------------------------------------
 
     def _on_broadcast(self, item: Broadcast) -> None:
+        if self._abandoned:
+            purge_abandoned(self._abandoned)
         replay = self._replay
         if replay is not None and not replay.accept(item.meta):
             logger.debug("dropping a replayed message already delivered on %s", self.topic)
@@ -977,6 +997,8 @@ class Channel:
 
     def _on_event(self, event: SessionEvent) -> None:
         """Act on one event the session produced for this channel's topic."""
+        if self._abandoned:
+            purge_abandoned(self._abandoned)
         if isinstance(event, Broadcast):
             self._on_broadcast(event)
         elif isinstance(event, PresenceChanged):
@@ -1027,6 +1049,8 @@ class Channel:
             self._start_join_loop()
 
     def _emit_channel_event(self, event: ChannelEvent) -> None:
+        if self._abandoned:
+            purge_abandoned(self._abandoned)
         for feed in self._channel_event_feeds:
             feed.put(event)
 
