@@ -1,9 +1,8 @@
 """HD-07: a subscription dropped without ``close()`` does not stay registered.
 
 The channel keeps only the producer's end; a subscription the user no longer references is
-garbage-collected, unregisters itself (before the next delivery) and says so with a
-``ResourceWarning``. These tests drop subscriptions on purpose, so they expect that warning:
-pytest runs with warnings as errors, and any other test that forgot a subscription fails.
+garbage-collected and unregisters itself before the next delivery, silently (pytest runs with
+warnings as errors, so any warning would fail these tests).
 """
 
 from __future__ import annotations
@@ -76,17 +75,14 @@ def abandon_sync(channel: blocking.Channel, count: int) -> None:
 async def test_hd07_abandoned_subscriptions_are_unregistered(
     autojump_clock: trio.testing.MockClock, puts: list[int]
 ) -> None:
-    """HD-07: 1,000 subscriptions dropped without close() leave the registry once collected
-    (each with a ResourceWarning naming it); a flood afterwards is put into the live
-    subscriptions only, none of it into the abandoned ones."""
+    """HD-07: 1,000 subscriptions dropped without close() leave the registry once collected;
+    a flood afterwards is put into the live subscriptions only, none of it into the abandoned
+    ones."""
     async with serve_realtime() as server, connect(server) as client:
         channel = client.channel("room")
         live = [channel.broadcasts(), channel.broadcasts("flood")]
         await channel.join()
-        with pytest.warns(ResourceWarning, match="without being closed") as caught:
-            abandon(channel, ABANDONED)
-        assert len(caught) == ABANDONED
-        assert "broadcasts on realtime:room" in str(caught[0].message)
+        abandon(channel, ABANDONED)
         assert channel.statistics().subscriptions == len(live)
         puts[0] = 0
         for n in range(FLOOD):
@@ -121,8 +117,8 @@ async def test_hd07_collection_during_delivery_skips_no_live_subscription(
         first.put = put_and_collect
         for n in range(5):
             server.broadcast_nowait("room", "e", {"n": n})
-        with pytest.warns(ResourceWarning):
-            await settle()
+        await settle()
+        assert not doomed
         for sub in live:
             assert [item.payload for item in drain(sub)] == [{"n": n} for n in range(5)]
         assert channel.statistics().subscriptions == len(live)
@@ -131,8 +127,8 @@ async def test_hd07_collection_during_delivery_skips_no_live_subscription(
 async def test_hd07_closed_or_ended_subscriptions_do_not_warn(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """HD-07: a closed subscription, or one its channel ended (left), is not reported when it
-    is collected (pytest fails this test on any warning)."""
+    """HD-07: a closed subscription, or one its channel ended (left), is collected without
+    any further effect."""
     async with serve_realtime() as server, connect(server) as client:
         channel = client.channel("room")
         closed = channel.broadcasts()
@@ -152,9 +148,7 @@ async def test_hd07_abandoned_connection_events_are_unregistered(
     """HD-07: the client's connection-event subscriptions follow the same policy."""
     async with serve_realtime() as server, connect(server) as client:
         kept = client.connection_events()
-        with pytest.warns(ResourceWarning, match="connection events") as caught:
-            abandon_connection_events(client, 100)
-        assert len(caught) == 100
+        abandon_connection_events(client, 100)
         client.statistics()  # a safe point: the queued unregistrations run
         assert len(client._driver.event_feeds) == 1
         await server.drop_connections()
@@ -170,10 +164,8 @@ def test_hd07_sync_subscription_dropped_in_another_thread() -> None:
         with blocking.connect(server.url, apikey="anon-key") as client:
             channel = client.channel("room")
             live = channel.broadcasts()
-            with pytest.warns(ResourceWarning) as caught:
-                abandon_sync(channel, 50)
-            assert len(caught) == 50
             assert threading.current_thread() is threading.main_thread()
+            abandon_sync(channel, 50)
             with channel:
                 server.broadcast("room", "e", {"n": 1})
                 assert live.receive(timeout=WAIT).payload == {"n": 1}

@@ -10,12 +10,14 @@ as trio's memory channels share their state.
 
 The registration is weak (HD-07): the channel keeps the feed, and so the stream, but not the
 :class:`Subscription`. One the user drops without closing it is garbage-collected like any
-object; it then closes its stream (later items are ignored, buffered ones discarded), asks its
-owner to unregister the feed, and warns with a ``ResourceWarning``, as an unclosed file does.
-That finalizer can run in any thread and between any two bytecodes, even while the reader loops
-over the very list of feeds, so it only appends to the owner's queue of abandoned feeds (a
-``deque``, safe to append to from anywhere); the owner removes them from its lists before it
-next delivers anything, and before it counts or creates subscriptions.
+object; it then closes its stream (later items are ignored, buffered ones discarded) and asks
+its owner to unregister the feed. It does not warn: dropping a subscription is a legitimate way
+to be done with it (a subscription made for a side effect, such as ``presence_events()``
+enabling presence, or one whose reader returned), and the subscription leaves nothing behind
+either way. That finalizer can run in any thread and between any two bytecodes, even while
+the reader loops over the very list of feeds, so it only appends to the owner's queue of
+abandoned feeds (a ``deque``, safe to append to from anywhere); the owner removes them from its
+lists before it next delivers anything, and before it counts or creates subscriptions.
 
 The reader task must never wait for a consumer: one stalled consumer would delay heartbeats and
 every other subscription. So the producer side, :meth:`Feed.put`, is synchronous. It
@@ -49,7 +51,6 @@ tasks, because only the reader refills the buffer and it needs a turn to do so.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -337,10 +338,10 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
     unregisters it.
 
     The channel does not keep the subscription alive: one dropped without being closed is
-    unregistered once it is garbage-collected (its buffered items are discarded), with a
-    ``ResourceWarning``, as for an unclosed file (shown under ``python -X dev`` or ``-W
-    default``, and by pytest). Close what you open, or use ``async with``; a subscription the
-    channel ended (it was left, or closed by the server, or the client closed) needs no close.
+    unregistered once it is garbage-collected (its buffered items are discarded), so a
+    forgotten subscription costs nothing for long. Closing it, or ``async with``, still says
+    exactly when it stops; a subscription the channel ended (it was left, or closed by the
+    server, or the client closed) needs no close.
     """
 
     def __init__(
@@ -357,7 +358,7 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
         return repr(self._stream)
 
     def __del__(self) -> None:
-        # Garbage-collected while still registered: close, queue the unregistration, warn
+        # Garbage-collected while still registered: close, and queue the unregistration
         # (HD-07). Runs in whatever thread dropped the last reference (see the module).
         stream = self._stream
         if stream._closed or stream._ended:
@@ -365,13 +366,6 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
         stream.abandon()
         if self._unregister is not None and self._abandoned is not None:
             self._abandoned.append(self._unregister)
-        warnings.warn(
-            f"subscription {stream._name} was garbage-collected without being closed; it is "
-            "unregistered now (close it, or use 'async with')",
-            ResourceWarning,
-            stacklevel=1,
-            source=self,
-        )
 
     @property
     def ended(self) -> bool:
