@@ -49,7 +49,7 @@ from typing import Any, Final, TypeVar
 import trio
 
 from ._checks import check_json, check_text, copy_json_object
-from ._connection import Connection, MaybeWritten, Waiter
+from ._connection import Connection, MaybeWritten, Waiter, WriteTimeout
 from ._events import Broadcast, ChannelEvent, ChannelJoined, ChannelJoinFailed, SystemMessage
 from ._exceptions import (
     ChannelClosed,
@@ -787,12 +787,15 @@ class Channel:
         """Send a broadcast of user event ``event``.
 
         With ``broadcast_ack`` set, waits for the server's acknowledgement. Without it, returns
-        once the frame is written to the connection's socket: every push is written, then
-        acknowledged if asked, or raises. When nothing else is being written the calling task
-        writes the frame itself, else it waits for the connection's writer. A write under way
+        once the frame is written to the connection's socket (handed to the kernel; nothing
+        of it waits in a buffer of the client's): every push is written, then acknowledged if
+        asked, or raises. When nothing else is being written, the calling task writes the
+        frame itself, at once if the socket takes it (one checkpoint, no other task involved);
+        otherwise it waits for the connection's writer task to write it. A write under way
         is not cut short by cancelling the caller (half a frame would break the connection);
         the timeout does cut it, and then the connection is dropped and reconnected, since the
-        server may have part of the frame. ``payload`` is any JSON value, or ``bytes`` under
+        server may have part of the frame; a push cut by a lost connection raises
+        :class:`ConnectionClosed` at once. ``payload`` is any JSON value, or ``bytes`` under
         vsn 2.0.0 (sent as a binary broadcast). While the channel is joining, or rejoining
         after a reconnect, the push waits for the join, bounded by the client timeout.
 
@@ -938,6 +941,24 @@ class Channel:
         on the hot path of a push sent at once, which encodes the payload anyway."""
         self._check_joining(what)
         timeout = self._runtime.settings.timeout
+        if not ack and self._core.state is ChannelState.JOINED:
+            connection = self._runtime.open_connection
+            if connection is not None and connection.writable_now:
+                # SPEED: a joined channel and an idle connection: the frame is written here
+                # and now, with no cancel scope and no waiter (benchmarks/sends.py).
+                await trio.lowlevel.checkpoint_if_cancelled()
+                data, binary = self._encode(build(), check)
+                try:
+                    await connection.push(data, binary, write_within=timeout)
+                    return
+                except WriteTimeout:
+                    raise PushTimeout(
+                        f"{what} on {self.topic!r} not completed within {timeout} s"
+                    ) from None
+                except MaybeWritten as exc:
+                    raise ConnectionClosed(exc.code, exc.reason) from None
+                except ConnectionClosed:
+                    pass  # not written: wait for the next connection below
         ticket = _Ticket()
         waiting = False
         try:
@@ -998,21 +1019,13 @@ class Channel:
         ref = frame.ref
         assert ref is not None
         session = self._runtime.session
-        try:
-            data, binary = self._runtime.encode(frame)
-        except ProtocolError:
-            session.forget(ref)
-            if check is not None:
-                check()  # a payload that cannot be sent: say so, naming it (HD-04)
-            raise
+        data, binary = self._encode(frame, check)
         reply_waiter = connection.expect_reply(ref) if ack else None
         if reply_waiter is not None:
             self._in_flight[ref] = reply_waiter
-        written: Waiter[None] = Waiter()
         try:
             try:
-                await connection.send(data, binary, written)
-                await written.wait()
+                await connection.push(data, binary)
             except MaybeWritten as exc:
                 # Lost mid-write: sending it again could deliver it twice, and a frame the
                 # server drops the connection for would make every reconnect fail in turn.
@@ -1030,6 +1043,16 @@ class Channel:
         if reply.ok:
             return True
         raise PushError(f"server refused {what} on {self.topic!r}: {reply.reason}", reply.response)
+
+    def _encode(self, frame: Frame, check: Callable[[], None] | None = None) -> tuple[bytes, bool]:
+        try:
+            return self._runtime.encode(frame)
+        except ProtocolError:
+            assert frame.ref is not None
+            self._runtime.session.forget(frame.ref)
+            if check is not None:
+                check()  # a payload that cannot be sent: say so, naming it (HD-04)
+            raise
 
     # -- incoming events (called by the reader; synchronous) ------------------------------------
 

@@ -1,22 +1,23 @@
-"""The connection loop: open, serve (reader, writer, heartbeat), lose, wait, reconnect.
+"""The connection loop: open, serve (reader, writer and heartbeat), lose, wait, reconnect.
 
 Theory of operation
 -------------------
 :meth:`Driver.run` loops for the life of the client: open a transport, run a connection, and
 when the connection is lost, wait for the reconnect policy's delay and open the next one. Each
-connection has its own nursery with three tasks:
+connection has its own nursery, and two tasks serve it:
 
-* the **reader** takes every message the transport has, parses it, hands each frame to the
-  session core and routes the events that come back synchronously: replies to their waiters,
-  channel events to their channel, which puts items into bounded subscriptions. It never awaits
-  a consumer, so a consumer that stops reading cannot delay heartbeats or any other
-  subscription;
-* the **writer** is the only task that writes to the transport; everyone else queues encoded
-  frames for it (``_connection.Connection``);
-* the **heartbeat** asks the session for a heartbeat every interval and declares the connection
-  dead when the previous one is still outstanding at the next tick.
+* the **reader**, which is the driver's own task (in the nursery's body), takes every message
+  the transport has, parses it, hands each frame to the session core and routes the events that
+  come back synchronously: replies to their waiters, channel events to their channel, which puts
+  items into bounded subscriptions. It never awaits a consumer, so a consumer that stops reading
+  cannot delay heartbeats or any other subscription;
+* the **writer** writes the frames queued for it (``_connection.Connection``; a push finding
+  nothing queued writes its frame itself), and is the heartbeat's clock: every interval it asks
+  :meth:`Driver._heartbeat` for a heartbeat, which declares the connection dead when the
+  previous one is still outstanding. A heartbeat costs no task and no cancel scope of its own:
+  the writer waits for its queue with the next heartbeat as its deadline.
 
-With an access token callable, a fourth task (``_token_source.keep_fresh``) asks it again after
+With an access token callable, a third task (``_token_source.keep_fresh``) asks it again after
 every heartbeat and ahead of the token's ``exp``, and pushes a changed token to the channels.
 
 When a connection ends, the driver fails what was tied to it (reply waiters, unwritten frames,
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Final
 
 import trio
@@ -160,7 +162,8 @@ class Driver:
         """Open one connection and serve it until it ends; return why it ended.
 
         Two nurseries: the outer one holds whatever the transport runs for itself (trio-websocket
-        has its own reader task), the inner one our reader, writer, heartbeat and join loops.
+        has its own reader task), the inner one our writer and the join loops, with this task
+        as the reader in its body.
         Losing the connection cancels only the inner one, so the transport can still perform
         its closing handshake before the outer one is cancelled.
         """
@@ -190,6 +193,9 @@ class Driver:
                             transport, nursery, outgoing_buffer=self._outgoing_buffer
                         )
                         self._serve(connection, first, task_status)
+                        # The reader is this task itself, in the nursery's body: a connection
+                        # costs one task fewer. Its loss cancels the nursery, body and all.
+                        await self._reader(connection)
                 finally:
                     if connection is not None:
                         await self._connection_ended(connection)
@@ -211,10 +217,14 @@ class Driver:
         self.connects += 1
         self._opened_at = trio.current_time()
         nursery = connection.nursery
-        nursery.start_soon(connection.run_writer)
-        nursery.start_soon(self._reader, connection)
         if self._heartbeat_interval:
-            nursery.start_soon(self._heartbeat, connection, self._heartbeat_interval)
+            nursery.start_soon(
+                connection.run_writer,
+                partial(self._heartbeat, connection),
+                self._heartbeat_interval,
+            )
+        else:
+            nursery.start_soon(connection.run_writer)
         if runtime.token_source is not None:
             nursery.start_soon(keep_fresh, runtime)  # RS-03
         logger.info("connected to %s", self._endpoint.redacted)
@@ -300,22 +310,23 @@ class Driver:
             if channel is not None:
                 channel._on_event(event)
 
-    async def _heartbeat(self, connection: Connection, interval: float) -> None:
+    def _heartbeat(self, connection: Connection) -> tuple[bytes, bool] | None:
+        """One heartbeat tick, called by the writer every interval: the frame to write.
+
+        ``None`` (after dropping the connection) when the previous heartbeat is still
+        unanswered. The tick runs in the writer and must not wait; work that waits, started
+        from here, goes into a task of its own in ``connection.nursery``.
+        """
         session = self._runtime.session
-        while True:
-            await trio.sleep(interval)
-            if session.heartbeat_outstanding is not None:
-                logger.warning("no heartbeat reply within %.1f s; the connection is dead", interval)
-                connection.lose(CLOSE_ABNORMAL, "heartbeat timeout")
-                return
-            data, binary = self._runtime.encode(session.heartbeat(trio.current_time()))
-            try:
-                # A queue that stays full for a whole interval means a dead connection too.
-                with trio.move_on_after(interval):
-                    await connection.send(data, binary)
-            except ConnectionClosed:
-                return
-            self._runtime.tokens.heartbeat()  # the token callable is asked again (RS-03)
+        if session.heartbeat_outstanding is not None:
+            logger.warning(
+                "no heartbeat reply within %.1f s; the connection is dead", self._heartbeat_interval
+            )
+            connection.lose(CLOSE_ABNORMAL, "heartbeat timeout")
+            return None
+        frame = self._runtime.encode(session.heartbeat(trio.current_time()))
+        self._runtime.tokens.heartbeat()  # the token callable is asked again (RS-03)
+        return frame
 
     def _on_heartbeat_reply(self, event: HeartbeatReplied) -> None:
         latency = trio.current_time() - event.sent_at
