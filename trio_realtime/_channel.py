@@ -20,6 +20,10 @@ join_ref, and its subscriptions simply keep receiving.
   :class:`ChannelClosed` with the server's reason. Transient ones are retried, each failure
   visible as a :class:`ChannelJoinFailed` event and a warning, until the rejoin policy gives up
   (returns ``None``), which closes the channel too.
+* Rejoins (not first joins) are paced by the client's ``rejoin_rate`` (``_pacing``), so that
+  a reconnect does not send every channel's join in the same instant. A refusal or close for
+  one of the server's rate limits raises :class:`RateLimited` (a :class:`JoinError` and a
+  :class:`ChannelClosed`), logged and published as a ``RateLimitReached`` event (RS-06).
 * ``phx_error`` makes the channel rejoin after the policy's first delay; ``system`` error +
   ``phx_close`` ends it with :class:`ChannelClosed`, and a push waiting for its reply then
   raises :class:`ChannelClosed` at once.
@@ -59,9 +63,13 @@ from ._exceptions import (
     ProtocolError,
     PushError,
     PushTimeout,
+    RateLimited,
     RealtimeError,
     TokenError,
+    closed_by_server,
     fresh,
+    join_refused,
+    rate_limit_of,
 )
 from ._frames import Frame, JSONValue, Payload, postgres_binding
 from ._postgres import PostgresChange
@@ -331,9 +339,15 @@ class Channel:
         marks the point after which no change is missed. Each join (a rejoin after a reconnect
         too) waits for its own confirmation. The wait is bounded by the client timeout.
 
+        The server reports two kinds of error, told apart as it does (RS-04): a final one (a
+        filter or parameters it cannot parse, a subscription its database refuses) raises at
+        once; any other (for example ``{:error, "Too many database timeouts"}``) the server
+        retries after 5 to 10 s, so the wait goes on for its "Subscribed to PostgreSQL".
+
         Raises:
-            PostgresSubscriptionError: when the server reports an error instead.
-            PushTimeout: when no confirmation arrives in time.
+            PostgresSubscriptionError: when the server reports a final error.
+            PushTimeout: when no confirmation arrives in time (naming the last error the
+                server was retrying, if any).
             RealtimeError: when the channel has no postgres_changes subscription.
         """
         if not self._core.bindings:
@@ -352,7 +366,11 @@ class Channel:
                     await trio.lowlevel.checkpoint()
                     raise fresh(self._closed_error) from self._closed_error
                 await self._state_lot.park()
-        raise PushTimeout(f"no 'Subscribed to PostgreSQL' for {self.topic!r} within {timeout} s")
+        text = f"no 'Subscribed to PostgreSQL' for {self.topic!r} within {timeout} s"
+        retried = self._core.postgres_error if self._core.postgres == "waiting" else None
+        if retried is not None:
+            text += f"; the server is retrying after: {retried}"
+        raise PushTimeout(text)
 
     # -- join and leave --------------------------------------------------------------------------
 
@@ -519,12 +537,16 @@ class Channel:
 
     def _give_up(self, reason: str, attempt: int) -> None:
         self._emit_channel_event(ChannelJoinFailed(self.topic, reason, attempt, None))
-        error = ChannelClosed(self.topic, reason, by_server=True)
+        error = closed_by_server(self.topic, reason)
         self._fail_join(error)
         self._finish(error)
 
     async def _join_once(self, connection: Connection) -> None:
         runtime = self._runtime
+        if self._core.ever_joined:
+            # A rejoin (after a reconnect or a phx_error): paced, so that many channels do not
+            # all rejoin in the same instant (RS-06). A first join is the user's, and goes now.
+            await runtime.pace_rejoin(connection)
         self._awaiting_token = True
         try:
             token = await runtime.token_for_join()
@@ -557,7 +579,7 @@ class Channel:
             session.forget(ref)
         result = session.join_replied(reply)
         if isinstance(result, JoinRefused):
-            raise JoinError(self.topic, result.reason)
+            raise join_refused(self.topic, result.reason)
         if not isinstance(result, JoinAccepted):
             # Superseded while this task waited for its turn: frames read in the same batch as
             # the reply (phx_close, phx_error) or a leave have already decided the channel.
@@ -1009,16 +1031,29 @@ class Channel:
                     postgres_feed.put(event.change)
         elif isinstance(event, SystemReceived):
             message = event.message
-            if message.status == "error" and message.extension != "postgres_changes":
+            if (
+                message.status == "error"
+                and message.extension != "postgres_changes"
+                and rate_limit_of(message.message) is None  # logged when the channel closes
+            ):
                 logger.warning("server error on %s: %s", self.topic, message.message)
             for system_feed in self._system_feeds:
                 system_feed.put(message)
         elif isinstance(event, PostgresFailed):
-            logger.warning("postgres_changes on %s failed: %s", self.topic, event.message)
+            if event.final:
+                logger.warning("postgres_changes on %s failed: %s", self.topic, event.message)
+            else:
+                logger.warning(
+                    "postgres_changes on %s not subscribed yet (the server retries): %s",
+                    self.topic,
+                    event.message,
+                )
             self._changed()
         elif isinstance(event, ChannelClosedByServer):
             logger.info("%s closed by the server: %s", self.topic, event.reason)
-            error = ChannelClosed(self.topic, event.reason, by_server=True)
+            error = closed_by_server(self.topic, event.reason)
+            if isinstance(error, RateLimited):
+                self._runtime.rate_limited(self.topic, error.reason, error.limit)
             self._fail_join(error)
             self._finish(error)
         elif isinstance(event, ChannelErrored):

@@ -27,8 +27,12 @@ the user still wants joined then rejoins with a fresh join_ref.
 
 The reconnect attempt count starts again only after a connection stayed up for
 :data:`HEALTHY_AFTER` seconds, so a server that accepts and drops at once is retried with a
-growing delay rather than at the shortest one forever (HD-11). A refusal with HTTP 400, 401,
-403 or 404 is final.
+growing delay rather than at the shortest one forever (HD-11). A connection during which the
+server applied a rate limit (a join refused with ``ClientJoinRateLimitReached``, after which
+the server closes with 1001, or any other rate-limit refusal or close), or that the server
+closed with 1001, never counts as healthy: the delay keeps growing across such closes (RS-06).
+A refusal with HTTP 400, 401, 403 or 404 is final; one with 429 (the server's connection rate
+limits) is retried with the growing delay and published as a ``RateLimitReached`` event.
 """
 
 from __future__ import annotations
@@ -48,13 +52,24 @@ from ._events import (
     HeartbeatEvent,
     Reconnecting,
 )
-from ._exceptions import ConnectionClosed, ProtocolError, RealtimeConnectionError
+from ._exceptions import (
+    ConnectionClosed,
+    ProtocolError,
+    RealtimeConnectionError,
+    rate_limit_of,
+)
 from ._runtime import ReconnectPolicy, Runtime
 from ._serializer import parse_frame
 from ._session import HeartbeatReplied, ReplyReceived, SessionEvent
 from ._subscription import Feed
 from ._token_source import keep_fresh
-from ._transport import CLOSE_ABNORMAL, CLOSE_NORMAL, TransportFactory, TransportOptions
+from ._transport import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    TransportFactory,
+    TransportOptions,
+)
 from ._url import Endpoint
 
 logger = logging.getLogger("trio_realtime.client")
@@ -93,6 +108,7 @@ class Driver:
         self._outgoing_buffer = outgoing_buffer
         self.connected = trio.Event()
         self.event_feeds: list[Feed[ConnectionEvent]] = []
+        runtime.emit = self.emit
         self.closing = False
         self.run_done = trio.Event()
         # Shielded once the first connection is open (open_realtime); only the exit cancels it.
@@ -131,11 +147,12 @@ class Driver:
                 if first or exc.status_code in FATAL_STATUSES:
                     raise
                 logger.warning("reconnect to %s failed: %s", self._endpoint.redacted, exc)
+                self._note_refusal(exc)
             else:
                 if self.closing:
                     return
                 first = False
-                if trio.current_time() - self._opened_at >= HEALTHY_AFTER:
+                if self._healthy(lost):
                     attempt = 0
             if lost is not None:
                 logger.warning(
@@ -155,6 +172,22 @@ class Driver:
             self.emit(Reconnecting(attempt, delay))
             logger.info("reconnecting in %.2f s (attempt %d)", delay, attempt)
             await trio.sleep(delay)
+
+    def _healthy(self, lost: ConnectionClosed | None) -> bool:
+        """Whether the connection that just ended restarts the backoff (see the module doc)."""
+        if trio.current_time() - self._opened_at < HEALTHY_AFTER:
+            return False
+        if lost is not None and lost.code == CLOSE_GOING_AWAY:
+            return False
+        limited_at = self._runtime.rate_limited_at
+        return limited_at is None or limited_at < self._opened_at
+
+    def _note_refusal(self, exc: RealtimeConnectionError) -> None:
+        """Publish an HTTP 429 refusal of a reconnect as the rate limit it is."""
+        if exc.status_code != 429:
+            return
+        reason = exc.server_message or str(exc)
+        self._runtime.rate_limited(None, reason, rate_limit_of(reason) or "joins")
 
     async def _run_connection(
         self, first: bool, task_status: trio.TaskStatus[None]
@@ -299,6 +332,12 @@ class Driver:
     def _route(self, connection: Connection, topic: str, events: Sequence[SessionEvent]) -> None:
         for event in events:
             if isinstance(event, ReplyReceived):
+                if event.kind == "join" and not event.ok:
+                    # Noted here, in frame order: a join refused for the join rate is followed
+                    # at once by the server's close, which may cancel the waiting join loop.
+                    limit = rate_limit_of(event.reason)
+                    if limit is not None:
+                        self._runtime.rate_limited(topic, event.reason, limit)
                 waiter = connection.replies.pop(event.ref, None)
                 if waiter is not None:
                     waiter.set(event)

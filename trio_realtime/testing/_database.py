@@ -59,6 +59,7 @@ from .._postgres import filter_matches
 from ._database_types import DatabaseSetupError, DatabaseStatistics
 from ._jwt import unverified_claims
 from ._postgres_changes import Binding, format_commit_timestamp, inspect
+from ._postgres_subscribe import DATABASE_TIMEOUTS
 from ._replay import StoredMessage, deliver_stored
 from ._state import Channel, Hub, Policies, encode
 from ._supabase_sql import AUTH_SQL, REALTIME_SQL, ROLES_SQL
@@ -473,9 +474,9 @@ class Database:
         role, _claims = self._claims(channel.token)
         try:
             error = await self._on_control(self._check_subscription, channel.bindings, role)
-        except Exception as exc:  # the database is gone: say so, as the server does
+        except Exception as exc:  # the database is gone: say so, as the server does (retried)
             logger.warning("database: subscription check failed: %s", exc)
-            error = repr(exc)
+            error = DATABASE_TIMEOUTS
         if error is None and channel.room is not None:
             self._subscribed[channel] = None
             self._progress.unpark_all()
