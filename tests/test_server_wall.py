@@ -25,6 +25,7 @@ ALLOWED_FOR_TESTING = {
     "_exceptions",
     "_frames",
     "_postgres",
+    "_postgres_filters",
     "_presence",
     "_public",
     "_serializer",

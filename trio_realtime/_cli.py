@@ -51,7 +51,8 @@ from ._exceptions import (
     SubscriptionOverflow,
 )
 from ._frames import JSONObject, JSONValue, realtime_topic
-from ._postgres import FilterParseError, PostgresChange, parse_filter
+from ._postgres import PostgresChange
+from ._postgres_filters import FilterParseError, parse_filter
 from ._presence import PresenceEvent
 from ._rest import RestSender
 from ._serializer import check_vsn

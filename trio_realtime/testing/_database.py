@@ -55,7 +55,7 @@ import trio
 from psycopg import sql
 
 from .._frames import POSTGRES_CHANGES, JSONObject, JSONValue, make_frame
-from .._postgres import filter_matches
+from .._postgres_filters import filter_matches
 from ._database_types import DatabaseSetupError, DatabaseStatistics
 from ._jwt import unverified_claims
 from ._postgres_changes import Binding, format_commit_timestamp, inspect

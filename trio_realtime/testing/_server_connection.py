@@ -55,7 +55,7 @@ from .._frames import (
     make_frame,
     sub_topic,
 )
-from .._postgres import FilterParseError
+from .._postgres_filters import FilterParseError
 from .._serializer import parse_client_frame
 from .._transport import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, OutgoingMessage, Transport
 from ._limits import (
