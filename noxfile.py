@@ -158,8 +158,10 @@ def mutation(session: nox.Session) -> None:
     _presence``) and runs the tests that cover each mutant (the ``[tool.mutmut]`` table of
     pyproject.toml selects them), then lists the survivors. Each
     mutant's test run may use at most 3 GiB of address space, so that a mutant that makes a
-    loop grow forever fails instead of eating the machine's memory. ``mutmut show NAME`` (in
-    the session's environment) prints one mutant's diff.
+    loop grow forever fails instead of eating the machine's memory. The tests run with the
+    ``tests/_mutation.py`` plugin, which gives the public classes' methods back the module they
+    are defined in, where mutmut looks for them. ``mutmut show NAME`` (in the session's
+    environment) prints one mutant's diff.
     """
     session.install("-e", ".[test]", "mutmut>=3.3")
     modules = session.posargs or [
@@ -177,5 +179,6 @@ def mutation(session: nox.Session) -> None:
         "-c",
         f"ulimit -v {3 * 1024 * 1024} && mutmut run --max-children 2 {patterns}",
         external=True,
+        env={"PYTHONPATH": "tests"},
     )
     session.run("mutmut", "results")
