@@ -22,6 +22,7 @@ from trio_realtime import (
     ChannelJoined,
     ChannelJoinFailed,
     ChannelState,
+    ChannelStateError,
     JoinError,
     PostgresSubscriptionError,
     ProtocolError,
@@ -143,9 +144,9 @@ async def test_ch04_ch13_leave_waits_for_reply_and_ends_subscriptions_cleanly(
         assert received == [{"n": 1}]
         events = [f.event for f in server.connections[0].received_frames]
         assert events[-1] == "phx_leave"
-        with pytest.raises(ChannelClosed) as info:
+        # A push on the left channel fails at once (RS-10).
+        with pytest.raises(ChannelStateError, match="is not joined"):
             await channel.send_broadcast("msg", {})
-        assert not info.value.by_server
 
 
 @pytest.mark.parametrize("vsn", VSNS)
@@ -227,26 +228,31 @@ async def test_ch07_stale_close_and_error_are_ignored(
 async def test_ch08_pushes_wait_for_join_then_go_out(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """CH-08: a push made before the join waits and goes out once joined."""
+    """CH-08: a push made while the join is in flight waits and goes out once joined."""
     async with serve_realtime() as server, connect(server) as client:
         sender = client.channel("room", broadcast_ack=True)
-        receiver_channel = client.channel("room-watch")
-        del receiver_channel
+        server.reply_delay = 2.0
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender.join)
+            await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(functools.partial(sender.send_broadcast, "msg", {"n": 1}))
-            await trio.sleep(2.0)
-            assert server.statistics().frames_received_by_topic.get("realtime:room", 0) == 0
-            await sender.join()
+            await trio.sleep(1.0)
+            assert server.statistics().frames_received_by_topic.get("realtime:room", 0) == 1
         frames = [f.event for f in server.connections[0].received_frames if f.topic == sender.topic]
         assert frames == ["phx_join", "broadcast"]
 
 
 async def test_ch08_waiting_pushes_are_bounded(autojump_clock: trio.testing.MockClock) -> None:
-    """CH-08: beyond 100 waiting pushes the oldest raises; the rest time out if never joined."""
+    """CH-08: beyond 100 pushes waiting for a join, the oldest raises; the rest time out when
+    the join never completes."""
     async with serve_realtime() as server, connect(server, timeout=5.0) as client:
-        del server
+        server.reject_joins("room", "InitializingProjectConnection: Connecting", delay=60.0)
         channel = client.channel("room")
         outcomes: list[str] = []
+
+        async def join() -> None:
+            with pytest.raises(PushTimeout):
+                await channel.join()
 
         async def push(index: int) -> None:
             try:
@@ -257,6 +263,8 @@ async def test_ch08_waiting_pushes_are_bounded(autojump_clock: trio.testing.Mock
                 outcomes.append("timeout")
 
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(join)
+            await trio.testing.wait_all_tasks_blocked()
             for index in range(102):
                 nursery.start_soon(push, index)
                 await trio.testing.wait_all_tasks_blocked()

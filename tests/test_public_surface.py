@@ -156,6 +156,7 @@ TOP_LEVEL_NAMES = [
     "SubscriptionOverflow",
     "SubscriptionStatistics",
     "SystemMessage",
+    "TokenError",
     "TokenSource",
     "Transport",
     "TransportFactory",

@@ -21,6 +21,7 @@ from conftest import APIKEY, SECRET_MARKER, TOKEN, exception_text
 from trio_realtime import (
     Broadcast,
     BroadcastMessage,
+    ChannelStateError,
     PushTimeout,
     RealtimeClient,
     RealtimeConnectionError,
@@ -163,13 +164,13 @@ async def test_rb01_http_send_refuses_bad_input_before_sending(
 async def test_rb01_send_broadcast_does_not_fall_back_to_http(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """RB-01: ``send_broadcast`` on an unjoined channel never goes over HTTP; it says to use
-    ``http_send``."""
+    """RB-01: ``send_broadcast`` on an unjoined channel never goes over HTTP; it fails at once
+    and says to use ``http_send`` (RS-10)."""
     async with serve_realtime() as server:
         async with rest_client(server, timeout=3.0) as client:
-            with pytest.raises(PushTimeout, match=r"http_send\(\)"):
+            with pytest.raises(ChannelStateError, match=r"http_send\(\)"):
                 await client.channel("room:nojoin").send_broadcast("e", {"a": 1})
-            assert trio.current_time() == 3.0
+            assert trio.current_time() == 0.0
             assert server.rest_requests == 0
 
 

@@ -34,6 +34,7 @@ from ._exceptions import PushTimeout as PushTimeout
 from ._exceptions import RealtimeConnectionError as RealtimeConnectionError
 from ._exceptions import RealtimeError as RealtimeError
 from ._exceptions import SubscriptionOverflow as SubscriptionOverflow
+from ._exceptions import TokenError as TokenError
 from ._frames import JSONObject as JSONObject
 from ._frames import JSONValue as JSONValue
 from ._frames import Payload as Payload
@@ -182,6 +183,7 @@ __all__ = [
     "SubscriptionOverflow",
     "SubscriptionStatistics",
     "SystemMessage",
+    "TokenError",
     "TokenSource",
     "Transport",
     "TransportFactory",

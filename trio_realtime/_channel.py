@@ -23,9 +23,10 @@ join_ref, and its subscriptions simply keep receiving.
 * ``phx_error`` makes the channel rejoin after the policy's first delay; ``system`` error +
   ``phx_close`` ends it with :class:`ChannelClosed`, and a push waiting for its reply then
   raises :class:`ChannelClosed` at once.
-* A push (broadcast, track, untrack) made while the channel is not joined waits, bounded by the
-  client timeout and by a buffer of :data:`MAX_WAITING_PUSHES`: beyond it the oldest waiting
-  push fails. A push that was written
+* A push (broadcast, track, untrack) made while the channel is joining or rejoining waits,
+  bounded by the client timeout and by a buffer of :data:`MAX_WAITING_PUSHES`: beyond it the
+  oldest waiting push fails. One made on a channel that was never joined, or was left, raises
+  :class:`ChannelStateError` at once. A push that was written
   but not acknowledged when the connection dropped raises :class:`ConnectionClosed` rather than
   being sent twice.
 
@@ -59,6 +60,7 @@ from ._exceptions import (
     PushError,
     PushTimeout,
     RealtimeError,
+    TokenError,
     fresh,
 )
 from ._frames import Frame, JSONValue, Payload, postgres_binding
@@ -159,6 +161,7 @@ class Channel:
         self._want_joined = False
         self._join_outcome: Waiter[None] | None = None
         self._user_joins = 0
+        self._awaiting_token = False  # the join loop waits for the token callable
         self._join_scope: trio.CancelScope | None = None
         self._state_lot = trio.lowlevel.ParkingLot()
         self._waiting_pushes: deque[_Ticket] = deque()
@@ -396,6 +399,8 @@ class Channel:
 
         Raises:
             JoinError: the server refused, with its reason. Not retried.
+            TokenError: the ``access_token`` callable timed out, raised or returned no
+                string, and no usable token was cached. Not retried.
             PushTimeout: no reply in time; the channel is left closed.
             ChannelClosed: the server closed the channel while it was joining.
             ChannelStateError: the channel is leaving.
@@ -426,7 +431,14 @@ class Channel:
             raise
         finally:
             self._user_joins -= 1
+        token_pending = self._awaiting_token
         self._abandon_join()
+        if token_pending:
+            raise TokenError(
+                f"the join of {self.topic!r} timed out after {timeout} s: the access token "
+                "callable timed out (it had not returned)",
+                timed_out=True,
+            )
         raise PushTimeout(f"no reply to the join of {self.topic!r} within {timeout} s")
 
     def _start_join_loop(self) -> None:
@@ -468,6 +480,13 @@ class Channel:
                             logger.warning("rejoin of %s refused for good: %s", self.topic, reason)
                             self._give_up(reason, attempt + 1)
                             return
+                    except TokenError as exc:
+                        if self._user_joins:
+                            # join() waits: it raises the token callable's failure (HD-03).
+                            self._stop(exc)
+                            self._fail_join(exc)
+                            return
+                        reason = str(exc)
                     except PushTimeout as exc:
                         reason = str(exc)
                     except ConnectionClosed:
@@ -506,7 +525,11 @@ class Channel:
 
     async def _join_once(self, connection: Connection) -> None:
         runtime = self._runtime
-        token = await runtime.token_for_join()
+        self._awaiting_token = True
+        try:
+            token = await runtime.token_for_join()
+        finally:
+            self._awaiting_token = False
         session = runtime.session
         if self._replay is not None:
             self._core.replay = self._replay.join_replay(rejoin=self._core.ever_joined)
@@ -542,9 +565,10 @@ class Channel:
         if self._replay is not None:
             self._replay.joined()
         newest = runtime.token
-        if newest is not None and newest != token:
+        if newest is not None:
             # set_auth() (or a refresh) ran while the join was in flight: the join carried the
-            # old token, so the channel gets the newest one now (RS-02).
+            # old token, so the channel gets the newest one now (RS-02); the session core sends
+            # nothing when it is the join's own.
             update = session.access_token(self.topic, newest)
             if update is not None:
                 data, binary = runtime.encode(update)
@@ -734,15 +758,18 @@ class Channel:
         is not cut short by cancelling the caller (half a frame would break the connection);
         the timeout does cut it, and then the connection is dropped and reconnected, since the
         server may have part of the frame. ``payload`` is any JSON value, or ``bytes`` under
-        vsn 2.0.0 (sent as a binary broadcast). While the channel is not joined, the push waits
-        for the join, bounded by the client timeout.
+        vsn 2.0.0 (sent as a binary broadcast). While the channel is joining, or rejoining
+        after a reconnect, the push waits for the join, bounded by the client timeout.
 
         Raises:
+            ChannelStateError: the channel is not joined and not joining (:meth:`join` was
+                never called, or it was left): at once, nothing is sent. Join first, or use
+                :meth:`http_send` to send without joining.
             PushTimeout: not sent, or not acknowledged, within the timeout.
             PushError: the server answered with an error (for example a payload too large).
             ConnectionClosed: written but the connection dropped before the acknowledgement;
                 the server may or may not have received it.
-            ChannelClosed: the channel was left or closed by the server.
+            ChannelClosed: the channel was left while the push waited, or closed by the server.
             ProtocolError: the payload cannot be encoded (for example ``bytes`` under vsn
                 1.0.0), or is over the server's frame size limit; nothing was sent.
         """
@@ -775,6 +802,7 @@ class Channel:
                 other refusals, with its words (see :meth:`RealtimeClient.http_broadcast`).
             PushTimeout: no answer within the client ``timeout``.
             RealtimeConnectionError: the server could not be reached.
+            TokenError: the ``access_token`` callable failed and no usable token is cached.
         """
         await self._runtime.rest.send_single(
             self.topic, event, payload, private=self._options.private
@@ -824,7 +852,31 @@ class Channel:
         if self._runtime.session.enable_presence(self.topic):
             self._rejoin_now()
 
+    def _check_joining(self, what: str) -> None:
+        """Refuse a push on a channel nobody asked to join: it would wait in vain (RS-10).
+
+        A push waits only while the channel is joined, joining or rejoining (CH-08). One made
+        on a channel that :meth:`join` was never called on, or that was left (or whose join was
+        abandoned), fails at once. A channel the server closed, or whose join it refused,
+        raises that error instead (in :meth:`_push`).
+
+        Raises:
+            ChannelStateError: the channel is not joined and is not joining.
+        """
+        if self._want_joined:
+            return
+        closed = self._closed_error
+        if closed is None or (isinstance(closed, ChannelClosed) and not closed.by_server):
+            raise ChannelStateError(
+                self.topic,
+                "not joined",
+                what,
+                "join() it first (or use `async with channel:`), or send a broadcast without "
+                "joining with channel.http_send()",
+            )
+
     async def _push(self, build: Callable[[], Frame], *, ack: bool, what: str) -> None:
+        self._check_joining(what)
         timeout = self._runtime.settings.timeout
         ticket = _Ticket()
         waiting = False

@@ -67,6 +67,8 @@ logger = logging.getLogger("trio_realtime.client")
 DEFAULT_DELAYS: Final = (1.0, 2.0, 5.0, 10.0)
 MIN_HEARTBEAT_INTERVAL: Final = 0.1
 MIN_MESSAGE_SIZE: Final = 1024
+DEFAULT_TOKEN_SPACING: Final = 25.0
+"""Seconds between two refreshes for a token's ``exp`` when heartbeats are disabled."""
 
 
 def backoff(
@@ -362,8 +364,8 @@ class RealtimeClient:
         every later join. The server does not reply to it. A channel whose join is in flight
         (sent with the old token) gets it right after the join's reply.
 
-        A token callback given to ``open_realtime`` is still used on reconnect and when the
-        token expires.
+        A token callable given to ``open_realtime`` is still asked on reconnect, after every
+        heartbeat and ahead of the token's expiry: its answer replaces this token.
 
         Raises:
             TypeError: for a token that is not a string or ``None``.
@@ -404,6 +406,7 @@ class RealtimeClient:
             RestError: any other error status (for example 422 for an invalid message).
             PushTimeout: no answer within the client ``timeout``.
             RealtimeConnectionError: the server could not be reached.
+            TokenError: the ``access_token`` callable failed and no usable token is cached.
         """
         return await self._runtime.rest.send_batch(messages)
 
@@ -474,6 +477,7 @@ async def open_realtime(
     connect_timeout: float = 10.0,
     outgoing_buffer: int = 1024,
     http_transport: httpx.AsyncBaseTransport | None = None,
+    token_timeout: float = 5.0,
 ) -> AsyncIterator[RealtimeClient]:
     """Connect to Supabase Realtime; the body runs once the connection is open.
 
@@ -484,8 +488,12 @@ async def open_realtime(
             given; a keyword that contradicts them is a ``ValueError``.
         apikey: The project's API key (anon or service key). Required, here or in the URL.
         access_token: A user JWT, or an async callable returning one. A callable is awaited
-            before the first join, on every reconnect, and whenever the cached token has
-            expired; if it fails, the cached token is used.
+            before the first join, before every reconnect, by a join when the cached token
+            has expired, and while a channel is joined after every heartbeat and 30 s before
+            the cached token's ``exp``; a token that changed is sent to every joined channel.
+            One call at a time serves the whole client. If it fails or times out, it is logged
+            and the cached token is used; with none usable a join raises
+            :class:`TokenError`.
         vsn: The serializer, ``"1.0.0"`` (JSON objects) or ``"2.0.0"`` (arrays and binary);
             by default the URL's ``vsn``, else ``"1.0.0"``.
         heartbeat_interval: Seconds between heartbeats (at least 0.1); a heartbeat unanswered
@@ -509,6 +517,8 @@ async def open_realtime(
         http_transport: The httpx transport for REST broadcasts (``http_send``,
             ``http_broadcast``); by default httpx's own, over TCP with ``ssl_context``. The
             local server offers ``server.http_transport`` to stay in memory.
+        token_timeout: Bound in seconds on one call of the ``access_token`` callable; past it
+            the call counts as failed (:class:`TokenError`, ``timed_out=True``).
 
     Raises:
         ValueError: for a missing apikey, an unsupported vsn, a bad URL, a keyword that
@@ -541,6 +551,7 @@ async def open_realtime(
         )
     _check_seconds("close_timeout", close_timeout)
     _check_seconds("connect_timeout", connect_timeout)
+    _check_seconds("token_timeout", token_timeout)
     _check_count("max_message_size", max_message_size, minimum=MIN_MESSAGE_SIZE)
     _check_count("outgoing_buffer", outgoing_buffer, minimum=1)
     _check_policy("reconnect", reconnect, optional=True)
@@ -558,7 +569,12 @@ async def open_realtime(
         raise TypeError(
             f"http_transport must be an httpx.AsyncBaseTransport or None, not {http_transport!r}"
         )
-    runtime = Runtime(Settings(checked_vsn, timeout, rejoin), access_token=access_token)
+    runtime = Runtime(
+        Settings(checked_vsn, timeout, rejoin),
+        access_token=access_token,
+        token_timeout=token_timeout,
+        token_spacing=heartbeat_interval or DEFAULT_TOKEN_SPACING,
+    )
     runtime.rest = RestSender(
         endpoint,
         apikey=apikey,

@@ -16,6 +16,9 @@ connection has its own nursery with three tasks:
 * the **heartbeat** asks the session for a heartbeat every interval and declares the connection
   dead when the previous one is still outstanding at the next tick.
 
+With an access token callable, a fourth task (``_token_source.keep_fresh``) asks it again after
+every heartbeat and ahead of the token's ``exp``, and pushes a changed token to the channels.
+
 When a connection ends, the driver fails what was tied to it (reply waiters, unwritten frames,
 frames being written), tells the session (joined channels become ERRORED), publishes
 ``Disconnected`` and ``Reconnecting`` events, and after the delay reconnects; every channel that
@@ -48,6 +51,7 @@ from ._runtime import ReconnectPolicy, Runtime
 from ._serializer import parse_frame
 from ._session import HeartbeatReplied, ReplyReceived, SessionEvent
 from ._subscription import Feed
+from ._token_source import keep_fresh
 from ._transport import CLOSE_ABNORMAL, CLOSE_NORMAL, TransportFactory, TransportOptions
 from ._url import Endpoint
 
@@ -211,6 +215,8 @@ class Driver:
         nursery.start_soon(self._reader, connection)
         if self._heartbeat_interval:
             nursery.start_soon(self._heartbeat, connection, self._heartbeat_interval)
+        if runtime.token_source is not None:
+            nursery.start_soon(keep_fresh, runtime)  # RS-03
         logger.info("connected to %s", self._endpoint.redacted)
         self.emit(Connected(self._endpoint.redacted, reconnect=not first))
         self.connected.set()
@@ -309,6 +315,7 @@ class Driver:
                     await connection.send(data, binary)
             except ConnectionClosed:
                 return
+            self._runtime.tokens.heartbeat()  # the token callable is asked again (RS-03)
 
     def _on_heartbeat_reply(self, event: HeartbeatReplied) -> None:
         latency = trio.current_time() - event.sent_at

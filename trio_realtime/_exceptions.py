@@ -127,6 +127,20 @@ class PushTimeout(RealtimeError):
     """No reply arrived within the timeout for a join, leave or acknowledged push."""
 
 
+class TokenError(RealtimeError):
+    """The ``access_token`` callable timed out, raised or returned something that is not a
+    token, and no usable cached token was there to fall back on.
+
+    Attributes:
+        timed_out: ``True`` when the callable did not return within ``token_timeout`` (or
+            within the join's timeout).
+    """
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
 class PushError(RealtimeError):
     """The server answered a push with ``status: "error"``.
 

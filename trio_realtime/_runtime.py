@@ -9,27 +9,25 @@ and the client's reader routes session events up to the channels.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-import trio
-
-from ._auth import token_expired
 from ._connection import Connection
 from ._exceptions import ProtocolError, RealtimeError
 from ._frames import Frame
 from ._rest import RestSender
 from ._serializer import encode_wire
 from ._session import Session
+from ._token_source import TokenKeeper, TokenSource
 
 if TYPE_CHECKING:
     from ._channel import Channel
 
 logger = logging.getLogger("trio_realtime.client")
 
-TokenSource = Callable[[], Awaitable[str | None]]
+__all__ = ["MAX_FRAME_SIZE", "ReconnectPolicy", "Runtime", "Settings", "TokenSource"]
+
 ReconnectPolicy = Callable[[int], float | None]
 """Maps the attempt number (from 1) to seconds to wait, or ``None`` to give up."""
 
@@ -51,19 +49,38 @@ class Runtime:
     """The session core, the open connection and the token; see the module docstring."""
 
     def __init__(
-        self, settings: Settings, *, access_token: str | TokenSource | None = None
+        self,
+        settings: Settings,
+        *,
+        access_token: str | TokenSource | None = None,
+        token_timeout: float = 5.0,
+        token_spacing: float = 25.0,
     ) -> None:
         self.settings = settings
         self._rest: RestSender | None = None
         self.session = Session()
         self.connection: Connection | None = None
         self.channels: dict[str, Channel] = {}
-        if callable(access_token):
-            self.token_source: TokenSource | None = access_token
-            self.token: str | None = None
-        else:
-            self.token_source = None
-            self.token = access_token
+        self.tokens = TokenKeeper(
+            access_token,
+            timeout=token_timeout,
+            spacing=token_spacing,
+            max_size=MAX_FRAME_SIZE // 2,
+        )
+
+    @property
+    def token(self) -> str | None:
+        """The cached access token."""
+        return self.tokens.token
+
+    @token.setter
+    def token(self, token: str | None) -> None:
+        self.tokens.token = token
+
+    @property
+    def token_source(self) -> TokenSource | None:
+        """The access token callable, if one was given."""
+        return self.tokens.source
 
     @property
     def rest(self) -> RestSender:
@@ -110,26 +127,13 @@ class Runtime:
         return self.settings.rejoin(attempt)
 
     async def token_for_join(self) -> str | None:
-        """The token for a join: refreshed first when it is missing or expired (AU-02, AU-05)."""
-        if self.token_source is not None and (
-            self.token is None or token_expired(self.token, time.time())
-        ):
-            await self.refresh_token()
-        else:
-            await trio.lowlevel.checkpoint()
-        return self.token
+        """The token for a join: asked for first when missing or expired (AU-02, AU-05, HD-03).
+
+        Raises:
+            TokenError: the callable failed and no usable token is cached.
+        """
+        return await self.tokens.for_join()
 
     async def refresh_token(self) -> None:
-        """Ask the token callback for a token; keep the cached one if it fails."""
-        assert self.token_source is not None
-        try:
-            token: object = await self.token_source()
-        except Exception as exc:
-            logger.warning(
-                "access token callback failed (%s); keeping the cached token", type(exc).__name__
-            )
-            return
-        if token is not None and not isinstance(token, str):
-            logger.warning("access token callback returned %s, not a string", type(token).__name__)
-            return
-        self.token = token
+        """Ask the token callable for a token (bounded); keep the cached one if it fails."""
+        await self.tokens.refresh_quietly()

@@ -140,6 +140,8 @@ class ChannelSession:
             driver, which knows the time).
         tracked: The state of the last presence ``track`` not followed by an ``untrack``; it
             is tracked again after every accepted join (RS-01).
+        token: The access token the server runs the current join with: the join's, then the
+            last ``access_token`` pushed (RS-03).
     """
 
     topic: str
@@ -155,6 +157,7 @@ class ChannelSession:
     presence: PresenceTracker = field(default_factory=PresenceTracker)
     replay: JSONObject | None = None
     tracked: JSONObject | None = None
+    token: str | None = None
 
     def config(self) -> JSONObject:
         """The join's ``config`` object, without the bindings."""
@@ -310,6 +313,7 @@ class Session:
         channel.close_reason = None
         channel.postgres = "waiting" if channel.bindings else "none"
         channel.postgres_error = None
+        channel.token = access_token
         self._pending[ref] = _Pending(topic, "join")
         return join_frame(ref, topic, channel.config(), channel.binding_specs(), access_token)
 
@@ -473,11 +477,13 @@ class Session:
     def access_token(self, topic: str, token: str) -> Frame | None:
         """Build an ``access_token`` push for a joined channel (never answered), else ``None``.
 
-        A channel that is not joined gets the token with its next join instead.
+        A channel that is not joined gets the token with its next join instead; one that runs
+        with this token already gets nothing (RS-03).
         """
         channel = self._channels.get(topic)
-        if channel is None or channel.state is not ChannelState.JOINED:
+        if channel is None or channel.state is not ChannelState.JOINED or channel.token == token:
             return None
+        channel.token = token
         return access_token_frame(next_ref(self._refs), channel.join_ref, topic, token)
 
     def heartbeat(self, now: float) -> Frame:

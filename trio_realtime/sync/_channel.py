@@ -244,9 +244,12 @@ class Channel:
         """Send a broadcast of user event ``event`` (see the async ``send_broadcast``).
 
         With ``broadcast_ack`` set, waits for the server's acknowledgement; without it, returns
-        once the frame is written. While the channel is not joined, the push waits for the join.
+        once the frame is written. While the channel is joining or rejoining, the push waits for
+        the join.
 
         Raises:
+            ChannelStateError: the channel was never joined, or was left: at once. Join first,
+                or use :meth:`http_send` to send without joining.
             PushTimeout: not sent, or not acknowledged, within the client timeout.
             PushError: the server answered with an error.
             ConnectionClosed: written, but the connection dropped before the acknowledgement.

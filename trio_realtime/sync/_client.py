@@ -308,6 +308,7 @@ def connect(
     connect_timeout: float = 10.0,
     outgoing_buffer: int = 1024,
     http_transport: httpx.AsyncBaseTransport | None = None,
+    token_timeout: float = 5.0,
 ) -> RealtimeClient:
     """Connect to Supabase Realtime from blocking code; returns once the connection is open.
 
@@ -323,8 +324,10 @@ def connect(
             ``vsn`` and ``log_level`` query parameters are used when the keywords are not given.
         apikey: The project's API key. Required, here or in the URL.
         access_token: A user JWT; or a function returning one, called before the first join,
-            on reconnect and when the token has expired. A plain function runs in a worker
-            thread; an ``async def`` function runs in the client's trio thread.
+            before every reconnect, by a join when the token has expired, and while a channel
+            is joined after every heartbeat and 30 s before the token's ``exp`` (one call at a
+            time). A plain function runs in a worker thread; an ``async def`` function runs
+            in the client's trio thread.
         vsn: ``"1.0.0"`` or ``"2.0.0"``; by default the URL's ``vsn``, else ``"1.0.0"``.
         heartbeat_interval: Seconds between heartbeats; ``None`` disables them.
         timeout: Seconds to wait for join, leave and acknowledged push replies.
@@ -340,6 +343,8 @@ def connect(
         outgoing_buffer: Frames queued for the writer before senders wait.
         http_transport: The httpx transport for REST sending (``http_send``,
             ``http_broadcast``); by default httpx's own, to the project URL.
+        token_timeout: Bound in seconds on one call of the ``access_token`` function; past it
+            the call counts as failed (:class:`trio_realtime.TokenError`).
 
     Raises:
         ValueError: for a missing apikey, an unsupported vsn, a bad URL, or a keyword that
@@ -367,6 +372,7 @@ def connect(
             connect_timeout=connect_timeout,
             outgoing_buffer=outgoing_buffer,
             http_transport=http_transport,
+            token_timeout=token_timeout,
         )
 
     portal: Portal[AsyncClient] = Portal(
