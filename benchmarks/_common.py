@@ -9,6 +9,7 @@ workers to the second, so that the two never share a core.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -16,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,3 +186,59 @@ def module_main(
     from .run_all import main as run_all_main
 
     run_all_main(["--only", measurement, *args])
+
+
+def interleaved(
+    names: Sequence[str],
+    repeats: int,
+    run: Callable[[str], JSON],
+    *,
+    label: str,
+    log: Callable[[str], None],
+) -> tuple[dict[str, list[JSON]], dict[str, str]]:
+    """Run every case ``repeats`` times, one of each per round, so that load spreads evenly.
+
+    ``run(name)`` runs one worker and returns its JSON. A case whose worker fails
+    (:class:`WorkerError`) is logged and not run again. Returns the results by case name and
+    the error of each case that failed.
+    """
+    runs: dict[str, list[JSON]] = {name: [] for name in names}
+    errors: dict[str, str] = {}
+    for repeat in range(repeats):
+        for name in names:
+            if name in errors:
+                continue
+            try:
+                runs[name].append(run(name))
+            except WorkerError as exc:
+                errors[name] = str(exc)
+                log(f"  ! {name}: {exc}")
+        log(f"  {label}: repeat {repeat + 1}/{repeats} done")
+    return runs, errors
+
+
+def worker_parser(
+    *, kinds: Sequence[str] | None = None, timeout: float = 120.0
+) -> argparse.ArgumentParser:
+    """The options every worker takes: ``[KIND] --port P [--vsn V] [--transport T] [--cpu C]
+    [--timeout S]``."""
+    parser = argparse.ArgumentParser()
+    if kinds is not None:
+        parser.add_argument("kind", choices=list(kinds))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--vsn", default="1.0.0")
+    parser.add_argument("--transport", default="websockets")
+    parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--timeout", type=float, default=timeout)
+    return parser
+
+
+def run_trio_worker(measurement: Callable[[], Awaitable[JSON]], *, timeout: float) -> None:
+    """Run an async measurement under ``trio.run`` within ``timeout``; print its result."""
+    import trio
+
+    async def run() -> JSON:
+        with trio.fail_after(timeout):
+            return await measurement()
+
+    emit(trio.run(run))

@@ -22,7 +22,6 @@ and its reply, then nothing), which shows how fast the peer itself accepts and j
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import os
@@ -39,15 +38,16 @@ import trio
 from ._common import (
     JSON,
     REALTIME_PY_WORKER,
-    WorkerError,
     emit,
     fmt,
+    interleaved,
     module_main,
     pin,
     rss_kib,
     run_worker,
     summary,
     table,
+    worker_parser,
 )
 from ._node import NodeRunner
 
@@ -266,34 +266,26 @@ def measure(
     if node is not None:
         clients.append("realtime-js")
     rows = [Case(client, count) for count in counts for client in clients]
-    runs: dict[str, list[JSON]] = {case.name: [] for case in rows}
-    errors: dict[str, str] = {}
+    by_name = {case.name: case for case in rows}
     timeout = 120.0 + idle_seconds + max(counts) / 25
-    for repeat in range(repeats):
-        for case in rows:
-            if case.name in errors:
-                continue
-            common = ["--port", str(port), "--count", str(case.count)]
-            common += ["--idle-seconds", str(idle_seconds)]
-            try:
-                if case.client == "realtime-js":
-                    assert node is not None
-                    args = ["connections", *common, "--heartbeat-ms", str(HEARTBEAT * 1000)]
-                    result = node.run(args, cpu=cpu, timeout=timeout)
-                elif case.client == "realtime-py":
-                    assert realtime_py_python is not None
-                    args = [str(REALTIME_PY_WORKER), "connections", *common]
-                    args += ["--heartbeat", str(HEARTBEAT), "--timeout", str(timeout)]
-                    result = run_worker(args, python=realtime_py_python, cpu=cpu, timeout=timeout)
-                else:
-                    args = ["-m", "benchmarks.connections", "worker", case.client, *common]
-                    result = run_worker(args, cpu=cpu, timeout=timeout)
-            except WorkerError as exc:
-                errors[case.name] = str(exc)
-                log(f"  ! {case.name}: {exc}")
-                continue
-            runs[case.name].append(result)
-        log(f"  connections: repeat {repeat + 1}/{repeats} done")
+
+    def run(name: str) -> JSON:
+        case = by_name[name]
+        common = ["--port", str(port), "--count", str(case.count)]
+        common += ["--idle-seconds", str(idle_seconds)]
+        if case.client == "realtime-js":
+            assert node is not None
+            args = ["connections", *common, "--heartbeat-ms", str(HEARTBEAT * 1000)]
+            return node.run(args, cpu=cpu, timeout=timeout)
+        if case.client == "realtime-py":
+            assert realtime_py_python is not None
+            args = [str(REALTIME_PY_WORKER), "connections", *common]
+            args += ["--heartbeat", str(HEARTBEAT), "--timeout", str(timeout)]
+            return run_worker(args, python=realtime_py_python, cpu=cpu, timeout=timeout)
+        args = ["-m", "benchmarks.connections", "worker", case.client, *common]
+        return run_worker(args, cpu=cpu, timeout=timeout)
+
+    runs, errors = interleaved(list(by_name), repeats, run, label="connections", log=log)
     out: JSON = {
         "counts": list(counts),
         "idle_seconds": idle_seconds,
@@ -346,14 +338,9 @@ def report(results: JSON) -> str:
 
 def worker_main(argv: Sequence[str]) -> None:
     """``worker KIND --port P --count K [--idle-seconds W] [--vsn V] [--transport T]``."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["trio_realtime", "ceiling"])
-    parser.add_argument("--port", type=int, required=True)
+    parser = worker_parser(kinds=["trio_realtime", "ceiling"])
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
-    parser.add_argument("--vsn", default="1.0.0")
-    parser.add_argument("--transport", default="websockets")
-    parser.add_argument("--cpu", type=int, default=None)
     args = parser.parse_args(argv)
     pin(args.cpu)
     raise_file_limit(args.count)

@@ -17,24 +17,27 @@ for the ack, an ``on_broadcast`` callback for the echo).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import trio
 
 from ._common import (
     JSON,
-    WorkerError,
+    REALTIME_PY_WORKER,
     emit,
     fmt,
+    interleaved,
     module_main,
     percentile,
     pin,
+    run_trio_worker,
     run_worker,
     summary,
     table,
+    worker_parser,
 )
 
 
@@ -184,33 +187,28 @@ def measure(
     log: Callable[[str], None],
 ) -> JSON:
     """Run every case idle and under flood, ``repeats`` times, interleaved."""
-    from ._common import REALTIME_PY_WORKER
+    keys: dict[str, tuple[str, str, str, float]] = {}
+    for name, client, vsn, transport in CASES:
+        if client == "realtime-py" and realtime_py_python is None:
+            continue
+        for rate in (0.0, flood_rate):
+            key = f"{name} | {'flood ' + format(rate, ',.0f') + '/s' if rate else 'idle'}"
+            keys[key] = (client, vsn, transport, rate)
 
-    runs: dict[str, list[JSON]] = {}
-    errors: dict[str, str] = {}
-    for repeat in range(repeats):
-        for name, client, vsn, transport in CASES:
-            if client == "realtime-py" and realtime_py_python is None:
-                continue
-            for rate in (0.0, flood_rate):
-                key = f"{name} | {'flood ' + format(rate, ',.0f') + '/s' if rate else 'idle'}"
-                if key in errors:
-                    continue
-                if client == "realtime-py":
-                    assert realtime_py_python is not None
-                    python = realtime_py_python
-                    args = [str(REALTIME_PY_WORKER), "latency", "--port", str(port)]
-                else:
-                    python = sys.executable
-                    args = ["-m", "benchmarks.latency", "worker", "--port", str(port)]
-                    args += ["--vsn", vsn, "--transport", transport or "raw"]
-                args += ["--m", str(m), "--flood-rate", str(rate)]
-                try:
-                    runs.setdefault(key, []).append(run_worker(args, python=python, cpu=cpu))
-                except WorkerError as exc:
-                    errors[key] = str(exc)
-                    log(f"  ! {key}: {exc}")
-        log(f"  latency: repeat {repeat + 1}/{repeats} done")
+    def run(key: str) -> JSON:
+        client, vsn, transport, rate = keys[key]
+        if client == "realtime-py":
+            assert realtime_py_python is not None
+            python = realtime_py_python
+            args = [str(REALTIME_PY_WORKER), "latency", "--port", str(port)]
+        else:
+            python = sys.executable
+            args = ["-m", "benchmarks.latency", "worker", "--port", str(port)]
+            args += ["--vsn", vsn, "--transport", transport or "raw"]
+        args += ["--m", str(m), "--flood-rate", str(rate)]
+        return run_worker(args, python=python, cpu=cpu)
+
+    runs, errors = interleaved(list(keys), repeats, run, label="latency", log=log)
     out: JSON = {"m": m, "repeats": repeats, "flood_rate": flood_rate, "cases": {}}
     out["errors"] = errors
     for key, results in runs.items():
@@ -250,33 +248,27 @@ def report(results: JSON) -> str:
 
 def worker_main(argv: Sequence[str]) -> None:
     """``worker --port P [--m M] [--vsn V] [--transport T] [--flood-rate R]``."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
+    parser = worker_parser(timeout=150.0)
     parser.add_argument("--m", type=int, default=5_000)
     parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--vsn", default="1.0.0")
-    parser.add_argument("--transport", default="websockets")
     parser.add_argument("--flood-rate", type=float, default=0.0)
-    parser.add_argument("--cpu", type=int, default=None)
-    parser.add_argument("--timeout", type=float, default=150.0)
     args = parser.parse_args(argv)
     pin(args.cpu)
     if args.transport == "raw":
         emit(raw_floor_latency(args.port, m=args.m, warmup=args.warmup, flood_rate=args.flood_rate))
         return
-
-    async def run() -> JSON:
-        with trio.fail_after(args.timeout):
-            return await trio_realtime_latency(
-                args.port,
-                m=args.m,
-                warmup=args.warmup,
-                vsn=args.vsn,
-                transport=args.transport,
-                flood_rate=args.flood_rate,
-            )
-
-    emit(trio.run(run))
+    run_trio_worker(
+        partial(
+            trio_realtime_latency,
+            args.port,
+            m=args.m,
+            warmup=args.warmup,
+            vsn=args.vsn,
+            transport=args.transport,
+            flood_rate=args.flood_rate,
+        ),
+        timeout=args.timeout,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -24,11 +24,11 @@ counting the replies, which shows how many pushes a second the peer itself can t
 
 from __future__ import annotations
 
-import argparse
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import orjson
 import trio
@@ -36,15 +36,17 @@ import trio
 from ._common import (
     JSON,
     REALTIME_PY_WORKER,
-    WorkerError,
     emit,
     fmt,
+    interleaved,
     module_main,
     percentile,
     pin,
+    run_trio_worker,
     run_worker,
     summary,
     table,
+    worker_parser,
 )
 from ._node import NodeRunner
 
@@ -195,34 +197,26 @@ def measure(
 ) -> JSON:
     """Run every case ``repeats`` times, interleaved."""
     rows = cases(realtime_py_python is not None, node is not None)
-    runs: dict[str, list[JSON]] = {case.name: [] for case in rows}
-    errors: dict[str, str] = {}
-    for repeat in range(repeats):
-        for case in rows:
-            if case.name in errors:
-                continue
-            try:
-                if case.client == "realtime-js":
-                    assert node is not None
-                    args = ["sends", "--port", str(port), "--n", str(n)]
-                    args += ["--senders", str(case.senders)] + (["--ack"] if case.ack else [])
-                    result = node.run(args, cpu=cpu)
-                elif case.client == "realtime-py":
-                    assert realtime_py_python is not None
-                    args = [str(REALTIME_PY_WORKER), "sends", "--port", str(port), "--n", str(n)]
-                    args += ["--senders", str(case.senders)] + (["--ack"] if case.ack else [])
-                    result = run_worker(args, python=realtime_py_python, cpu=cpu)
-                else:
-                    args = ["-m", "benchmarks.sends", "worker", case.client, "--port", str(port)]
-                    args += ["--n", str(n), "--senders", str(case.senders)]
-                    args += ["--ack"] if case.ack else []
-                    result = run_worker(args, cpu=cpu)
-            except WorkerError as exc:
-                errors[case.name] = str(exc)
-                log(f"  ! {case.name}: {exc}")
-                continue
-            runs[case.name].append(result)
-        log(f"  sends: repeat {repeat + 1}/{repeats} done")
+    by_name = {case.name: case for case in rows}
+
+    def run(name: str) -> JSON:
+        case = by_name[name]
+        if case.client == "realtime-js":
+            assert node is not None
+            args = ["sends", "--port", str(port), "--n", str(n)]
+            args += ["--senders", str(case.senders)] + (["--ack"] if case.ack else [])
+            return node.run(args, cpu=cpu)
+        if case.client == "realtime-py":
+            assert realtime_py_python is not None
+            args = [str(REALTIME_PY_WORKER), "sends", "--port", str(port), "--n", str(n)]
+            args += ["--senders", str(case.senders)] + (["--ack"] if case.ack else [])
+            return run_worker(args, python=realtime_py_python, cpu=cpu)
+        args = ["-m", "benchmarks.sends", "worker", case.client, "--port", str(port)]
+        args += ["--n", str(n), "--senders", str(case.senders)]
+        args += ["--ack"] if case.ack else []
+        return run_worker(args, cpu=cpu)
+
+    runs, errors = interleaved(list(by_name), repeats, run, label="sends", log=log)
     out: JSON = {"n": n, "repeats": repeats, "cases": {}, "errors": errors}
     for case in rows:
         results = runs[case.name]
@@ -277,34 +271,27 @@ def report(results: JSON) -> str:
 
 def worker_main(argv: Sequence[str]) -> None:
     """``worker KIND --port P --n N [--senders S] [--ack] [--vsn V] [--transport T]``."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["trio_realtime", "ceiling"])
-    parser.add_argument("--port", type=int, required=True)
+    parser = worker_parser(kinds=["trio_realtime", "ceiling"])
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--senders", type=int, default=1)
     parser.add_argument("--ack", action="store_true")
-    parser.add_argument("--vsn", default="1.0.0")
-    parser.add_argument("--transport", default="websockets")
-    parser.add_argument("--cpu", type=int, default=None)
-    parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
     pin(args.cpu)
     if args.kind == "ceiling":
         emit(raw_ceiling_sends(args.port, n=args.n))
         return
-
-    async def run() -> JSON:
-        with trio.fail_after(args.timeout):
-            return await trio_realtime_sends(
-                args.port,
-                n=args.n,
-                senders=args.senders,
-                ack=args.ack,
-                vsn=args.vsn,
-                transport=args.transport,
-            )
-
-    emit(trio.run(run))
+    run_trio_worker(
+        partial(
+            trio_realtime_sends,
+            args.port,
+            n=args.n,
+            senders=args.senders,
+            ack=args.ack,
+            vsn=args.vsn,
+            transport=args.transport,
+        ),
+        timeout=args.timeout,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -29,7 +29,6 @@ that the machine's noise spreads over all of them.
 
 from __future__ import annotations
 
-import argparse
 import socket
 import sys
 import time
@@ -40,7 +39,19 @@ from typing import Any
 import orjson
 import trio
 
-from ._common import JSON, WorkerError, emit, fmt, module_main, pin, run_worker, summary, table
+from ._common import (
+    JSON,
+    emit,
+    fmt,
+    interleaved,
+    module_main,
+    pin,
+    run_trio_worker,
+    run_worker,
+    summary,
+    table,
+    worker_parser,
+)
 from ._node import NodeRunner
 from ._peer import flood_frame
 
@@ -328,26 +339,18 @@ def measure(
 ) -> JSON:
     """Run every case ``repeats`` times, interleaved; return the results by case name."""
     rows = cases(realtime_py_python is not None, node is not None)
-    samples: dict[str, list[JSON]] = {case.name: [] for case in rows}
-    errors: dict[str, str] = {}
-    for repeat in range(repeats):
-        for case in rows:
-            if case.name in errors:
-                continue
-            python = realtime_py_python if case.kind == "realtime-py" else sys.executable
-            assert python is not None
-            try:
-                if case.kind == "realtime-js":
-                    assert node is not None
-                    result = node.run(["throughput", "--port", str(port), "--n", str(n)], cpu=cpu)
-                else:
-                    result = run_worker(case.args(port, n), python=python, cpu=cpu)
-            except WorkerError as exc:
-                errors[case.name] = str(exc)
-                log(f"  ! {case.name}: {exc}")
-                continue
-            samples[case.name].append(result)
-        log(f"  throughput: repeat {repeat + 1}/{repeats} done")
+    by_name = {case.name: case for case in rows}
+
+    def run(name: str) -> JSON:
+        case = by_name[name]
+        if case.kind == "realtime-js":
+            assert node is not None
+            return node.run(["throughput", "--port", str(port), "--n", str(n)], cpu=cpu)
+        python = realtime_py_python if case.kind == "realtime-py" else sys.executable
+        assert python is not None
+        return run_worker(case.args(port, n), python=python, cpu=cpu)
+
+    samples, errors = interleaved(list(by_name), repeats, run, label="throughput", log=log)
     out: JSON = {"n": n, "repeats": repeats, "cases": {}, "errors": errors}
     for case in rows:
         runs = samples[case.name]
@@ -398,42 +401,35 @@ def report(results: JSON) -> str:
 
 def worker_main(argv: Sequence[str]) -> None:
     """``worker KIND --port P --n N [--vsn V] [--transport T] [--mode M] [--binary]``."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("kind")
-    parser.add_argument("--port", type=int, required=True)
+    parser = worker_parser(
+        kinds=["trio_realtime", "raw-sansio", "raw-trio-websocket", "raw-socket"]
+    )
     parser.add_argument("--n", type=int, required=True)
-    parser.add_argument("--vsn", default="1.0.0")
-    parser.add_argument("--transport", default="websockets")
     parser.add_argument("--mode", default="iter")
     parser.add_argument("--binary", action="store_true")
     parser.add_argument("--buffer", type=int, default=None)
-    parser.add_argument("--cpu", type=int, default=None)
-    parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
     pin(args.cpu)
     if args.kind == "raw-socket":
         emit(raw_socket_worker(args.port, n=args.n, vsn=args.vsn))
         return
 
-    async def run() -> JSON:
-        with trio.fail_after(args.timeout):
-            if args.kind == "trio_realtime":
-                return await trio_realtime_worker(
-                    args.port,
-                    n=args.n,
-                    vsn=args.vsn,
-                    transport=args.transport,
-                    mode=args.mode,
-                    binary=args.binary,
-                    buffer=args.buffer,
-                )
-            if args.kind == "raw-sansio":
-                return await raw_sansio_worker(args.port, n=args.n, vsn=args.vsn)
-            if args.kind == "raw-trio-websocket":
-                return await raw_trio_websocket_worker(args.port, n=args.n, vsn=args.vsn)
-        raise SystemExit(f"unknown worker kind {args.kind!r}")
+    async def measurement() -> JSON:
+        if args.kind == "raw-sansio":
+            return await raw_sansio_worker(args.port, n=args.n, vsn=args.vsn)
+        if args.kind == "raw-trio-websocket":
+            return await raw_trio_websocket_worker(args.port, n=args.n, vsn=args.vsn)
+        return await trio_realtime_worker(
+            args.port,
+            n=args.n,
+            vsn=args.vsn,
+            transport=args.transport,
+            mode=args.mode,
+            binary=args.binary,
+            buffer=args.buffer,
+        )
 
-    emit(trio.run(run))
+    run_trio_worker(measurement, timeout=args.timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

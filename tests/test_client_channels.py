@@ -449,6 +449,7 @@ async def test_bc05_binary_payloads_as_bytes(autojump_clock: trio.testing.MockCl
         received = channel.broadcasts("blob")
         await channel.join()
         await channel.send_broadcast("blob", b"\x00\x01binary")
+        await settle()  # written is not yet read by the server: let it echo first
         await server.broadcast("room", "blob", b"\xffserver")
         assert (await received.receive()).payload == b"\x00\x01binary"
         assert (await received.receive()).payload == b"\xffserver"

@@ -229,11 +229,19 @@ def test_postgres_readiness_describes_the_current_join() -> None:
     session.connection_lost()
     session.join(TOPIC)
     assert session.channel(TOPIC).postgres == "waiting"
-    bad: JSONObject = {"extension": "postgres_changes", "status": "error", "message": "bad filter"}
+    # An error the server retries leaves the join waiting; a parameter error is final.
+    timeouts = '{:error, "Too many database timeouts"}'
+    retried: JSONObject = {"extension": "postgres_changes", "status": "error", "message": timeouts}
+    events = session.receive(Frame(TOPIC, "system", retried, None, "2"))
+    assert events[0] == PostgresFailed(TOPIC, timeouts, final=False)
+    waiting = session.channel(TOPIC)
+    assert (waiting.postgres, waiting.postgres_error) == ("waiting", timeouts)
+    text = 'Error parsing `filter` params: ["undefined"]'
+    bad: JSONObject = {"extension": "postgres_changes", "status": "error", "message": text}
     events = session.receive(Frame(TOPIC, "system", bad, None, "2"))
-    assert events[0] == PostgresFailed(TOPIC, "bad filter")
+    assert events[0] == PostgresFailed(TOPIC, text)
     failed = session.channel(TOPIC)
-    assert (failed.postgres, failed.postgres_error) == ("failed", "bad filter")
+    assert (failed.postgres, failed.postgres_error) == ("failed", text)
 
 
 # -- server closes, errors and stale frames ----------------------------------------------------

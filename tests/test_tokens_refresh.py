@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ import trio
 import trio.testing
 from _realtime import next_event
 from conftest import APIKEY, TOKEN
+from sync_support import SHORT, WAIT, ServerThread, time_limit
 
 import trio_realtime.sync
 from trio_realtime import (
@@ -465,3 +467,29 @@ async def test_hd08_hd03_token_timeout_is_validated_up_front(value: object) -> N
             apikey=APIKEY,
             token_timeout=value,  # type: ignore[arg-type]
         )
+
+
+def test_hd03_sync_a_blocking_token_function_that_hangs_is_bounded() -> None:
+    """HD-03 (SY-01): the blocking interface takes ``token_timeout``: a plain token function
+    that hangs makes ``join()`` raise TokenError (timed out) once the bound passes (a short
+    real timeout: the blocking client runs on the real clock), after one call."""
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hangs() -> str:
+        calls.append(threading.current_thread().name)
+        release.wait(WAIT)
+        return TOKEN
+
+    with time_limit(), ServerThread() as server:
+        client = trio_realtime.sync.connect(
+            server.url, apikey=APIKEY, access_token=hangs, token_timeout=SHORT, timeout=WAIT
+        )
+        try:
+            with pytest.raises(TokenError, match=r"timed out after 0\.05 s") as info:
+                client.channel("room:hang").join(timeout=WAIT)
+        finally:
+            release.set()
+            client.close()
+    assert info.value.timed_out
+    assert len(calls) == 1

@@ -9,7 +9,9 @@ four bytes of ``os.urandom`` output, fetched 1,024 keys at a time, never reused.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -21,7 +23,7 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from trio_realtime import ConnectionClosed
-from trio_realtime._ws_sansio import MASK_KEYS_BYTES, SansIOWebSocket, _ClientFramer
+from trio_realtime._ws_sansio import MASK_KEYS_BYTES, SansIOWebSocket, _ClientFramer, _MaskKeys
 
 GUARD = 10.0
 SIZES = (0, 1, 125, 126, 127, 65535, 65536, 70_000)
@@ -81,7 +83,7 @@ def test_each_frame_takes_the_next_four_bytes_of_urandom(monkeypatch: pytest.Mon
         return bytes((start + i) % 256 for i in range(size))
 
     monkeypatch.setattr(os, "urandom", urandom)
-    framer = _ClientFramer()
+    framer = _ClientFramer(_MaskKeys())  # a fresh pool: the process's is shared
     keys = []
     for _ in range(MASK_KEYS_BYTES // 4 + 3):
         wire = framer.frames([(b"x", False)])
@@ -101,3 +103,86 @@ async def test_a_closed_connection_still_raises_before_framing() -> None:
         transport._protocol.state = State.CLOSED
         with pytest.raises(ConnectionClosed):
             await transport.send_messages([(b"late", False)])
+
+
+@contextlib.asynccontextmanager
+async def _socket_pair() -> AsyncIterator[
+    tuple[SansIOWebSocket, trio.SocketStream, ServerProtocol]
+]:
+    """A client transport on one end of a socket pair, the bare other end and a server protocol."""
+    client_socket, server_socket = trio.socket.socketpair()
+    client = ClientProtocol(parse_uri("ws://127.0.0.1/socket/websocket"), state=State.OPEN)
+    server = ServerProtocol(state=State.OPEN, max_size=None)
+    client_stream, server_stream = (
+        trio.SocketStream(client_socket),
+        trio.SocketStream(server_socket),
+    )
+    async with client_stream, server_stream:
+        yield SansIOWebSocket(client_stream, client, split_frames=True), server_stream, server
+
+
+async def test_send_nowait_writes_a_small_message_to_the_socket_at_once() -> None:
+    with trio.fail_after(GUARD):
+        async with _socket_pair() as (transport, stream, server):
+            assert transport.can_send_nowait()
+            assert transport.send_nowait([(b'{"a":1}', False), (b"\x00b", True)]) == b""
+            frames = await _read_frames(stream, server, 2)
+    assert [(frame.opcode, frame.data) for frame in frames] == [
+        (Opcode.TEXT, b'{"a":1}'),
+        (Opcode.BINARY, b"\x00b"),
+    ]
+
+
+async def test_send_nowait_leaves_the_rest_and_holds_the_stream_until_send_rest() -> None:
+    with trio.fail_after(GUARD):
+        async with _socket_pair() as (transport, stream, server):
+            big = b"x" * 8_000_000  # more than any socket buffer takes at once
+            rest = transport.send_nowait([(big, False)])
+            assert rest
+            assert not transport.can_send_nowait()  # nothing may be written before the rest
+            frames: list[Frame] = []
+
+            async def read() -> None:
+                frames.extend(await _read_frames(stream, server, 2))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(transport.send_messages, [(b"after", False)])
+                await trio.testing.wait_all_tasks_blocked()  # it waits for the rest
+                nursery.start_soon(read)
+                await transport.send_rest(rest)  # from the task that called send_nowait
+            assert transport.can_send_nowait()
+    assert [frame.data for frame in frames] == [big, b"after"]
+
+
+async def test_send_nowait_writes_a_queued_pong_first() -> None:
+    with trio.fail_after(GUARD):
+        async with _socket_pair() as (transport, stream, server):
+            transport._protocol.send_pong(b"p")
+            assert transport.send_nowait([(b"m", False)]) == b""
+            frames = await _read_frames(stream, server, 2)
+    assert [(frame.opcode, frame.data) for frame in frames] == [
+        (Opcode.PONG, b"p"),
+        (Opcode.TEXT, b"m"),
+    ]
+
+
+async def test_send_nowait_declines_without_a_socket_or_an_open_connection() -> None:
+    with trio.fail_after(GUARD):
+        transport, _stream, _server = _open_pair()  # a memory stream: no socket to write to
+        assert not transport.can_send_nowait()
+        assert transport.send_nowait([(b"m", False)]) is None
+        async with _socket_pair() as (on_socket, _socket_stream, _socket_server):
+            on_socket._protocol.state = State.CLOSED
+            assert not on_socket.can_send_nowait()
+            assert on_socket.send_nowait([(b"m", False)]) is None
+            with pytest.raises(ConnectionClosed):
+                await on_socket.send_messages([(b"m", False)])
+
+
+async def test_send_nowait_on_a_dropped_socket_raises_connection_closed() -> None:
+    with trio.fail_after(GUARD):
+        async with _socket_pair() as (transport, stream, _server):
+            await stream.aclose()
+            with pytest.raises(ConnectionClosed):
+                for _ in range(100):  # the first writes may still be taken by the kernel
+                    transport.send_nowait([(b"m" * 65536, False)])

@@ -31,6 +31,8 @@ from ._exceptions import PostgresSubscriptionError as PostgresSubscriptionError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import PushError as PushError
 from ._exceptions import PushTimeout as PushTimeout
+from ._exceptions import RateLimit as RateLimit
+from ._exceptions import RateLimited as RateLimited
 from ._exceptions import RealtimeConnectionError as RealtimeConnectionError
 from ._exceptions import RealtimeError as RealtimeError
 from ._exceptions import SubscriptionOverflow as SubscriptionOverflow
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
     from ._events import ConnectionEvent as ConnectionEvent
     from ._events import Disconnected as Disconnected
     from ._events import HeartbeatEvent as HeartbeatEvent
+    from ._events import RateLimitReached as RateLimitReached
     from ._events import Reconnecting as Reconnecting
     from ._events import SystemMessage as SystemMessage
     from ._http_errors import RestError as RestError
@@ -100,6 +103,7 @@ _LAZY = {
     "ConnectionEvent": "_events",
     "Disconnected": "_events",
     "HeartbeatEvent": "_events",
+    "RateLimitReached": "_events",
     "Reconnecting": "_events",
     "SystemMessage": "_events",
     "Overflow": "_subscription",
@@ -169,6 +173,9 @@ __all__ = [
     "ProtocolError",
     "PushError",
     "PushTimeout",
+    "RateLimit",
+    "RateLimitReached",
+    "RateLimited",
     "RealtimeClient",
     "RealtimeConnectionError",
     "RealtimeError",

@@ -20,6 +20,10 @@ join_ref, and its subscriptions simply keep receiving.
   :class:`ChannelClosed` with the server's reason. Transient ones are retried, each failure
   visible as a :class:`ChannelJoinFailed` event and a warning, until the rejoin policy gives up
   (returns ``None``), which closes the channel too.
+* Rejoins (not first joins) are paced by the client's ``rejoin_rate`` (``_pacing``), so that
+  a reconnect does not send every channel's join in the same instant. A refusal or close for
+  one of the server's rate limits raises :class:`RateLimited` (a :class:`JoinError` and a
+  :class:`ChannelClosed`), logged and published as a ``RateLimitReached`` event (RS-06).
 * ``phx_error`` makes the channel rejoin after the policy's first delay; ``system`` error +
   ``phx_close`` ends it with :class:`ChannelClosed`, and a push waiting for its reply then
   raises :class:`ChannelClosed` at once.
@@ -48,7 +52,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from ._connection import Connection, MaybeWritten, Waiter
+from ._connection import Connection, MaybeWritten, Waiter, WriteTimeout
 from ._events import Broadcast, ChannelEvent, ChannelJoined, ChannelJoinFailed, SystemMessage
 from ._exceptions import (
     ChannelClosed,
@@ -59,9 +63,13 @@ from ._exceptions import (
     ProtocolError,
     PushError,
     PushTimeout,
+    RateLimited,
     RealtimeError,
     TokenError,
+    closed_by_server,
     fresh,
+    join_refused,
+    rate_limit_of,
 )
 from ._frames import Frame, JSONValue, Payload, postgres_binding
 from ._postgres import PostgresChange
@@ -331,9 +339,15 @@ class Channel:
         marks the point after which no change is missed. Each join (a rejoin after a reconnect
         too) waits for its own confirmation. The wait is bounded by the client timeout.
 
+        The server reports two kinds of error, told apart as it does (RS-04): a final one (a
+        filter or parameters it cannot parse, a subscription its database refuses) raises at
+        once; any other (for example ``{:error, "Too many database timeouts"}``) the server
+        retries after 5 to 10 s, so the wait goes on for its "Subscribed to PostgreSQL".
+
         Raises:
-            PostgresSubscriptionError: when the server reports an error instead.
-            PushTimeout: when no confirmation arrives in time.
+            PostgresSubscriptionError: when the server reports a final error.
+            PushTimeout: when no confirmation arrives in time (naming the last error the
+                server was retrying, if any).
             RealtimeError: when the channel has no postgres_changes subscription.
         """
         if not self._core.bindings:
@@ -352,7 +366,11 @@ class Channel:
                     await trio.lowlevel.checkpoint()
                     raise fresh(self._closed_error) from self._closed_error
                 await self._state_lot.park()
-        raise PushTimeout(f"no 'Subscribed to PostgreSQL' for {self.topic!r} within {timeout} s")
+        text = f"no 'Subscribed to PostgreSQL' for {self.topic!r} within {timeout} s"
+        retried = self._core.postgres_error if self._core.postgres == "waiting" else None
+        if retried is not None:
+            text += f"; the server is retrying after: {retried}"
+        raise PushTimeout(text)
 
     # -- join and leave --------------------------------------------------------------------------
 
@@ -519,12 +537,16 @@ class Channel:
 
     def _give_up(self, reason: str, attempt: int) -> None:
         self._emit_channel_event(ChannelJoinFailed(self.topic, reason, attempt, None))
-        error = ChannelClosed(self.topic, reason, by_server=True)
+        error = closed_by_server(self.topic, reason)
         self._fail_join(error)
         self._finish(error)
 
     async def _join_once(self, connection: Connection) -> None:
         runtime = self._runtime
+        if self._core.ever_joined:
+            # A rejoin (after a reconnect or a phx_error): paced, so that many channels do not
+            # all rejoin in the same instant (RS-06). A first join is the user's, and goes now.
+            await runtime.pace_rejoin(connection)
         self._awaiting_token = True
         try:
             token = await runtime.token_for_join()
@@ -557,7 +579,7 @@ class Channel:
             session.forget(ref)
         result = session.join_replied(reply)
         if isinstance(result, JoinRefused):
-            raise JoinError(self.topic, result.reason)
+            raise join_refused(self.topic, result.reason)
         if not isinstance(result, JoinAccepted):
             # Superseded while this task waited for its turn: frames read in the same batch as
             # the reply (phx_close, phx_error) or a leave have already decided the channel.
@@ -752,12 +774,15 @@ class Channel:
         """Send a broadcast of user event ``event``.
 
         With ``broadcast_ack`` set, waits for the server's acknowledgement. Without it, returns
-        once the frame is written to the connection's socket: every push is written, then
-        acknowledged if asked, or raises. When nothing else is being written the calling task
-        writes the frame itself, else it waits for the connection's writer. A write under way
+        once the frame is written to the connection's socket (handed to the kernel; nothing
+        of it waits in a buffer of the client's): every push is written, then acknowledged if
+        asked, or raises. When nothing else is being written, the calling task writes the
+        frame itself, at once if the socket takes it (one checkpoint, no other task involved);
+        otherwise it waits for the connection's writer task to write it. A write under way
         is not cut short by cancelling the caller (half a frame would break the connection);
         the timeout does cut it, and then the connection is dropped and reconnected, since the
-        server may have part of the frame. ``payload`` is any JSON value, or ``bytes`` under
+        server may have part of the frame; a push cut by a lost connection raises
+        :class:`ConnectionClosed` at once. ``payload`` is any JSON value, or ``bytes`` under
         vsn 2.0.0 (sent as a binary broadcast). While the channel is joining, or rejoining
         after a reconnect, the push waits for the join, bounded by the client timeout.
 
@@ -878,6 +903,24 @@ class Channel:
     async def _push(self, build: Callable[[], Frame], *, ack: bool, what: str) -> None:
         self._check_joining(what)
         timeout = self._runtime.settings.timeout
+        if not ack and self._core.state is ChannelState.JOINED:
+            connection = self._runtime.open_connection
+            if connection is not None and connection.writable_now:
+                # SPEED: a joined channel and an idle connection: the frame is written here
+                # and now, with no cancel scope and no waiter (benchmarks/sends.py).
+                await trio.lowlevel.checkpoint_if_cancelled()
+                data, binary = self._encode(build())
+                try:
+                    await connection.push(data, binary, write_within=timeout)
+                    return
+                except WriteTimeout:
+                    raise PushTimeout(
+                        f"{what} on {self.topic!r} not completed within {timeout} s"
+                    ) from None
+                except MaybeWritten as exc:
+                    raise ConnectionClosed(exc.code, exc.reason) from None
+                except ConnectionClosed:
+                    pass  # not written: wait for the next connection below
         ticket = _Ticket()
         waiting = False
         try:
@@ -928,19 +971,13 @@ class Channel:
         ref = frame.ref
         assert ref is not None
         session = self._runtime.session
-        try:
-            data, binary = self._runtime.encode(frame)
-        except ProtocolError:
-            session.forget(ref)
-            raise
+        data, binary = self._encode(frame)
         reply_waiter = connection.expect_reply(ref) if ack else None
         if reply_waiter is not None:
             self._in_flight[ref] = reply_waiter
-        written: Waiter[None] = Waiter()
         try:
             try:
-                await connection.send(data, binary, written)
-                await written.wait()
+                await connection.push(data, binary)
             except MaybeWritten as exc:
                 # Lost mid-write: sending it again could deliver it twice, and a frame the
                 # server drops the connection for would make every reconnect fail in turn.
@@ -958,6 +995,14 @@ class Channel:
         if reply.ok:
             return True
         raise PushError(f"server refused {what} on {self.topic!r}: {reply.reason}", reply.response)
+
+    def _encode(self, frame: Frame) -> tuple[bytes, bool]:
+        try:
+            return self._runtime.encode(frame)
+        except ProtocolError:
+            assert frame.ref is not None
+            self._runtime.session.forget(frame.ref)
+            raise
 
     # -- incoming events (called by the reader; synchronous) ------------------------------------
 
@@ -986,16 +1031,29 @@ class Channel:
                     postgres_feed.put(event.change)
         elif isinstance(event, SystemReceived):
             message = event.message
-            if message.status == "error" and message.extension != "postgres_changes":
+            if (
+                message.status == "error"
+                and message.extension != "postgres_changes"
+                and rate_limit_of(message.message) is None  # logged when the channel closes
+            ):
                 logger.warning("server error on %s: %s", self.topic, message.message)
             for system_feed in self._system_feeds:
                 system_feed.put(message)
         elif isinstance(event, PostgresFailed):
-            logger.warning("postgres_changes on %s failed: %s", self.topic, event.message)
+            if event.final:
+                logger.warning("postgres_changes on %s failed: %s", self.topic, event.message)
+            else:
+                logger.warning(
+                    "postgres_changes on %s not subscribed yet (the server retries): %s",
+                    self.topic,
+                    event.message,
+                )
             self._changed()
         elif isinstance(event, ChannelClosedByServer):
             logger.info("%s closed by the server: %s", self.topic, event.reason)
-            error = ChannelClosed(self.topic, event.reason, by_server=True)
+            error = closed_by_server(self.topic, event.reason)
+            if isinstance(error, RateLimited):
+                self._runtime.rate_limited(self.topic, error.reason, error.limit)
             self._fail_join(error)
             self._finish(error)
         elif isinstance(event, ChannelErrored):

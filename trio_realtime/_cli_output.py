@@ -27,6 +27,7 @@ from ._events import (
     ChannelJoinFailed,
     Connected,
     Disconnected,
+    RateLimitReached,
     Reconnecting,
     SystemMessage,
 )
@@ -161,6 +162,10 @@ def describe(item: object, topic: str) -> Line:
                 record,
                 "yellow",
             )
+        case RateLimitReached(topic=where, reason=reason, limit=limit):
+            record = {"event": "rate_limited", "topic": where, "limit": limit, "reason": reason}
+            text = f"{where or 'connection'}: {reason}"
+            return Line("connection", "rate limited", text, record, "red")
     raise TypeError(f"cannot describe {type(item).__name__}")
 
 

@@ -67,6 +67,9 @@ logger = logging.getLogger("trio_realtime.client")
 DEFAULT_DELAYS: Final = (1.0, 2.0, 5.0, 10.0)
 MIN_HEARTBEAT_INTERVAL: Final = 0.1
 MIN_MESSAGE_SIZE: Final = 1024
+DEFAULT_REJOIN_RATE: Final = 20.0
+"""Rejoins per second after a reconnect: 100 channels (the server's default maximum per
+connection) rejoin within 4 s, well under its default of 100 joins per second per tenant."""
 DEFAULT_TOKEN_SPACING: Final = 25.0
 """Seconds between two refreshes for a token's ``exp`` when heartbeats are disabled."""
 
@@ -469,6 +472,7 @@ async def open_realtime(
     timeout: float = 10.0,  # noqa: ASYNC109 - a protocol reply limit, not a deadline
     reconnect: ReconnectPolicy | None = backoff(),  # noqa: B008 - the policy is stateless
     rejoin: ReconnectPolicy = backoff(),  # noqa: B008
+    rejoin_rate: float | None = DEFAULT_REJOIN_RATE,
     transport: str | TransportFactory = "websockets",
     ssl_context: ssl.SSLContext | None = None,
     log_level: str | None = None,
@@ -503,6 +507,11 @@ async def open_realtime(
             ``None`` to disable reconnecting. Default: :func:`backoff` (1, 2, 5, 10 s...).
         rejoin: The same kind of policy for rejoining a channel after a server error or a
             refused background rejoin; ``None`` from it gives up and closes the channel.
+        rejoin_rate: Rejoins per second after a reconnect or a server error: the first
+            ``rejoin_rate`` channels rejoin at once, the others one every ``1 / rejoin_rate``
+            seconds, so that many channels do not hit the server's joins-per-second limit
+            together. First joins (:meth:`Channel.join`) are never delayed. ``None`` sends
+            every rejoin at once.
         transport: ``"websockets"`` (the default, fastest), ``"trio-websocket"``, or a
             transport factory (for example ``server.memory_transport`` of the local server).
         ssl_context: The TLS context for ``wss``; by default certificates are verified.
@@ -556,6 +565,11 @@ async def open_realtime(
     _check_count("outgoing_buffer", outgoing_buffer, minimum=1)
     _check_policy("reconnect", reconnect, optional=True)
     _check_policy("rejoin", rejoin, optional=False)
+    if rejoin_rate is not None and (not _finite(rejoin_rate) or rejoin_rate <= 0):
+        raise ValueError(
+            f"rejoin_rate must be a finite number of rejoins per second above 0, or None to "
+            f"rejoin every channel at once, not {rejoin_rate!r}"
+        )
     if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
         raise TypeError(f"ssl_context must be an ssl.SSLContext or None, not {ssl_context!r}")
     if not callable(access_token):
@@ -570,7 +584,7 @@ async def open_realtime(
             f"http_transport must be an httpx.AsyncBaseTransport or None, not {http_transport!r}"
         )
     runtime = Runtime(
-        Settings(checked_vsn, timeout, rejoin),
+        Settings(checked_vsn, timeout, rejoin, rejoin_rate=rejoin_rate),
         access_token=access_token,
         token_timeout=token_timeout,
         token_spacing=heartbeat_interval or DEFAULT_TOKEN_SPACING,

@@ -24,6 +24,8 @@ connection is dropped, as when the writer task's write is cut short.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -31,7 +33,7 @@ import trio
 
 from ._exceptions import ConnectionClosed, ExceptionMap, fresh, map_exceptions
 from ._session import ReplyReceived
-from ._transport import CLOSE_ABNORMAL, Transport
+from ._transport import CLOSE_ABNORMAL, OutgoingMessage, Transport
 
 logger = logging.getLogger("trio_realtime.connection")
 
@@ -42,6 +44,10 @@ WRITE_BATCH = 256
 
 class MaybeWritten(ConnectionClosed):
     """The connection was lost while a frame was being written: the server may have it."""
+
+
+class WriteTimeout(MaybeWritten):
+    """A frame's write did not end by its deadline, so the connection was dropped."""
 
 
 class Waiter(Generic[T]):
@@ -129,12 +135,17 @@ class Connection:
         """Stop waiting for the reply to ``ref``. Idempotent."""
         self.replies.pop(ref, None)
 
-    async def send(self, data: bytes, binary: bool, written: Waiter[None] | None = None) -> None:
-        """Send an encoded frame; ``written`` is set once it is written, or failed.
+    @property
+    def writable_now(self) -> bool:
+        """Whether a push would be written at once by :meth:`push` (nothing queued or being
+        written, and a transport that can write without waiting)."""
+        return self.lost is None and not self._unwritten and self.transport.can_send_nowait()
 
-        With a ``written`` waiter (a push), and nothing queued or being written, the frame is
-        written here, by the calling task; otherwise it is queued for the writer, and this
-        waits while the queue is full.
+    async def send(self, data: bytes, binary: bool) -> None:
+        """Queue an encoded frame for the writer; wait while the queue is full.
+
+        For frames whose fate nobody awaits (joins, leaves, token updates); pushes use
+        :meth:`push`.
 
         Raises:
             ConnectionClosed: when the connection is already lost.
@@ -142,26 +153,66 @@ class Connection:
         if self.lost is not None:
             await trio.lowlevel.checkpoint()
             raise ConnectionClosed(self.lost.code, self.lost.reason)
-        if written is not None and not self._unwritten:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            await self._write_now(data, binary, written)
-            return
+        await self._queue(Outgoing(data, binary))
+
+    async def _queue(self, item: Outgoing) -> None:
         self._unwritten += 1
         try:
             with map_exceptions(self._queue_errors):
-                await self._send.send(Outgoing(data, binary, written))
+                await self._send.send(item)
         except BaseException:
             self._unwritten -= 1  # lost, or cancelled while the queue was full: not queued
             raise
 
-    async def _write_now(self, data: bytes, binary: bool, written: Waiter[None]) -> None:
-        """Write one frame from the calling task (see the module docstring)."""
+    async def push(self, data: bytes, binary: bool, *, write_within: float = math.inf) -> None:
+        """Write a push's encoded frame; return once it is written to the socket.
+
+        With nothing queued or being written, the calling task writes the frame itself (see
+        the module docstring); otherwise it is queued for the writer, and this waits until
+        the writer has written it (or while the queue is full). A write this task began is
+        bounded by ``write_within`` seconds and the caller's own deadline, not by its cancellation.
+
+        Raises:
+            ConnectionClosed: the frame was not written, since the connection is lost (it may
+                be sent again on the next connection).
+            MaybeWritten: the connection was lost while the frame was being written.
+        """
+        if self.lost is not None:
+            await trio.lowlevel.checkpoint()
+            raise ConnectionClosed(self.lost.code, self.lost.reason)
+        if not self._unwritten:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                rest = self.transport.send_nowait(((data, binary),))
+            except ConnectionClosed as exc:
+                self.lose(exc.code, exc.reason)  # nothing of it was written
+                raise ConnectionClosed(exc.code, exc.reason) from None
+            if rest is None:
+                await self._write_now(((data, binary),), write_within)
+            elif rest:
+                await self._write_now(rest, write_within)
+            else:
+                self.frames_sent += 1
+                # The checkpoint a write owes its caller, after the fact as trio's sockets do.
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        written: Waiter[None] = Waiter()
+        await self._queue(Outgoing(data, binary, written))
+        await written.wait()
+
+    async def _write_now(self, frames: bytes | Sequence[OutgoingMessage], within: float) -> None:
+        """Write one push's frame (or what ``send_nowait`` left of it) from the calling task."""
         self._unwritten += 1
         code, reason = CLOSE_ABNORMAL, ""
+        transport = self.transport
         try:
             # The caller's cancellation waits for the write; its deadline does not.
-            with trio.CancelScope(shield=True, deadline=trio.current_effective_deadline()) as scope:
-                await self.transport.send_messages(((data, binary),))
+            deadline = min(trio.current_time() + within, trio.current_effective_deadline())
+            with trio.CancelScope(shield=True, deadline=deadline) as scope:
+                if isinstance(frames, bytes):
+                    await transport.send_rest(frames)
+                else:
+                    await transport.send_messages(frames)
         except ConnectionClosed as exc:
             code, reason = exc.code, exc.reason or "connection lost while sending"
         finally:
@@ -170,12 +221,17 @@ class Connection:
             reason = "a write did not complete in time"
         elif not reason:
             self.frames_sent += 1
-            written.set(None)
+            # A cancellation that came during the write is delivered now that it is done.
+            await trio.lowlevel.checkpoint_if_cancelled()
             return
         # Cut short: part of the frame may have reached the server, and the stream cannot be
         # trusted after it.
-        written.fail(MaybeWritten(code, reason))
         self.lose(code, reason)
+        if scope.cancelled_caught:
+            # The deadline that cut it is the caller's: its cancellation comes first.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            raise WriteTimeout(code, reason)
+        raise MaybeWritten(code, reason)
 
     def _closed_error(self, _: BaseException | None = None) -> ConnectionClosed:
         lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
@@ -203,23 +259,53 @@ class Connection:
                 item.written.fail(ConnectionClosed(lost.code, lost.reason))
         self._receive.close()
 
-    async def run_writer(self) -> None:
-        """The writer task: write queued frames in batches until the connection is lost."""
+    async def run_writer(
+        self, heartbeat: Callable[[], OutgoingMessage | None] | None = None, interval: float = 0.0
+    ) -> None:
+        """The writer task: write queued frames in batches until the connection is lost.
+
+        With ``heartbeat``, the writer is also the heartbeat's clock: every ``interval``
+        seconds it asks ``heartbeat()`` for a frame and writes it ahead of the queue (a full
+        queue does not hold a heartbeat back); ``None`` means the connection is dead and the
+        writer stops. A write that does not end within an interval after the heartbeat due
+        meanwhile drops the connection too: a heartbeat could not have gone out.
+        """
         receive = self._receive
         transport = self.transport
+        beating = heartbeat is not None and interval > 0
+        beat_at = trio.current_time() + interval if beating else math.inf
         while True:
+            batch: list[Outgoing] = []
             try:
-                first = await receive.receive()
+                if beating:
+                    with trio.move_on_at(beat_at):
+                        batch.append(await receive.receive())
+                else:
+                    batch.append(await receive.receive())
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 return
-            batch = [first]
+            if not batch:
+                assert heartbeat is not None
+                beat = heartbeat()
+                if beat is None:
+                    return
+                beat_at = trio.current_time() + interval
+                self._unwritten += 1
+                batch.append(Outgoing(*beat))
+                del beat  # nothing written stays referenced while the writer waits
             while len(batch) < WRITE_BATCH:
                 try:
                     batch.append(receive.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
             try:
-                await transport.send_messages([(item.data, item.binary) for item in batch])
+                if beating:
+                    with trio.move_on_at(beat_at + interval) as scope:
+                        await transport.send_messages([(i.data, i.binary) for i in batch])
+                    if scope.cancelled_caught:
+                        raise ConnectionClosed(CLOSE_ABNORMAL, "a write outlasted a heartbeat")
+                else:
+                    await transport.send_messages([(i.data, i.binary) for i in batch])
             except BaseException as exc:
                 # Cut short, by the transport or by the loss cancelling this task (HD-01): part
                 # of the batch may have reached the server, so every push in it fails now.
@@ -241,3 +327,4 @@ class Connection:
             for item in batch:
                 if item.written is not None:
                     item.written.set(None)
+            del batch, item

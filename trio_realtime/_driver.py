@@ -1,22 +1,23 @@
-"""The connection loop: open, serve (reader, writer, heartbeat), lose, wait, reconnect.
+"""The connection loop: open, serve (reader, writer and heartbeat), lose, wait, reconnect.
 
 Theory of operation
 -------------------
 :meth:`Driver.run` loops for the life of the client: open a transport, run a connection, and
 when the connection is lost, wait for the reconnect policy's delay and open the next one. Each
-connection has its own nursery with three tasks:
+connection has its own nursery, and two tasks serve it:
 
-* the **reader** takes every message the transport has, parses it, hands each frame to the
-  session core and routes the events that come back synchronously: replies to their waiters,
-  channel events to their channel, which puts items into bounded subscriptions. It never awaits
-  a consumer, so a consumer that stops reading cannot delay heartbeats or any other
-  subscription;
-* the **writer** is the only task that writes to the transport; everyone else queues encoded
-  frames for it (``_connection.Connection``);
-* the **heartbeat** asks the session for a heartbeat every interval and declares the connection
-  dead when the previous one is still outstanding at the next tick.
+* the **reader**, which is the driver's own task (in the nursery's body), takes every message
+  the transport has, parses it, hands each frame to the session core and routes the events that
+  come back synchronously: replies to their waiters, channel events to their channel, which puts
+  items into bounded subscriptions. It never awaits a consumer, so a consumer that stops reading
+  cannot delay heartbeats or any other subscription;
+* the **writer** writes the frames queued for it (``_connection.Connection``; a push finding
+  nothing queued writes its frame itself), and is the heartbeat's clock: every interval it asks
+  :meth:`Driver._heartbeat` for a heartbeat, which declares the connection dead when the
+  previous one is still outstanding. A heartbeat costs no task and no cancel scope of its own:
+  the writer waits for its queue with the next heartbeat as its deadline.
 
-With an access token callable, a fourth task (``_token_source.keep_fresh``) asks it again after
+With an access token callable, a third task (``_token_source.keep_fresh``) asks it again after
 every heartbeat and ahead of the token's ``exp``, and pushes a changed token to the channels.
 
 When a connection ends, the driver fails what was tied to it (reply waiters, unwritten frames,
@@ -26,14 +27,19 @@ the user still wants joined then rejoins with a fresh join_ref.
 
 The reconnect attempt count starts again only after a connection stayed up for
 :data:`HEALTHY_AFTER` seconds, so a server that accepts and drops at once is retried with a
-growing delay rather than at the shortest one forever (HD-11). A refusal with HTTP 400, 401,
-403 or 404 is final.
+growing delay rather than at the shortest one forever (HD-11). A connection during which the
+server applied a rate limit (a join refused with ``ClientJoinRateLimitReached``, after which
+the server closes with 1001, or any other rate-limit refusal or close), or that the server
+closed with 1001, never counts as healthy: the delay keeps growing across such closes (RS-06).
+A refusal with HTTP 400, 401, 403 or 404 is final; one with 429 (the server's connection rate
+limits) is retried with the growing delay and published as a ``RateLimitReached`` event.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Final
 
 import trio
@@ -46,13 +52,24 @@ from ._events import (
     HeartbeatEvent,
     Reconnecting,
 )
-from ._exceptions import ConnectionClosed, ProtocolError, RealtimeConnectionError
+from ._exceptions import (
+    ConnectionClosed,
+    ProtocolError,
+    RealtimeConnectionError,
+    rate_limit_of,
+)
 from ._runtime import ReconnectPolicy, Runtime
 from ._serializer import parse_frame
 from ._session import HeartbeatReplied, ReplyReceived, SessionEvent
 from ._subscription import Feed
 from ._token_source import keep_fresh
-from ._transport import CLOSE_ABNORMAL, CLOSE_NORMAL, TransportFactory, TransportOptions
+from ._transport import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    TransportFactory,
+    TransportOptions,
+)
 from ._url import Endpoint
 
 logger = logging.getLogger("trio_realtime.client")
@@ -91,6 +108,7 @@ class Driver:
         self._outgoing_buffer = outgoing_buffer
         self.connected = trio.Event()
         self.event_feeds: list[Feed[ConnectionEvent]] = []
+        runtime.emit = self.emit
         self.closing = False
         self.run_done = trio.Event()
         # Shielded once the first connection is open (open_realtime); only the exit cancels it.
@@ -129,11 +147,12 @@ class Driver:
                 if first or exc.status_code in FATAL_STATUSES:
                     raise
                 logger.warning("reconnect to %s failed: %s", self._endpoint.redacted, exc)
+                self._note_refusal(exc)
             else:
                 if self.closing:
                     return
                 first = False
-                if trio.current_time() - self._opened_at >= HEALTHY_AFTER:
+                if self._healthy(lost):
                     attempt = 0
             if lost is not None:
                 logger.warning(
@@ -154,13 +173,30 @@ class Driver:
             logger.info("reconnecting in %.2f s (attempt %d)", delay, attempt)
             await trio.sleep(delay)
 
+    def _healthy(self, lost: ConnectionClosed | None) -> bool:
+        """Whether the connection that just ended restarts the backoff (see the module doc)."""
+        if trio.current_time() - self._opened_at < HEALTHY_AFTER:
+            return False
+        if lost is not None and lost.code == CLOSE_GOING_AWAY:
+            return False
+        limited_at = self._runtime.rate_limited_at
+        return limited_at is None or limited_at < self._opened_at
+
+    def _note_refusal(self, exc: RealtimeConnectionError) -> None:
+        """Publish an HTTP 429 refusal of a reconnect as the rate limit it is."""
+        if exc.status_code != 429:
+            return
+        reason = exc.server_message or str(exc)
+        self._runtime.rate_limited(None, reason, rate_limit_of(reason) or "joins")
+
     async def _run_connection(
         self, first: bool, task_status: trio.TaskStatus[None]
     ) -> ConnectionClosed | None:
         """Open one connection and serve it until it ends; return why it ended.
 
         Two nurseries: the outer one holds whatever the transport runs for itself (trio-websocket
-        has its own reader task), the inner one our reader, writer, heartbeat and join loops.
+        has its own reader task), the inner one our writer and the join loops, with this task
+        as the reader in its body.
         Losing the connection cancels only the inner one, so the transport can still perform
         its closing handshake before the outer one is cancelled.
         """
@@ -190,6 +226,9 @@ class Driver:
                             transport, nursery, outgoing_buffer=self._outgoing_buffer
                         )
                         self._serve(connection, first, task_status)
+                        # The reader is this task itself, in the nursery's body: a connection
+                        # costs one task fewer. Its loss cancels the nursery, body and all.
+                        await self._reader(connection)
                 finally:
                     if connection is not None:
                         await self._connection_ended(connection)
@@ -211,10 +250,14 @@ class Driver:
         self.connects += 1
         self._opened_at = trio.current_time()
         nursery = connection.nursery
-        nursery.start_soon(connection.run_writer)
-        nursery.start_soon(self._reader, connection)
         if self._heartbeat_interval:
-            nursery.start_soon(self._heartbeat, connection, self._heartbeat_interval)
+            nursery.start_soon(
+                connection.run_writer,
+                partial(self._heartbeat, connection),
+                self._heartbeat_interval,
+            )
+        else:
+            nursery.start_soon(connection.run_writer)
         if runtime.token_source is not None:
             nursery.start_soon(keep_fresh, runtime)  # RS-03
         logger.info("connected to %s", self._endpoint.redacted)
@@ -289,6 +332,12 @@ class Driver:
     def _route(self, connection: Connection, topic: str, events: Sequence[SessionEvent]) -> None:
         for event in events:
             if isinstance(event, ReplyReceived):
+                if event.kind == "join" and not event.ok:
+                    # Noted here, in frame order: a join refused for the join rate is followed
+                    # at once by the server's close, which may cancel the waiting join loop.
+                    limit = rate_limit_of(event.reason)
+                    if limit is not None:
+                        self._runtime.rate_limited(topic, event.reason, limit)
                 waiter = connection.replies.pop(event.ref, None)
                 if waiter is not None:
                     waiter.set(event)
@@ -300,22 +349,23 @@ class Driver:
             if channel is not None:
                 channel._on_event(event)
 
-    async def _heartbeat(self, connection: Connection, interval: float) -> None:
+    def _heartbeat(self, connection: Connection) -> tuple[bytes, bool] | None:
+        """One heartbeat tick, called by the writer every interval: the frame to write.
+
+        ``None`` (after dropping the connection) when the previous heartbeat is still
+        unanswered. The tick runs in the writer and must not wait; work that waits, started
+        from here, goes into a task of its own in ``connection.nursery``.
+        """
         session = self._runtime.session
-        while True:
-            await trio.sleep(interval)
-            if session.heartbeat_outstanding is not None:
-                logger.warning("no heartbeat reply within %.1f s; the connection is dead", interval)
-                connection.lose(CLOSE_ABNORMAL, "heartbeat timeout")
-                return
-            data, binary = self._runtime.encode(session.heartbeat(trio.current_time()))
-            try:
-                # A queue that stays full for a whole interval means a dead connection too.
-                with trio.move_on_after(interval):
-                    await connection.send(data, binary)
-            except ConnectionClosed:
-                return
-            self._runtime.tokens.heartbeat()  # the token callable is asked again (RS-03)
+        if session.heartbeat_outstanding is not None:
+            logger.warning(
+                "no heartbeat reply within %.1f s; the connection is dead", self._heartbeat_interval
+            )
+            connection.lose(CLOSE_ABNORMAL, "heartbeat timeout")
+            return None
+        frame = self._runtime.encode(session.heartbeat(trio.current_time()))
+        self._runtime.tokens.heartbeat()  # the token callable is asked again (RS-03)
+        return frame
 
     def _on_heartbeat_reply(self, event: HeartbeatReplied) -> None:
         latency = trio.current_time() - event.sent_at

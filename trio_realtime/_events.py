@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ._exceptions import RateLimit
 from ._frames import JSONValue, Payload
 
 
@@ -172,4 +173,23 @@ class HeartbeatEvent:
     latency: float
 
 
-ConnectionEvent = Connected | Disconnected | Reconnecting | HeartbeatEvent
+@dataclass(frozen=True, slots=True)
+class RateLimitReached:
+    """The server applied one of its rate limits (see :class:`RateLimited`).
+
+    Attributes:
+        topic: The channel topic, or ``None`` when the server refused the connection itself
+            (HTTP 429 at the upgrade).
+        reason: The server's text, for example
+            ``"ClientJoinRateLimitReached: Too many joins per second"``.
+        limit: Which limit: ``"joins"``, ``"users"``, ``"channels"``,
+            ``"database_connections"``, ``"messages"``, ``"presence"`` or
+            ``"client_presence"``.
+    """
+
+    topic: str | None
+    reason: str
+    limit: RateLimit
+
+
+ConnectionEvent = Connected | Disconnected | Reconnecting | HeartbeatEvent | RateLimitReached

@@ -13,6 +13,8 @@ Every error the library raises derives from :class:`RealtimeError`::
     ├── PushError               the server answered a push with ``status: error``
     ├── ChannelClosed           the server closed the channel (``system`` error + ``phx_close``)
     │                           or the channel was left while a subscription was open
+    ├── RateLimited             one of the server's rate limits refused a join or closed the
+    │                           channel (also a JoinError and a ChannelClosed)
     ├── PostgresSubscriptionError  the server could not start the postgres_changes stream
     └── SubscriptionOverflow    a subscription buffer overflowed with ``overflow="error"``
 
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Final, Literal, TypeVar
 
 
 class RealtimeError(Exception):
@@ -168,6 +170,85 @@ class ChannelClosed(RealtimeError):
         self.topic = topic
         self.reason = reason
         self.by_server = by_server
+
+
+RateLimit = Literal[
+    "joins", "users", "channels", "database_connections", "messages", "presence", "client_presence"
+]
+"""Which of the server's rate limits was reached (see :class:`RateLimited`)."""
+
+# The server's words for each limit: the code a join refusal starts with, or the whole
+# ``system`` error message that closes a channel (``realtime_channel.ex``).
+RATE_LIMIT_REASONS: Final[Mapping[str, RateLimit]] = {
+    "ClientJoinRateLimitReached": "joins",
+    "ConnectionRateLimitReached": "users",
+    "ChannelRateLimitReached": "channels",
+    "DatabaseConnectionRateLimitReached": "database_connections",
+    "Too many messages per second": "messages",
+    "Too many presence messages per second": "presence",
+    "Client presence rate limit exceeded": "client_presence",
+    # The HTTP 429 bodies of a refused connection (``user_socket.ex``).
+    "Too many joins per second": "joins",
+    "Too many connected users": "users",
+}
+
+
+def rate_limit_of(reason: str) -> RateLimit | None:
+    """The rate limit a server's join refusal or channel-closing message names, if any."""
+    code = reason.split(":", 1)[0]
+    return RATE_LIMIT_REASONS.get(code)
+
+
+class RateLimited(JoinError, ChannelClosed):
+    """One of the server's rate limits refused a join or closed a channel.
+
+    The server's limits, and what each looks like (PROTOCOL.md sections 4.3, 4.4, 5.5, 6.1):
+
+    * ``"joins"``: ``ClientJoinRateLimitReached: Too many joins per second`` refuses a join,
+      then the server closes the whole connection (code 1001); the client reconnects with a
+      backoff that does not start again until a connection stays healthy without a limit;
+    * ``"users"``: ``ConnectionRateLimitReached: Too many connected users`` refuses a join;
+    * ``"channels"``: ``ChannelRateLimitReached: Too many channels`` (this connection has the
+      most channels the server allows) refuses a join;
+    * ``"database_connections"``: ``DatabaseConnectionRateLimitReached: ...`` refuses a join;
+    * ``"messages"``: ``Too many messages per second`` closes a channel (the tenant's events
+      per second);
+    * ``"presence"``: ``Too many presence messages per second`` closes a channel;
+    * ``"client_presence"``: ``Client presence rate limit exceeded`` closes a channel that sent
+      too many presence messages (5 per 30 s by default).
+
+    It is both a :class:`JoinError` and a :class:`ChannelClosed`, so code that catches either
+    keeps working: :meth:`Channel.join` raises it for a refused join, and subscriptions and
+    pushes of a channel the server closed raise it. Every occurrence is also logged as a
+    warning and published as a :class:`RateLimitReached` connection event.
+
+    Attributes:
+        topic: The full topic.
+        reason: The server's text, for example ``"Too many messages per second"``.
+        limit: Which limit (see above).
+        by_server: Always ``True``.
+    """
+
+    def __init__(self, topic: str, reason: str, limit: RateLimit) -> None:
+        RealtimeError.__init__(self, f"rate limit reached on {topic!r}: {reason}")
+        self.topic = topic
+        self.reason = reason
+        self.limit = limit
+        self.by_server = True
+
+
+def join_refused(topic: str, reason: str) -> JoinError:
+    """The error for a join the server refused: :class:`RateLimited` for a rate limit."""
+    limit = rate_limit_of(reason)
+    return JoinError(topic, reason) if limit is None else RateLimited(topic, reason, limit)
+
+
+def closed_by_server(topic: str, reason: str) -> ChannelClosed:
+    """The error for a channel the server closed: :class:`RateLimited` for a rate limit."""
+    limit = rate_limit_of(reason)
+    if limit is None:
+        return ChannelClosed(topic, reason, by_server=True)
+    return RateLimited(topic, reason, limit)
 
 
 class PostgresSubscriptionError(RealtimeError):

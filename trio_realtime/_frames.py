@@ -251,7 +251,11 @@ def broadcast_frame(
     ``payload`` may be any JSON value, or ``bytes`` (V2 only: sent as binary encoding 0).
     """
     body: JSONObject = {"type": BROADCAST, "event": event, "payload": payload}  # type: ignore[dict-item]
-    return Frame(realtime_topic(topic), BROADCAST, body, ref, join_ref)
+    # SPEED: every send builds one (benchmarks/sends.py); the session's topics are full already.
+    full = (
+        topic if topic.startswith(TOPIC_PREFIX) and topic != TOPIC_PREFIX else realtime_topic(topic)
+    )
+    return make_frame(full, BROADCAST, body, ref, join_ref)
 
 
 def presence_track_frame(

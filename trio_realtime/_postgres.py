@@ -264,3 +264,23 @@ def parse_postgres_change(
         errors=data.get("errors"),
         ids=ids,
     )
+
+
+# The postgres_changes errors the server does not retry (``realtime_channel.ex``
+# ``handle_info(:postgres_subscribe)``: ``:malformed_subscription_params`` from
+# ``Subscriptions.parse_subscription_params/1`` and ``:subscription_insert_failed`` from
+# ``Subscriptions.create/5``). Every other error (a database timeout, shown as
+# ``{:error, "Too many database timeouts"}``, an exception...) is retried after 5 to 10 s and
+# may be followed by "Subscribed to PostgreSQL".
+FINAL_POSTGRES_ERRORS: Final = (
+    "Error parsing `filter` params",
+    "Error parsing `select` params",
+    "No subscription params provided",
+    "Column selection is not supported",
+    "Unable to subscribe to changes with given parameters",
+)
+
+
+def is_final_postgres_error(message: str) -> bool:
+    """Whether a postgres_changes ``system`` error is final: one the server does not retry."""
+    return message.startswith(FINAL_POSTGRES_ERRORS)

@@ -13,9 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+import trio
+
 from ._connection import Connection
-from ._exceptions import ProtocolError, RealtimeError
+from ._events import ConnectionEvent, RateLimitReached
+from ._exceptions import ProtocolError, RateLimit, RealtimeError
 from ._frames import Frame
+from ._pacing import JoinPacer
 from ._rest import RestSender
 from ._serializer import encode_wire
 from ._session import Session
@@ -43,6 +47,7 @@ class Settings:
     vsn: str
     timeout: float
     rejoin: ReconnectPolicy
+    rejoin_rate: float | None = None
 
 
 class Runtime:
@@ -61,6 +66,11 @@ class Runtime:
         self.session = Session()
         self.connection: Connection | None = None
         self.channels: dict[str, Channel] = {}
+        # Rate limits (RS-06): when one was last reached, and where connection events go.
+        self.rate_limited_at: float | None = None
+        self.emit: Callable[[ConnectionEvent], None] | None = None
+        self._pacer: JoinPacer | None = None
+        self._pacer_connection: Connection | None = None
         self.tokens = TokenKeeper(
             access_token,
             timeout=token_timeout,
@@ -121,6 +131,29 @@ class Runtime:
                 f"server's limit of {MAX_FRAME_SIZE} bytes; it was not sent"
             )
         return data, binary
+
+    def rate_limited(self, topic: str | None, reason: str, limit: RateLimit) -> None:
+        """Note that the server applied a rate limit: log it and publish the event."""
+        self.rate_limited_at = trio.current_time()
+        logger.warning(
+            "rate limit reached (%s) on %s: %s", limit, topic or "the connection", reason
+        )
+        if self.emit is not None:
+            self.emit(RateLimitReached(topic, reason, limit))
+
+    async def pace_rejoin(self, connection: Connection) -> None:
+        """Wait for a rejoin's turn on ``connection`` (``rejoin_rate``; see ``_pacing``).
+
+        Each connection starts with a full bucket.
+        """
+        rate = self.settings.rejoin_rate
+        if rate is None:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._pacer is None or self._pacer_connection is not connection:
+            self._pacer = JoinPacer(rate, trio.current_time())
+            self._pacer_connection = connection
+        await self._pacer.wait()
 
     def rejoin_delay(self, attempt: int) -> float | None:
         """Seconds before channel rejoin attempt ``attempt``, or ``None`` to give up."""

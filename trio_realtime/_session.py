@@ -68,7 +68,7 @@ from ._frames import (
     presence_untrack_frame,
     ref_counter,
 )
-from ._postgres import parse_postgres_change
+from ._postgres import is_final_postgres_error, parse_postgres_change
 from ._presence import PresenceEvent, PresenceMap, PresenceTracker
 from ._session_events import TRANSITIONS as TRANSITIONS
 from ._session_events import BindingKey as BindingKey
@@ -135,7 +135,8 @@ class ChannelSession:
         presence_enabled: Whether joins ask for presence (set by the options or by
             :meth:`Session.enable_presence`).
         postgres: The readiness of postgres_changes for the current join.
-        postgres_error: The server's message when ``postgres`` is ``"failed"``.
+        postgres_error: The server's message when ``postgres`` is ``"failed"``; while it is
+            ``"waiting"``, the last error the server is retrying, if any.
         replay: The ``config.broadcast.replay`` object the next join sends, if any (set by the
             driver, which knows the time).
         tracked: The state of the last presence ``track`` not followed by an ``untrack``; it
@@ -687,9 +688,11 @@ class Session:
             if item.ok:
                 channel.postgres = "ready"
                 return (PostgresReady(channel.topic), received)
-            channel.postgres = "failed"
+            final = is_final_postgres_error(item.message)
+            # A retried error leaves the join waiting for the server's next attempt (RS-04).
+            channel.postgres = "failed" if final else "waiting"
             channel.postgres_error = item.message
-            return (PostgresFailed(channel.topic, item.message), received)
+            return (PostgresFailed(channel.topic, item.message, final=final), received)
         if item.status == "error":
             channel.close_reason = item.message
         return (received,)

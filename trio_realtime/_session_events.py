@@ -192,10 +192,14 @@ class PostgresFailed:
     Attributes:
         topic: The channel topic.
         message: The server's text.
+        final: ``True`` for an error the server does not retry (bad parameters or filter, a
+            table it cannot subscribe to); ``False`` for one it retries after 5 to 10 s, which
+            may be followed by "Subscribed to PostgreSQL".
     """
 
     topic: str
     message: str
+    final: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,32 @@ class Transport(abc.ABC):
         """Send one message; see :meth:`send_messages`."""
         await self.send_messages(((data, binary),))
 
+    def can_send_nowait(self) -> bool:
+        """Whether :meth:`send_nowait` would try to write now (nothing else is writing)."""
+        return False
+
+    def send_nowait(self, messages: Sequence[OutgoingMessage]) -> bytes | None:
+        """Write ``messages`` without waiting, when this transport can; no checkpoint.
+
+        Returns ``None`` when it cannot (nothing was written; use :meth:`send_messages`).
+        Otherwise it returns the bytes that the socket did not take at once: ``b""`` when
+        everything was written, else the rest of the frames, which the calling task must pass
+        to :meth:`send_rest` next; nothing else is written on the connection until then.
+
+        Raises:
+            ConnectionClosed: if the connection is closed or the write failed; nothing of
+                ``messages`` was written.
+        """
+        return None
+
+    async def send_rest(self, data: bytes) -> None:
+        """Write what :meth:`send_nowait` left over; see there.
+
+        Raises:
+            ConnectionClosed: if the connection dropped meanwhile.
+        """
+        raise NotImplementedError("send_rest follows a send_nowait that left a rest")
+
     @abc.abstractmethod
     async def receive_messages(self) -> list[Message]:
         """Wait for at least one message and return every message available now.

@@ -73,14 +73,12 @@ _HEAD_16 = struct.Struct("!BBH").pack
 _HEAD_64 = struct.Struct("!BBQ").pack
 
 
-class _ClientFramer:
-    """Frames client data messages (masked, unfragmented, no extensions) in one pass.
+class _MaskKeys:
+    """Masking keys from ``os.urandom``, 1,024 at a time, shared by every client connection.
 
-    What websockets' ``send_text``/``send_binary`` then ``data_to_send`` do for such a frame,
-    at a third of the cost: the frame object, its checks and a ``BytesIO`` per message, and an
-    ``os.urandom`` call per masking key, were most of a small push's transport cost (see
-    ``benchmarks/sends.py``). Keys still come from ``os.urandom``, 1,024 at a time, so each
-    is as unpredictable as RFC 6455 section 5.3 asks; none is used twice.
+    One pool per process rather than per connection: a connection's own 4 KiB of keys was
+    an eighth of what an idle connection costs (``benchmarks/connections.py``). Each key is
+    handed out once, so each is as unpredictable as RFC 6455 section 5.3 asks.
     """
 
     __slots__ = ("_keys", "_position")
@@ -89,7 +87,8 @@ class _ClientFramer:
         self._keys = b""
         self._position = MASK_KEYS_BYTES
 
-    def _key(self) -> bytes:
+    def take(self) -> bytes:
+        """The next unused key."""
         position = self._position
         if position >= MASK_KEYS_BYTES:
             self._keys = os.urandom(MASK_KEYS_BYTES)
@@ -97,10 +96,29 @@ class _ClientFramer:
         self._position = position + 4
         return self._keys[position : position + 4]
 
+
+_MASK_KEYS = _MaskKeys()
+
+
+class _ClientFramer:
+    """Frames client data messages (masked, unfragmented, no extensions) in one pass.
+
+    What websockets' ``send_text``/``send_binary`` then ``data_to_send`` do for such a frame,
+    at a third of the cost: the frame object, its checks and a ``BytesIO`` per message, and an
+    ``os.urandom`` call per masking key, were most of a small push's transport cost (see
+    ``benchmarks/sends.py``). Keys come from the process's pool (:class:`_MaskKeys`).
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: _MaskKeys | None = None) -> None:
+        self._keys = _MASK_KEYS if keys is None else keys
+
     def frames(self, messages: Sequence[OutgoingMessage]) -> bytes:
         """The wire bytes of ``messages``, one final frame each."""
         parts: list[bytes] = []
         append = parts.append
+        take = self._keys.take
         for data, binary in messages:
             first = 0x82 if binary else 0x81
             size = len(data)
@@ -110,10 +128,13 @@ class _ClientFramer:
                 append(_HEAD_16(first, 0xFE, size))
             else:
                 append(_HEAD_64(first, 0xFF, size))
-            key = self._key()
+            key = take()
             append(key)
             append(apply_mask(data, key))
         return b"".join(parts)
+
+
+_FRAMER = _ClientFramer()
 
 
 class SansIOWebSocket(Transport):
@@ -162,8 +183,14 @@ class SansIOWebSocket(Transport):
         # A client without extensions frames its data messages itself (see _ClientFramer);
         # control frames (pong, close) still come from the protocol.
         self._framer = (
-            _ClientFramer()
-            if isinstance(protocol, ClientProtocol) and not protocol.extensions
+            _FRAMER if isinstance(protocol, ClientProtocol) and not protocol.extensions else None
+        )
+        # A client on a plain TCP socket may write without waiting (send_nowait).
+        self._socket = (
+            stream.socket
+            if self._framer is not None
+            and isinstance(stream, trio.SocketStream)
+            and os.name == "posix"
             else None
         )
 
@@ -221,6 +248,52 @@ class SansIOWebSocket(Transport):
                 await self._stream.send_all(data)
             except _STREAM_ERRORS:
                 raise ConnectionClosed(CLOSE_ABNORMAL, "connection lost while sending") from None
+
+    def can_send_nowait(self) -> bool:
+        return (
+            self._socket is not None
+            and not self._send_lock.locked()
+            and self._protocol.state is State.OPEN
+            and not self._released
+        )
+
+    def send_nowait(self, messages: Sequence[OutgoingMessage]) -> bytes | None:
+        """Write to the socket at once, without the lock's or trio's checkpoints.
+
+        The socket is non-blocking (trio made it so), so a plain ``os.write`` either takes
+        the frames (all of them, or a first part) or fails with ``BlockingIOError``. When part
+        is left, the send lock is taken here, before anything can run, and :meth:`send_rest`
+        releases it.
+        """
+        socket = self._socket
+        if socket is None or not self.can_send_nowait():
+            return None
+        fd = socket.fileno()
+        if fd < 0:
+            return None
+        assert self._framer is not None
+        pending = self._protocol.data_to_send()  # a pong the reader has not flushed yet
+        data = self._framer.frames(messages)
+        if pending:
+            data = b"".join([*pending, data])
+        try:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            raise ConnectionClosed(CLOSE_ABNORMAL, "connection lost while sending") from None
+        if sent == len(data):
+            return b""
+        self._send_lock.acquire_nowait()
+        return data[sent:]
+
+    async def send_rest(self, data: bytes) -> None:
+        try:
+            await self._stream.send_all(data)
+        except _STREAM_ERRORS:
+            raise ConnectionClosed(CLOSE_ABNORMAL, "connection lost while sending") from None
+        finally:
+            self._send_lock.release()
 
     def _take_messages(self) -> list[Message]:
         messages: list[Message] = []

@@ -27,6 +27,7 @@ from .. import (
 )
 from .. import Channel as AsyncChannel
 from .. import RealtimeClient as AsyncClient
+from .._client import DEFAULT_REJOIN_RATE
 from .._subscription import DEFAULT_BUFFER, Overflow
 from .._transport import DEFAULT_MAX_MESSAGE_SIZE
 from .._url import DEFAULT_VSN
@@ -300,6 +301,7 @@ def connect(
     timeout: float = 10.0,
     reconnect: ReconnectPolicy | None = backoff(),  # noqa: B008 - the policy is stateless
     rejoin: ReconnectPolicy = backoff(),  # noqa: B008
+    rejoin_rate: float | None = DEFAULT_REJOIN_RATE,
     transport: str | TransportFactory = "websockets",
     ssl_context: ssl.SSLContext | None = None,
     log_level: str | None = None,
@@ -334,6 +336,8 @@ def connect(
         reconnect: The reconnect policy (attempt number → seconds, or ``None`` to give up);
             ``None`` disables reconnecting.
         rejoin: The policy for rejoining a channel after a server error.
+        rejoin_rate: Rejoins per second after a reconnect (the first ``rejoin_rate`` at
+            once); ``None`` rejoins every channel at once.
         transport: ``"websockets"`` (default), ``"trio-websocket"`` or a transport factory.
         ssl_context: The TLS context for ``wss``; by default certificates are verified.
         log_level: Sent to the server as ``log_level``.
@@ -364,6 +368,7 @@ def connect(
             timeout=timeout,
             reconnect=reconnect,
             rejoin=rejoin,
+            rejoin_rate=rejoin_rate,
             transport=transport,
             ssl_context=ssl_context,
             log_level=log_level,

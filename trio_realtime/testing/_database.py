@@ -72,6 +72,7 @@ from ._database_setup import connect, create_slot, prepare
 from ._database_types import DatabaseStatistics
 from ._jwt import unverified_claims
 from ._postgres_changes import Binding
+from ._postgres_subscribe import DATABASE_TIMEOUTS
 from ._replay import StoredMessage, deliver_stored
 from ._state import Channel, Hub, Policies, encode
 
@@ -233,9 +234,9 @@ class Database:
         role, _claims = self._claims(channel.token)
         try:
             error = await self._on_control(self._check_subscription, channel.bindings, role)
-        except Exception as exc:  # the database is gone: say so, as the server does
+        except Exception as exc:  # the database is gone: say so, as the server does (retried)
             logger.warning("database: subscription check failed: %s", exc)
-            error = repr(exc)
+            error = DATABASE_TIMEOUTS
         if error is None and channel.room is not None:
             self._subscribed[channel] = None
             self._progress.unpark_all()

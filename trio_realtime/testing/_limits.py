@@ -28,9 +28,21 @@ The per-second limits are rolling averages, as the server's ``RateCounter`` comp
 count of each 5 s tick goes into a list of the last 12 ticks (a minute; the list starts with
 one empty tick when the counter starts), the average is their sum divided by their number and
 by 5, and it is recomputed at each tick only: a limit becomes triggered at the tick where the
-average reaches it, and stays so until a tick where the average is below it again. Ticks are
-counted from the server's start, in trio's time (virtual under ``MockClock``), lazily: nothing
-runs in the background.
+average reaches it, and stays so until a tick where the average is below it again.
+
+A counter starts when it is first used, as the server's are (``RateCounter.new``/``get``): the
+joins counter at the first connection or join, the events and presence counters at the first
+join. Every :data:`IDLE_SHUTDOWN` seconds after it starts, a counter whose whole list is empty
+stops (``rate_counter.ex`` ``handle_info(:idle_shutdown)``), and the next use starts a new one,
+with its ticks counted from then and its list empty again: after five quiet minutes a burst is
+averaged over a short list, and triggers a limit sooner than over a full minute. All in trio's
+time (virtual under ``MockClock``), lazily: nothing runs in the background.
+
+**Payload size** (not a rate, and always on, as on the server): a presence ``track`` whose
+payload's Erlang external term size (:func:`term_size`, what ``:erlang.external_size/1``
+measures; ``tenants.ex`` ``validate_payload_size/2``) is over :data:`MAX_PAYLOAD_SIZE` closes
+the channel with ``Track message size exceeded`` (``presence_handler.ex`` ``track/2``, checked
+after the not-a-map and unchanged-payload checks and before the presence rate).
 """
 
 from __future__ import annotations
@@ -45,6 +57,13 @@ TICK = 5.0
 BUCKETS = 12
 """Intervals a rolling average spans (one minute)."""
 
+IDLE_SHUTDOWN = 300.0
+"""Seconds between a counter's idle checks; one with an empty list then stops."""
+
+MAX_PAYLOAD_SIZE = 3_000 * 1000 + 500
+"""The tenant's ``max_payload_size_in_kb`` default (3000) times 1000, plus 500 bytes."""
+
+TRACK_TOO_LARGE = "Track message size exceeded"
 TOO_MANY_JOINS = "ClientJoinRateLimitReached: Too many joins per second"
 TOO_MANY_USERS = "ConnectionRateLimitReached: Too many connected users"
 TOO_MANY_EVENTS = "Too many messages per second"
@@ -105,34 +124,74 @@ class RateCounter:
 
     Args:
         limit: The average at which the limit triggers.
-        now: Trio time at which the counter starts (its first, empty, tick).
+        now: Trio time at which the counter starts (its first, empty, tick), or ``None`` to
+            start it at its first use.
     """
 
-    __slots__ = ("_buckets", "_origin", "_pending", "_ticks", "average", "limit", "triggered")
+    __slots__ = (
+        "_buckets",
+        "_origin",
+        "_pending",
+        "_running",
+        "_ticks",
+        "average",
+        "limit",
+        "triggered",
+    )
 
-    def __init__(self, limit: float, now: float) -> None:
+    def __init__(self, limit: float, now: float | None) -> None:
         self.limit = limit
-        self._origin = now
+        self._origin = 0.0
         self._ticks = 0
         self._pending = 0
         self._buckets: deque[int] = deque([0], maxlen=BUCKETS)
         self.average = 0.0
         self.triggered = False
+        self._running = False
+        if now is not None:
+            self.start(now)
+
+    @property
+    def running(self) -> bool:
+        """Whether the counter runs (it has started and not stopped idle since)."""
+        return self._running
+
+    def start(self, now: float) -> None:
+        """Start the counter at ``now`` unless it runs: an empty list, ticks from ``now``."""
+        if self._running:
+            return
+        self._running = True
+        self._origin = now
+        self._ticks = 0
+        self._pending = 0
+        self._buckets = deque([0], maxlen=BUCKETS)
+        self.average = 0.0
+        self.triggered = False
 
     def advance(self, now: float) -> None:
-        """Run the ticks due by ``now``."""
+        """Run the ticks and idle checks due by ``now``; then start again if it had stopped
+        (every use of a stopped counter starts a new one, as ``RateCounter.get`` does)."""
+        if self._running:
+            self._run_ticks(now)
+        self.start(now)
+
+    def _run_ticks(self, now: float) -> None:
         due = math.floor((now - self._origin) / TICK)
-        missed = due - self._ticks
-        if missed <= 0:
-            return
-        # Beyond a full window of empty ticks, more change nothing.
-        for _ in range(min(missed, BUCKETS + 1)):
+        idle_ticks = round(IDLE_SHUTDOWN / TICK)
+        while self._ticks < due:
+            self._ticks += 1
             self._buckets.appendleft(self._pending)
             self._pending = 0
             self.average = sum(self._buckets) / len(self._buckets) / TICK
             # Triggered at a tick whose average reaches the limit; released at one below it.
             self.triggered = self.average >= self.limit
-        self._ticks = due
+            if any(self._buckets):
+                continue
+            if self._ticks % idle_ticks == 0:
+                self._running = False  # the idle check: nothing counted for a whole list
+                return
+            # Nothing changes before the next idle check: go straight to it.
+            self._ticks = min(due, (self._ticks // idle_ticks + 1) * idle_ticks - 1)
 
     def add(self, now: float, count: int = 1) -> None:
         """Count ``count`` events at ``now``."""
@@ -148,6 +207,52 @@ class RateCounter:
         """The average as of the last tick."""
         self.advance(now)
         return self.average
+
+
+def term_size(value: object) -> int:
+    """The size of a decoded JSON value in Erlang's external term format, version byte included.
+
+    What ``:erlang.external_size/1`` returns for the term Jason decodes (strings are binaries,
+    objects maps, arrays lists, ``null``/``true``/``false`` atoms).
+    """
+    return 1 + _term_size(value)
+
+
+def _term_size(value: object) -> int:
+    if value is None:
+        return 5  # SMALL_ATOM_UTF8_EXT "nil"
+    if value is True:
+        return 6
+    if value is False:
+        return 7
+    if isinstance(value, str):
+        return 5 + len(value.encode())  # BINARY_EXT
+    if isinstance(value, int):
+        if 0 <= value <= 255:
+            return 2  # SMALL_INTEGER_EXT
+        if -(2**31) <= value < 2**31:
+            return 5  # INTEGER_EXT
+        digits = (abs(value).bit_length() + 7) // 8
+        return 3 + digits if digits < 256 else 6 + digits  # SMALL_BIG_EXT / LARGE_BIG_EXT
+    if isinstance(value, float):
+        return 9  # NEW_FLOAT_EXT
+    if isinstance(value, dict):
+        return 5 + sum(_term_size(k) + _term_size(v) for k, v in value.items())  # MAP_EXT
+    if isinstance(value, list):
+        if not value:
+            return 1  # NIL_EXT
+        if len(value) < 65536 and all(
+            isinstance(item, int) and not isinstance(item, bool) and 0 <= item <= 255
+            for item in value
+        ):
+            return 3 + len(value)  # STRING_EXT
+        return 6 + sum(_term_size(item) for item in value)  # LIST_EXT and its NIL_EXT tail
+    raise TypeError(f"not a decoded JSON value: {type(value).__name__}")
+
+
+def track_too_large(payload: object) -> bool:
+    """Whether a presence track payload is over the server's payload size limit."""
+    return term_size(payload) > MAX_PAYLOAD_SIZE
 
 
 class PresenceWindow:
@@ -178,18 +283,19 @@ class Limiter:
 
     def __init__(self, limits: RateLimits, now: float) -> None:
         self.limits = limits
+        del now  # the counters start at their first use, as the server's do
         self.joins = (
-            RateCounter(limits.max_joins_per_second, now)
+            RateCounter(limits.max_joins_per_second, None)
             if limits.max_joins_per_second is not None
             else None
         )
         self.events = (
-            RateCounter(limits.max_events_per_second, now)
+            RateCounter(limits.max_events_per_second, None)
             if limits.max_events_per_second is not None
             else None
         )
         self.presence = (
-            RateCounter(limits.max_presence_events_per_second, now)
+            RateCounter(limits.max_presence_events_per_second, None)
             if limits.max_presence_events_per_second is not None
             else None
         )
@@ -206,7 +312,14 @@ class Limiter:
         return None
 
     def join_refusal(self, connection_id: int, now: float) -> str | None:
-        """Check and count a join, in the server's order (users, then the join rate)."""
+        """Check and count a join, in the server's order (users, then the join rate).
+
+        A join starts the events and presence counters if they do not run (the server's
+        ``assign_counter`` and ``assign_presence_counter`` at join).
+        """
+        for counter in (self.events, self.presence):
+            if counter is not None:
+                counter.advance(now)
         maximum = self.limits.max_concurrent_users
         if maximum is not None and connection_id not in self.users and len(self.users) >= maximum:
             return TOO_MANY_USERS

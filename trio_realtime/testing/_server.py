@@ -44,6 +44,7 @@ from .._transport import Transport, TransportOptions
 from .._url import Endpoint
 from ._gate import Gate
 from ._postgres_changes import build_change
+from ._postgres_subscribe import DATABASE_TIMEOUTS, add_failures
 from ._replay import StoredMessage, realtime_send
 from ._rest import MemoryHTTPTransport
 from ._server_connection import ServerConnection
@@ -512,6 +513,24 @@ class RealtimeServer:
     def allow_joins(self, topic: str) -> None:
         """Undo :meth:`reject_joins` for ``topic``."""
         self._hub.rejections.pop(realtime_topic(topic), None)
+
+    def fail_postgres_subscriptions(
+        self, topic: str, count: int = 1, *, message: str = DATABASE_TIMEOUTS
+    ) -> None:
+        """Make the next ``count`` postgres_changes subscriptions on ``topic`` fail.
+
+        Each failure sends ``system`` error ``message``. As on the real server, an error that
+        is not a parameter error (the default, ``{:error, "Too many database timeouts"}``, is
+        one) is retried 5 s later, and "Subscribed to PostgreSQL" follows the first attempt
+        that succeeds; a parameter error ("Error parsing `filter` params: ...", "Unable to
+        subscribe to changes with given parameters. ...") is final.
+
+        Raises:
+            ValueError: for a ``count`` below 1.
+        """
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        add_failures(self._hub, realtime_topic(topic), count, message)
 
     # -- serving --------------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from .._frames import (
     make_frame,
     sub_topic,
 )
+from .._postgres import is_final_postgres_error
 from .._postgres_filters import FilterParseError
 from .._serializer import parse_client_frame
 from .._transport import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, OutgoingMessage, Transport
@@ -60,10 +61,14 @@ from ._limits import (
     CLOSE_GOING_AWAY,
     TOO_MANY_JOINS,
     TOO_MANY_PRESENCE,
+    TRACK_TOO_LARGE,
     PresenceWindow,
+    track_too_large,
 )
 from ._payloads import SB_PREFIX, channel_token, parse_join
 from ._postgres_changes import SUBSCRIBED, parse_bindings, reply_entries
+from ._postgres_subscribe import RETRY_DELAY as POSTGRES_RETRY_DELAY
+from ._postgres_subscribe import attempt as postgres_attempt
 from ._replay import replay_on_join
 from ._send_buffer import Close, Delay, SendBuffer
 from ._state import Channel, Hub, encode
@@ -442,10 +447,14 @@ class ServerConnection:
                 reason: JSONObject = {"reason": "Presence track payload must be a map"}
                 self._reply(topic, ref, join_ref, "error", reason)
                 return
+            changed = room.tracked(channel) != state  # an unchanged track is a no-op
+            if changed and track_too_large(state):
+                self.system_close(channel, TRACK_TOO_LARGE)
+                return
             limiter = self._hub.limiter
             if (
                 limiter is not None
-                and room.tracked(channel) != state  # an unchanged track is not counted
+                and changed
                 and not limiter.presence_allowed(trio.current_time())
             ):
                 self.system_close(channel, TOO_MANY_PRESENCE)
@@ -612,12 +621,31 @@ class ServerConnection:
             channel.push(PRESENCE_STATE, channel.room.presence_state())
         replay_on_join(channel, hub.messages, frame.payload)
         if params.bindings:
-            if bindings_error is None and hub.database is not None:
-                bindings_error = await hub.database.subscribe(channel)
-            if bindings_error is None:
-                channel.push(SYSTEM, _postgres_system(channel, "ok", SUBSCRIBED))
-            else:
+            if bindings_error is not None:  # a parameter error: final
                 channel.push(SYSTEM, _postgres_system(channel, "error", bindings_error))
+            elif self._postgres_outcome(channel, await postgres_attempt(hub, channel)):
+                assert self._timers is not None
+                self._timers.start_soon(self._retry_postgres, channel)
+
+    # -- postgres_changes subscription retries (see _postgres_subscribe) -------------------------
+
+    def _postgres_outcome(self, channel: Channel, error: str | None) -> bool:
+        """Send a subscription attempt's outcome; return whether the server retries it."""
+        if self._channels.get(channel.topic) is not channel:
+            return False  # left or replaced meanwhile
+        if error is None:
+            channel.push(SYSTEM, _postgres_system(channel, "ok", SUBSCRIBED))
+            return False
+        channel.push(SYSTEM, _postgres_system(channel, "error", error))
+        return not is_final_postgres_error(error)
+
+    async def _retry_postgres(self, channel: Channel) -> None:
+        while self._channels.get(channel.topic) is channel:
+            await trio.sleep(POSTGRES_RETRY_DELAY)
+            if self._channels.get(channel.topic) is not channel:
+                return
+            if not self._postgres_outcome(channel, await postgres_attempt(self._hub, channel)):
+                return
 
 
 def _postgres_system(channel: Channel, status: str, message: str) -> JSONObject:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -372,6 +373,8 @@ class Hub:
         answer_heartbeats: Fault knob: reply to heartbeats.
         reply_delay: Fault knob: seconds every ``phx_reply`` is held back.
         rejections: Fault knob: topic -> (reason, delay) for joins to refuse.
+        postgres_failures: Fault knob: topic -> the errors its next postgres_changes
+            subscription attempts report (``_postgres_subscribe``).
         rooms: (topic, private) -> room; a room is dropped when its last channel leaves.
         changed: Parked tasks are woken whenever a connection or channel comes or goes.
         database: The database postgres_changes come from, when the server has one.
@@ -388,6 +391,7 @@ class Hub:
         self.answer_heartbeats = True
         self.reply_delay = 0.0
         self.rejections: dict[str, tuple[str, float]] = {}
+        self.postgres_failures: dict[str, deque[str]] = {}
         self.rooms: dict[tuple[str, bool], Room] = {}
         self.postgres_channels: dict[Channel, None] = {}
         self.database: PostgresBackend | None = None
