@@ -95,16 +95,10 @@ class Gate:
     async def memory_transport(
         self, endpoint: Endpoint, options: TransportOptions, nursery: trio.Nursery
     ) -> Transport:
-        """Connect in memory; a ``TransportFactory`` for the client's ``transport=`` option.
-
-        Runs the upgrade checks on ``endpoint.resource``, then serves the server end of an
-        in-memory pair like a socket and returns the client end. The incoming size cap of both
-        ends is the smaller of the client's and the server's.
+        """What :meth:`RealtimeServer.memory_transport` does (see there).
 
         Raises:
-            RealtimeConnectionError: for a refused upgrade, with ``status_code`` and
-                ``server_message`` as a socket client would get them; without a status when
-                the server has stopped, as for a refused TCP connection.
+            RealtimeConnectionError: for a refused upgrade, or a server that has stopped.
         """
         del nursery  # the server's own nursery runs the connection
         self._refuse_if_stopped()
