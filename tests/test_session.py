@@ -36,6 +36,7 @@ from trio_realtime.protocol import (
     SystemMessage,
     SystemReceived,
     Trigger,
+    binding_key,
     postgres_binding,
 )
 
@@ -730,3 +731,18 @@ def test_a_join_starts_from_a_clean_slate() -> None:
     assert channel.close_reason == "gone"
     session.join(TOPIC)
     assert (channel.close_reason, channel.postgres) == (None, "none")
+
+
+def test_pg01_binding_key_is_the_identity_the_server_echoes() -> None:
+    """PG-01: a binding's identity is its upper-cased event, schema, table, filter and select
+    columns; missing fields take the server's defaults (event ``*``, the rest empty)."""
+    spec: JSONObject = {
+        "event": "insert",
+        "schema": "public",
+        "table": "messages",
+        "filter": "id=eq.1",
+        "select": ["id", "body"],
+    }
+    assert binding_key(spec) == ("INSERT", "public", "messages", "id=eq.1", "id,body")
+    assert binding_key({}) == ("*", "", "", "", "")
+    assert binding_key({"event": "*", "schema": "s", "select": "id"}) == ("*", "s", "", "", "")
