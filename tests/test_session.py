@@ -661,7 +661,8 @@ def test_rs01_a_channel_taking_over_a_tracked_state_tracks_it_after_its_first_jo
     state["s"] = 2
     frame = session.join(TOPIC)
     assert isinstance(frame.payload, dict)
-    assert frame.payload["config"] == {**CONFIG, "presence": {"key": "", "enabled": True}}
+    presence: JSONObject = {"key": "", "enabled": True}
+    assert frame.payload["config"] == {**CONFIG, "presence": presence}
     (event,) = session.receive(reply("1"))
     assert isinstance(event, ReplyReceived)
     result = session.join_replied(event)
@@ -727,9 +728,9 @@ def test_a_join_starts_from_a_clean_slate() -> None:
         )
     )
     session.connection_lost()
-    channel = session.channel(TOPIC)
-    assert channel.close_reason == "gone"
+    assert session.channel(TOPIC).close_reason == "gone"
     session.join(TOPIC)
+    channel = session.channel(TOPIC)
     assert (channel.close_reason, channel.postgres) == (None, "none")
 
 
