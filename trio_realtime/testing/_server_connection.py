@@ -88,7 +88,6 @@ class ServerConnection:
         reply_delay: Overrides the server's ``reply_delay`` for this connection when not
             ``None``.
         frames_received: Well-formed frames received (malformed ones are counted by the server).
-        frames_sent: Frames handed to the transport.
         close_code: The close code once the connection has ended (1006 when it was dropped).
     """
 
