@@ -547,7 +547,8 @@ class Channel:
             # A rejoin (after a reconnect or a phx_error): paced, so that many channels do not
             # all rejoin in the same instant (RS-06). A first join is the user's, and goes now.
             await runtime.pace_rejoin(connection)
-        self._awaiting_token = True
+        # Only a callable can keep a join waiting for its token; without one the token is at hand.
+        self._awaiting_token = runtime.tokens.source is not None
         try:
             token = await runtime.token_for_join()
         finally:
