@@ -150,22 +150,35 @@ def soak(session: nox.Session) -> None:
 
 @nox.session
 def mutation(session: nox.Session) -> None:
-    """Mutation testing (mutmut) of the pure protocol layer; not part of the default run.
+    """Mutation testing (mutmut) of the pure protocol layer and the session core; not part of
+    the default run.
 
-    Mutates ``_frames``, ``_serializer``, ``_presence`` and ``_postgres`` (or the modules named:
-    ``nox -s mutation -- _presence``) and runs the tests that cover each mutant (the
-    ``[tool.mutmut]`` table of pyproject.toml selects them), then lists the survivors. Each
+    Mutates ``_frames``, ``_serializer``, ``_presence``, ``_postgres``, ``_postgres_filters``,
+    ``_session`` and ``_session_events`` (or the modules named: ``nox -s mutation --
+    _presence``) and runs the tests that cover each mutant (the ``[tool.mutmut]`` table of
+    pyproject.toml selects them), then lists the survivors. Each
     mutant's test run may use at most 3 GiB of address space, so that a mutant that makes a
-    loop grow forever fails instead of eating the machine's memory. ``mutmut show NAME`` (in
-    the session's environment) prints one mutant's diff.
+    loop grow forever fails instead of eating the machine's memory. The tests run with the
+    ``tests/_mutation.py`` plugin, which gives the public classes' methods back the module they
+    are defined in, where mutmut looks for them. ``mutmut show NAME`` (in the session's
+    environment) prints one mutant's diff.
     """
     session.install("-e", ".[test]", "mutmut>=3.3")
-    modules = session.posargs or ["_frames", "_serializer", "_presence", "_postgres"]
+    modules = session.posargs or [
+        "_frames",
+        "_serializer",
+        "_presence",
+        "_postgres",
+        "_postgres_filters",
+        "_session",
+        "_session_events",
+    ]
     patterns = " ".join(f"'trio_realtime.{module}.*'" for module in modules)
     session.run(
         "bash",
         "-c",
         f"ulimit -v {3 * 1024 * 1024} && mutmut run --max-children 2 {patterns}",
         external=True,
+        env={"PYTHONPATH": "tests"},
     )
     session.run("mutmut", "results")

@@ -50,11 +50,11 @@ python_use_unqualified_type_names = True
 # the build reads nothing from the network.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(trio|ssl|collections\.abc|typing|enum|datetime|random|abc)\..*"),
+    (r"py:.*", r"(trio|ssl|collections(\.abc)?|typing|enum|datetime|random|abc)\..*"),
     (r"py:.*", r"(os|pathlib|subprocess|httpx)\..*"),
     # Private helpers that appear in signatures of objects users never construct themselves.
     (r"py:.*", r"trio_realtime(\.\w+)?\._.*"),
-    (r"py:.*", r"(Endpoint|ChannelHost|Hub|ServerConfig|Meta|Database|PostgresReadiness)"),
+    (r"py:.*", r"(Endpoint|ChannelHost|Hub|ServerConfig|Gate|Meta|Database|PostgresReadiness)"),
     (r"py:.*", r"(Exception|BaseException|ValueError|TypeError|KeyError|LookupError)"),
     (r"py:class", r"(T|T_co|D|P|TypedDictT)"),
     # Sphinx splits some long expanded JSONValue unions in dataclass signatures at a comma.

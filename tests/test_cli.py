@@ -35,17 +35,9 @@ from trio_realtime import (
     Transport,
     TransportOptions,
 )
-from trio_realtime._cli import (
-    PostgresSpec,
-    Target,
-    _leaf,
-    _listen_session,
-    _parse,
-    _target,
-    build_parser,
-    main,
-    parse_postgres_spec,
-)
+from trio_realtime._cli import _parse, build_parser, main
+from trio_realtime._cli_common import Target, leaf, resolve_target
+from trio_realtime._cli_listen import PostgresSpec, listen_session, parse_postgres_spec
 from trio_realtime._cli_output import Line, Printer, describe, use_colour
 from trio_realtime._url import Endpoint
 from trio_realtime.testing import RealtimeServer, serve_realtime
@@ -535,10 +527,10 @@ def test_rs08_cli_takes_the_apikey_and_vsn_from_the_url(monkeypatch: pytest.Monk
     """RS-08: ``listen "ws://.../websocket?apikey=...&vsn=2.0.0"`` needs no --apikey or --vsn."""
     monkeypatch.delenv("SUPABASE_ANON_KEY", raising=False)
     url = f"ws://127.0.0.1:9/socket/websocket?apikey={APIKEY}&vsn=2.0.0"
-    target = _target(build_parser().parse_args(["listen", url, "--channel", "x"]))
+    target = resolve_target(build_parser().parse_args(["listen", url, "--channel", "x"]))
     assert (target.apikey, target.vsn) == (APIKEY, "2.0.0")
     monkeypatch.setenv("SUPABASE_ANON_KEY", "from-the-environment")
-    target = _target(build_parser().parse_args(["listen", url, "--channel", "x"]))
+    target = resolve_target(build_parser().parse_args(["listen", url, "--channel", "x"]))
     assert target.apikey == APIKEY  # the URL is more specific than the environment
 
 
@@ -611,7 +603,7 @@ async def _listen_in_process(
 ) -> None:
     printer = Printer(stream, json_lines=True, colour=False)
     task_status.started()
-    await _listen_session(target, printer, None, (), False)
+    await listen_session(target, printer, None, (), False)
 
 
 def _json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -635,7 +627,7 @@ async def test_rs12_json_listen_reports_a_server_closed_channel_as_a_json_line(
                     await server.wait_until_joined("room")
                     await trio.testing.wait_all_tasks_blocked()
                     await server.system_close("room", "Token has expired 3 seconds ago")
-            assert isinstance(_leaf(caught.value), ChannelClosed)
+            assert isinstance(leaf(caught.value), ChannelClosed)
     records = _json_lines(stream)
     closed = [r for r in records if r["type"] == "channel" and r["event"] == "closed"]
     assert closed == [
@@ -667,7 +659,7 @@ async def test_rs12_listen_max_attempts_gives_up(autojump_clock: trio.testing.Mo
                     await server.wait_until_joined("room")
                     gate.open = False
                     await server.drop_connections()
-            assert isinstance(_leaf(caught.value), ConnectionClosed)
+            assert isinstance(leaf(caught.value), ConnectionClosed)
     attempts = [r["attempt"] for r in _json_lines(stream) if r.get("event") == "reconnecting"]
     assert attempts == [1, 2]
     assert gate.refused == 2

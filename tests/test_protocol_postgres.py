@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_realtime._postgres import FILTER_OPERATORS, FilterOperator
+from trio_realtime._postgres_filters import FILTER_OPERATORS, FilterOperator
 from trio_realtime.protocol import (
     FilterCondition,
     FilterParseError,

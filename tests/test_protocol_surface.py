@@ -68,6 +68,7 @@ PROTOCOL_MODULES = [
     "trio_realtime._serializer",
     "trio_realtime._presence",
     "trio_realtime._postgres",
+    "trio_realtime._postgres_filters",
     "trio_realtime._url",
     "trio_realtime._public",
     "trio_realtime._events",

@@ -323,8 +323,8 @@ async def test_rb04_keep_alive_outlives_the_upgrade_timeout(
     """RB-04: an idle kept-alive HTTP connection stays open past the WebSocket handshake
     timeout (10 s), up to the keep-alive timeout (60 s); both requests share it. (Loopback TCP
     under the autojump clock: the waits are virtual.)"""
+    from trio_realtime.testing._gate import HANDSHAKE_TIMEOUT
     from trio_realtime.testing._rest import KEEPALIVE_TIMEOUT
-    from trio_realtime.testing._server import HANDSHAKE_TIMEOUT
 
     async with serve_realtime() as server:
         rest = server._rest

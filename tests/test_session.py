@@ -36,6 +36,7 @@ from trio_realtime.protocol import (
     SystemMessage,
     SystemReceived,
     Trigger,
+    binding_key,
     postgres_binding,
 )
 
@@ -490,3 +491,259 @@ def test_two_channels_on_one_topic_are_refused() -> None:
     session.add_channel(TOPIC)
     with pytest.raises(ValueError, match="already exists"):
         session.add_channel(TOPIC)
+
+
+# -- what mutation testing found untested ---------------------------------------------------------
+
+
+def test_ch02_join_config_carries_every_option() -> None:
+    """CH-02: each channel option reaches its own key of the join's config, and nothing else."""
+    session = Session()
+    options = ChannelOptions(
+        broadcast_self=True, broadcast_ack=False, presence_key="k", private=True
+    )
+    session.add_channel(TOPIC, options)
+    frame = session.join(TOPIC)
+    assert frame.payload == {
+        "config": {
+            "broadcast": {"ack": False, "self": True},
+            "presence": {"key": "k", "enabled": False},
+            "private": True,
+            "postgres_changes": [],
+        }
+    }
+    other = "realtime:other"
+    session.add_channel(other, ChannelOptions(broadcast_ack=True, presence_enabled=True))
+    assert session.join(other).payload == {
+        "config": {
+            "broadcast": {"ack": True, "self": False},
+            "presence": {"key": "", "enabled": True},
+            "private": False,
+            "postgres_changes": [],
+        }
+    }
+
+
+def test_ch02_join_config_carries_the_replay_options_as_a_copy() -> None:
+    """CH-02: a channel's replay options travel under ``broadcast.replay``, copied."""
+    session = Session()
+    channel = session.add_channel(TOPIC)
+    channel.replay = {"since": 10, "limit": 5}
+    frame = session.join(TOPIC)
+    assert isinstance(frame.payload, dict)
+    config = frame.payload["config"]
+    assert config == {
+        "broadcast": {"ack": False, "self": False, "replay": {"since": 10, "limit": 5}},
+        "presence": {"key": "", "enabled": False},
+        "private": False,
+        "postgres_changes": [],
+    }
+    assert isinstance(config, dict)
+    broadcast = config["broadcast"]
+    assert isinstance(broadcast, dict)
+    assert broadcast["replay"] is not channel.replay
+
+
+def test_pr01_track_frame_is_exact_and_remembered_once_accepted() -> None:
+    """PR-01, RS-01: a track is answered by ref; only an accepted one is remembered, as a copy."""
+    session, _ = joined_session()
+    state: JSONObject = {"status": "online"}
+    frame = session.track(TOPIC, state)
+    assert frame == Frame(
+        TOPIC,
+        "presence",
+        {"type": "presence", "event": "track", "payload": {"status": "online"}},
+        "2",
+        "1",
+    )
+    assert session.expecting_reply("2")
+    state["status"] = "changed"
+    assert session.channel(TOPIC).tracked is None
+    (event,) = session.receive(reply("2"))
+    assert event == ReplyReceived(TOPIC, "2", "push", "ok", {})
+    assert session.channel(TOPIC).tracked == {"status": "online"}
+    refused = session.track(TOPIC, {"status": "away"})
+    (event,) = session.receive(reply(refused.ref or "", "error", {}))
+    assert event == ReplyReceived(TOPIC, "3", "push", "error", {})
+    assert session.channel(TOPIC).tracked == {"status": "online"}
+
+
+def test_pr01_untrack_frame_is_exact_and_forgets_every_track() -> None:
+    """PR-01, RS-01: untrack is answered by ref, and forgets the tracked state at once, with
+    any track still waiting for its reply on the channel (not on other channels)."""
+    session, _ = joined_session()
+    other = "realtime:other"
+    session.add_channel(other)
+    other_join = session.join(other)
+    (joined,) = session.receive(reply(other_join.ref or "", topic=other))
+    assert isinstance(joined, ReplyReceived)
+    session.join_replied(joined)
+    accepted = session.track(TOPIC, {"s": 1})
+    session.receive(reply(accepted.ref or ""))
+    waiting = session.track(TOPIC, {"s": 2})
+    elsewhere = session.track(other, {"o": 1})
+    frame = session.untrack(TOPIC)
+    assert frame == Frame(
+        TOPIC, "presence", {"type": "presence", "event": "untrack"}, frame.ref, "1"
+    )
+    assert frame.ref not in (None, waiting.ref, elsewhere.ref)
+    assert session.expecting_reply(frame.ref or "")
+    assert session.channel(TOPIC).tracked is None
+    session.receive(reply(waiting.ref or ""))
+    assert session.channel(TOPIC).tracked is None
+    session.receive(reply(elsewhere.ref or "", topic=other))
+    assert session.channel(other).tracked == {"o": 1}
+    (event,) = session.receive(reply(frame.ref or ""))
+    assert event == ReplyReceived(TOPIC, frame.ref or "", "push", "ok", {})
+
+
+def test_close_drops_the_channels_replies_only() -> None:
+    """CH-02: closing a channel drops the replies it waited for, not another channel's; without
+    ``forget`` its bindings and tracked state stay for the next join."""
+    session, _ = joined_session()
+    other = "realtime:other"
+    session.add_channel(other)
+    other_join = session.join(other)
+    accepted = session.track(TOPIC, {"s": 1})
+    session.receive(reply(accepted.ref or ""))
+    session.add_binding(TOPIC, postgres_binding())
+    push = session.broadcast(TOPIC, "e", {}, ack=True)
+    assert session.close(TOPIC) == []
+    assert state_of(session) is ChannelState.CLOSED
+    assert not session.expecting_reply(push.ref or "")
+    assert session.expecting_reply(other_join.ref or "")
+    channel = session.channel(TOPIC)
+    assert channel.tracked == {"s": 1}
+    assert len(channel.bindings) == 1
+    assert channel.ever_joined
+
+
+def test_close_forget_keeps_the_tracked_state_only_when_asked() -> None:
+    """RS-01: a channel the server closed keeps its tracked state for a new join
+    (``keep_tracked``); one closed for good forgets it, and is as if never joined."""
+    for keep in (True, False):
+        session, _ = joined_session()
+        accepted = session.track(TOPIC, {"s": 1})
+        session.receive(reply(accepted.ref or ""))
+        session.add_binding(TOPIC, postgres_binding())
+        session.close(TOPIC, forget=True, keep_tracked=keep)
+        channel = session.channel(TOPIC)
+        assert channel.tracked == ({"s": 1} if keep else None)
+        assert (channel.bindings, channel.postgres, channel.ever_joined) == ([], "none", False)
+
+
+def test_rs01_a_rejoin_tracks_the_accepted_state_again() -> None:
+    """RS-01: after a rejoin the session hands the driver a track of the accepted state, with
+    the new join_ref, and expects its reply."""
+    session, _ = joined_session()
+    accepted = session.track(TOPIC, {"s": 1})
+    session.receive(reply(accepted.ref or ""))
+    session.connection_lost()
+    frame = session.join(TOPIC)
+    assert frame.ref == "3"
+    (event,) = session.receive(reply("3"))
+    assert isinstance(event, ReplyReceived)
+    track = Frame(
+        TOPIC, "presence", {"type": "presence", "event": "track", "payload": {"s": 1}}, "4", "3"
+    )
+    assert session.join_replied(event) == JoinAccepted("3", rejoin=True, track=track)
+    assert session.expecting_reply("4")
+    session.receive(reply("4"))
+    assert session.channel(TOPIC).tracked == {"s": 1}
+
+
+def test_rs01_a_channel_taking_over_a_tracked_state_tracks_it_after_its_first_join() -> None:
+    """RS-01: a channel created with an earlier channel's tracked state (a copy) asks for
+    presence in its join and tracks that state once joined."""
+    session = Session()
+    state: JSONObject = {"s": 1}
+    session.add_channel(TOPIC, tracked=state)
+    state["s"] = 2
+    frame = session.join(TOPIC)
+    assert isinstance(frame.payload, dict)
+    presence: JSONObject = {"key": "", "enabled": True}
+    assert frame.payload["config"] == {**CONFIG, "presence": presence}
+    (event,) = session.receive(reply("1"))
+    assert isinstance(event, ReplyReceived)
+    result = session.join_replied(event)
+    assert isinstance(result, JoinAccepted)
+    assert (result.rejoin, result.track) == (
+        False,
+        Frame(
+            TOPIC,
+            "presence",
+            {"type": "presence", "event": "track", "payload": {"s": 1}},
+            "2",
+            "1",
+        ),
+    )
+
+
+def test_join_failed_forgets_the_joins_reply() -> None:
+    """CH-03: a failed join is ERRORED, and its reply, should it come, is stale."""
+    session = Session()
+    session.add_channel(TOPIC)
+    session.join(TOPIC)
+    session.join_failed(TOPIC)
+    assert state_of(session) is ChannelState.ERRORED
+    assert not session.expecting_reply("1")
+    assert session.receive(reply("1")) == ()
+    assert session.stale_frames == 1
+
+
+def test_remove_channel_forgets_its_replies_only() -> None:
+    """A removed channel's replies are no longer expected; another channel's still are."""
+    session = Session()
+    session.add_channel(TOPIC)
+    session.add_channel("realtime:other")
+    session.join(TOPIC)
+    session.join("realtime:other")
+    session.remove_channel(TOPIC)
+    session.remove_channel(TOPIC)
+    assert not session.expecting_reply("1")
+    assert session.expecting_reply("2")
+    assert TOPIC not in session.channels
+
+
+def test_a_second_heartbeat_while_one_is_outstanding_is_refused() -> None:
+    """HB-02: a heartbeat is refused while the previous one is unanswered, saying so."""
+    session = Session()
+    assert session.heartbeat(1.0) == Frame("phoenix", "heartbeat", {}, "1", None)
+    with pytest.raises(ProtocolError, match=r"^the previous heartbeat is still unanswered$"):
+        session.heartbeat(2.0)
+    assert session.heartbeat_outstanding == ("1", 1.0)
+
+
+def test_a_join_starts_from_a_clean_slate() -> None:
+    """CH-01: a new join clears the reason a system error left (the connection was lost before
+    its phx_close), and without bindings there is no postgres readiness to wait for."""
+    session, _ = joined_session()
+    session.receive(
+        Frame(
+            TOPIC,
+            "system",
+            {"extension": "system", "status": "error", "message": "gone", "channel": "room"},
+            None,
+            "1",
+        )
+    )
+    session.connection_lost()
+    assert session.channel(TOPIC).close_reason == "gone"
+    session.join(TOPIC)
+    channel = session.channel(TOPIC)
+    assert (channel.close_reason, channel.postgres) == (None, "none")
+
+
+def test_pg01_binding_key_is_the_identity_the_server_echoes() -> None:
+    """PG-01: a binding's identity is its upper-cased event, schema, table, filter and select
+    columns; missing fields take the server's defaults (event ``*``, the rest empty)."""
+    spec: JSONObject = {
+        "event": "insert",
+        "schema": "public",
+        "table": "messages",
+        "filter": "id=eq.1",
+        "select": ["id", "body"],
+    }
+    assert binding_key(spec) == ("INSERT", "public", "messages", "id=eq.1", "id,body")
+    assert binding_key({}) == ("*", "", "", "", "")
+    assert binding_key({"event": "*", "schema": "s", "select": "id"}) == ("*", "s", "", "", "")

@@ -41,10 +41,10 @@ from ._exceptions import TokenError as TokenError
 from ._frames import JSONObject as JSONObject
 from ._frames import JSONValue as JSONValue
 from ._frames import Payload as Payload
-from ._postgres import FilterOperator as FilterOperator
 from ._postgres import PostgresChange as PostgresChange
-from ._postgres import postgres_filter as postgres_filter
-from ._postgres import postgres_filters as postgres_filters
+from ._postgres_filters import FilterOperator as FilterOperator
+from ._postgres_filters import postgres_filter as postgres_filter
+from ._postgres_filters import postgres_filters as postgres_filters
 from ._presence import PresenceEvent as PresenceEvent
 from ._presence import PresenceMap as PresenceMap
 from ._presence import PresenceMeta as PresenceMeta

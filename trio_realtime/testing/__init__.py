@@ -22,9 +22,9 @@ from ._database_types import DatabaseStatistics as DatabaseStatistics
 from ._jwt import make_token as make_token
 from ._limits import RateLimits as RateLimits
 from ._rest import MemoryHTTPTransport as MemoryHTTPTransport
+from ._serve import serve_realtime as serve_realtime
 from ._server import RealtimeServer as RealtimeServer
 from ._server import ServerStatistics as ServerStatistics
-from ._server import serve_realtime as serve_realtime
 from ._server_connection import ServerConnection as ServerConnection
 from ._state import ChannelAuthorization as ChannelAuthorization
 from ._state import TokenCheck as TokenCheck

@@ -1,10 +1,11 @@
 """The checks the server's database makes when it stores a subscription's filters.
 
-The Realtime server parses a filter (``_postgres.parse_filter``, the same parser the client's
-builder is tested against), then inserts the subscription into ``realtime.subscription``, whose
-trigger (``realtime.subscription_check_filters``) refuses some values that parse. The local
-server without a database has no tables to check columns and types against, so it makes the
-checks that need none, in the trigger's order, and reports a failure with the server's words:
+The Realtime server parses a filter (``_postgres_filters.parse_filter``, the same parser the
+client's builder is tested against), then inserts the subscription into
+``realtime.subscription``, whose trigger (``realtime.subscription_check_filters``) refuses some
+values that parse. The local server without a database has no tables to check columns and types
+against, so it makes the checks that need none, in the trigger's order, and reports a failure
+with the server's words:
 
 * an ``in`` list of more than 100 values;
 * an ``is`` value other than ``null``, ``true``, ``false`` or ``unknown``;
@@ -23,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .._postgres import IS_VALUES, FilterCondition
+from .._postgres_filters import IS_VALUES, FilterCondition
 
 MAX_IN_VALUES = 100
 """The most values an ``in`` filter may list."""

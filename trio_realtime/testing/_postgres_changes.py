@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import orjson
 
 from .._frames import JSONObject, JSONValue
-from .._postgres import FilterCondition, FilterParseError, filter_matches, parse_filter
+from .._postgres_filters import FilterCondition, FilterParseError, filter_matches, parse_filter
 from ._filters import subscription_error
 from ._select import parse_select
 

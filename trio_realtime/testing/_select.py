@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 from .._frames import JSONObject, JSONValue
-from .._postgres import FilterParseError
+from .._postgres_filters import FilterParseError
 
 SELECT_NOT_A_LIST: Final = (
     "Error parsing `select` params: expected a list of column name strings, "

@@ -12,26 +12,22 @@ Each connection runs two tasks in its own nursery:
 
 Everything that sends to a client, whatever task it runs in (this connection's reader, another
 connection's reader during a fan-out, a test calling the server API), calls :meth:`enqueue`,
-which never blocks: it appends to the buffer and wakes the writer.
+which never blocks: it appends to the connection's ``SendBuffer`` (``_send_buffer``, where the
+buffer policy is: a client that lets ``send_buffer`` frames pile up is dropped) and wakes the
+writer. A close request goes through the same buffer, so it keeps its place in line: the writer
+stops the reader, then closes the transport with the given code after the frames before it.
 
-Send buffer policy: the buffer holds at most ``send_buffer`` frames, counting the batch the
-writer is handing to the transport. When a frame arrives at a full buffer the client is not
-reading fast enough, and the connection is dropped at once, with no close frame, and counted in
-``ServerStatistics.dropped_slow_connections``. This is what the real
-server does to a socket whose process heap passes 50 MB (a TCP drop, section 3.6), and it keeps
-the server's memory bounded by ``send_buffer`` frames per connection however hard it is flooded.
-
-Control items share the buffer so they keep their place in line: a delay marker (``reply_delay``:
-the writer holds everything behind it until the marker's time) and a close request (the writer
-stops the reader, then closes the transport with the given code after the frames before it).
+The module is longer than the project's usual 500 lines because :class:`ServerConnection` is one
+state machine: the reader, the frame handlers and the joins all read and change the connection's
+channel table, its timers and its close sequence. What needs none of that state is beside it:
+the buffer (``_send_buffer``), the join checks (``_join_checks``), the join payload
+(``_payloads``), token expiry (``_tokens``) and the rate limits (``_limits``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass
-from typing import cast
 
 import trio
 
@@ -55,9 +51,11 @@ from .._frames import (
     make_frame,
     sub_topic,
 )
-from .._postgres import FilterParseError, is_final_postgres_error
+from .._postgres import is_final_postgres_error
+from .._postgres_filters import FilterParseError
 from .._serializer import parse_client_frame
 from .._transport import CLOSE_NORMAL, CLOSE_SERVICE_RESTART, OutgoingMessage, Transport
+from ._join_checks import UNAUTHORIZED_READ, join_refusal, may
 from ._limits import (
     CLIENT_PRESENCE,
     CLOSE_GOING_AWAY,
@@ -67,51 +65,18 @@ from ._limits import (
     PresenceWindow,
     track_too_large,
 )
-from ._payloads import SB_PREFIX, JoinParams, channel_token, parse_join
+from ._payloads import SB_PREFIX, channel_token, parse_join
 from ._postgres_changes import SUBSCRIBED, parse_bindings, reply_entries
 from ._postgres_subscribe import RETRY_DELAY as POSTGRES_RETRY_DELAY
 from ._postgres_subscribe import attempt as postgres_attempt
 from ._replay import replay_on_join
-from ._state import Channel, ChannelAuthorization, Hub, encode
+from ._send_buffer import Close, Delay, SendBuffer
+from ._state import Channel, Hub, encode
 from ._tokens import expired_message, next_check, token_expiry
 
 logger = logging.getLogger("trio_realtime.testing")
 
-WRITE_BATCH = 1024
-"""Most frames the writer hands to the transport in one call."""
-
 UNMATCHED_TOPIC: JSONObject = {"reason": "unmatched topic"}
-CHANNEL_LIMIT = "ChannelRateLimitReached: Too many channels"
-TOPIC_REQUIRED = "TopicNameRequired: You must provide a topic name"
-UNAUTHORIZED_READ = "Unauthorized: You do not have permissions to read from this Channel topic: "
-
-# The code a refused join's reason starts with, by token error message, as the
-# real server words them.
-_TOKEN_CODES = {
-    "The token provided is not a valid JWT": "MalformedJWT",
-    "Failed to validate JWT signature": "JwtSignatureError",
-    "Failed to generate JWT signer, check your JWT secret or JWKS configuration": (
-        "JwtSignerError"
-    ),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class _Delay:
-    """Hold everything queued behind this marker until trio time ``due``."""
-
-    due: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Close:
-    """Close the connection with ``code`` once everything queued before has been written."""
-
-    code: int
-    reason: str
-
-
-_Item = OutgoingMessage | _Delay | _Close
 
 
 class ServerConnection:
@@ -123,7 +88,6 @@ class ServerConnection:
         reply_delay: Overrides the server's ``reply_delay`` for this connection when not
             ``None``.
         frames_received: Well-formed frames received (malformed ones are counted by the server).
-        frames_sent: Frames handed to the transport.
         close_code: The close code once the connection has ended (1006 when it was dropped).
     """
 
@@ -135,17 +99,10 @@ class ServerConnection:
         self.answer_heartbeats: bool | None = None
         self.reply_delay: float | None = None
         self.frames_received = 0
-        self.frames_sent = 0
         self.close_code: int | None = None
         self._channels: dict[str, Channel] = {}
         self._recent: deque[Frame] = deque(maxlen=hub.config.record_frames)
-        self._queue: deque[_Item] = deque()
-        self._capacity = hub.config.send_buffer
-        self._controls = 0
-        self._in_flight = 0
-        self._writer_parked = False
-        self._writer_lot = trio.lowlevel.ParkingLot()
-        self._flush_lot = trio.lowlevel.ParkingLot()
+        self._buffer = SendBuffer(hub.config.send_buffer)
         self._reader_scope = trio.CancelScope()
         self._reader_done = trio.Event()
         self._scope = trio.CancelScope()
@@ -186,7 +143,12 @@ class ServerConnection:
     @property
     def pending_frames(self) -> int:
         """Frames queued for this client and not yet handed to the transport."""
-        return len(self._queue) - self._controls + self._in_flight
+        return self._buffer.pending
+
+    @property
+    def frames_sent(self) -> int:
+        """Frames handed to the transport."""
+        return self._buffer.frames_sent
 
     @property
     def closed(self) -> bool:
@@ -202,32 +164,17 @@ class ServerConnection:
             ``False`` when the frame was not accepted: the connection is closed, or the buffer
             was full, in which case the connection is dropped (see the module docstring).
         """
-        queue = self._queue
-        if len(queue) + self._in_flight < self._capacity:
-            queue.append(item)
-            if self._writer_parked:
-                self._writer_parked = False
-                self._writer_lot.unpark()
+        if self._buffer.put(item):
             return True
         if not self._dead:
             self._hub.dropped_slow_connections += 1
             logger.warning(
                 "connection %d: send buffer full (%d frames), dropping the slow client",
                 self._id,
-                self._capacity,
+                self._hub.config.send_buffer,
             )
             self.kill()
         return False
-
-    def _enqueue_control(self, item: _Delay | _Close) -> None:
-        # Control items are few (one per reply or per fault call), so they bypass the bound.
-        if self._dead:
-            return
-        self._queue.append(item)
-        self._controls += 1
-        if self._writer_parked:
-            self._writer_parked = False
-            self._writer_lot.unpark()
 
     def send_raw(self, data: str | bytes) -> bool:
         """Queue ``data`` as it is: ``str`` as a text frame, ``bytes`` as a binary frame."""
@@ -239,7 +186,8 @@ class ServerConnection:
         """Close with ``code`` after the frames already queued have been written."""
         if not self._closing:
             self._closing = True
-            self._enqueue_control(_Close(code, reason))
+            if not self._dead:
+                self._buffer.put_control(Close(code, reason))
 
     def kill(self) -> None:
         """Drop the connection now, without a close frame (what a TCP drop looks like)."""
@@ -249,11 +197,7 @@ class ServerConnection:
 
     def _die(self) -> None:
         self._dead = True
-        self._capacity = 0
-        self._queue.clear()
-        self._controls = 0
-        self._in_flight = 0
-        self._flush_lot.unpark_all()
+        self._buffer.clear()
 
     async def wait_finished(self) -> None:
         """Wait until the connection has ended and left its channels."""
@@ -262,7 +206,7 @@ class ServerConnection:
     async def wait_flushed(self, max_pending: int = 0) -> None:
         """Wait until at most ``max_pending`` frames wait for this client (or it has closed)."""
         while not self._dead and self.pending_frames > max_pending:
-            await self._flush_lot.park()
+            await self._buffer.wait_written()
         await trio.lowlevel.checkpoint()
 
     # -- tasks ----------------------------------------------------------------------------------
@@ -348,47 +292,16 @@ class ServerConnection:
             self._reader_done.set()
 
     async def _write_loop(self, transport: Transport) -> None:
-        queue = self._queue
-        hub = self._hub
         try:
-            while True:
-                if not queue:
-                    self._writer_parked = True
-                    await self._writer_lot.park()
-                    continue
-                if not self._controls:
-                    if len(queue) <= WRITE_BATCH:
-                        batch = cast("list[OutgoingMessage]", list(queue))
-                        queue.clear()
-                    else:
-                        batch = cast(
-                            "list[OutgoingMessage]", [queue.popleft() for _ in range(WRITE_BATCH)]
-                        )
-                else:
-                    # Only tuples before the first control item; then the control item itself.
-                    batch = []
-                    while queue and type(queue[0]) is tuple and len(batch) < WRITE_BATCH:
-                        batch.append(cast("OutgoingMessage", queue.popleft()))
-                    if not batch:
-                        control = queue.popleft()
-                        self._controls -= 1
-                        if isinstance(control, _Delay):
-                            await trio.sleep_until(control.due)
-                            continue
-                        assert isinstance(control, _Close)
-                        await self._close_transport(transport, control)
-                        return
-                self._in_flight = len(batch)
-                await transport.send_messages(batch)
-                self._in_flight = 0
-                self.frames_sent += len(batch)
-                hub.frames_sent += len(batch)
-                self._flush_lot.unpark_all()
+            await self._buffer.write_to(transport, self._count_sent, self._close_transport)
         except ConnectionClosed as exc:
             self.close_code = exc.code
             self._scope.cancel()
 
-    async def _close_transport(self, transport: Transport, control: _Close) -> None:
+    def _count_sent(self, count: int) -> None:
+        self._hub.frames_sent += count
+
+    async def _close_transport(self, transport: Transport, control: Close) -> None:
         self._closing = True
         self._reader_scope.cancel()
         await self._reader_done.wait()
@@ -402,8 +315,8 @@ class ServerConnection:
         self, topic: str, ref: str | None, join_ref: str | None, status: str, response: JSONValue
     ) -> None:
         delay = self.reply_delay if self.reply_delay is not None else self._hub.reply_delay
-        if delay > 0:
-            self._enqueue_control(_Delay(trio.current_time() + delay))
+        if delay > 0 and not self._dead:
+            self._buffer.put_control(Delay(trio.current_time() + delay))
         frame = make_frame(
             topic, PHX_REPLY, {"response": response, "status": status}, ref, join_ref
         )
@@ -491,7 +404,7 @@ class ServerConnection:
             # No write policy: dropped silently, with no ack even when acks were asked for.
             logger.debug("connection %d: broadcast on %s refused by RLS", self._id, channel.topic)
             return
-        if channel.private and not _may(
+        if channel.private and not may(
             self._hub.config.authorize, channel.topic, channel.token, "write"
         ):
             return  # dropped without a word, and without an ack, as on the server
@@ -636,34 +549,6 @@ class ServerConnection:
 
     # -- joins ----------------------------------------------------------------------------------
 
-    def _refusal(self, topic: str, params: JoinParams, token: str | None) -> tuple[str, float]:
-        hub = self._hub
-        config = hub.config
-        rejection = hub.rejections.get(topic)
-        if rejection is not None:
-            return rejection
-        delay = config.join_error_delay
-        if topic == TOPIC_PREFIX:
-            return TOPIC_REQUIRED, delay
-        if hub.limiter is not None:
-            refusal = hub.limiter.join_refusal(self._id, trio.current_time())
-            if refusal is not None:
-                return refusal, delay
-        if len(self._channels) >= config.max_channels_per_client:
-            return CHANNEL_LIMIT, delay
-        if token is not None and config.token_check is not None:
-            message = config.token_check(token)
-            if message is not None:
-                return f"{_TOKEN_CODES.get(message, 'InvalidJWTToken')}: {message}", delay
-        expired = self._token_expired(token)
-        if expired is not None:
-            return f"InvalidJWTToken: {expired}", delay
-        if params.private and not _may(config.authorize, topic, token, "read"):
-            return f"{UNAUTHORIZED_READ}{sub_topic(topic)}", delay
-        if params.replay_error is not None:
-            return params.replay_error, delay
-        return "", 0.0
-
     async def _join(self, frame: Frame) -> None:
         topic, ref, raw_join_ref = frame.topic, frame.ref, frame.join_ref
         if not topic.startswith(TOPIC_PREFIX):
@@ -673,7 +558,9 @@ class ServerConnection:
         old = self.remove_channel(topic)  # a duplicate join replaces the old channel
         params = parse_join(frame.payload)
         token = channel_token(params.token, self._token)
-        reason, delay = self._refusal(topic, params, token)
+        reason, delay = join_refusal(
+            hub, topic, params, token, connection_id=self._id, joined=len(self._channels)
+        )
         policies = None
         if not reason and params.private and hub.database is not None:
             policies = await hub.database.authorize(token, sub_topic(topic))
@@ -758,13 +645,6 @@ class ServerConnection:
                 return
             if not self._postgres_outcome(channel, await postgres_attempt(self._hub, channel)):
                 return
-
-
-def _may(
-    authorize: ChannelAuthorization | None, topic: str, token: str | None, action: str
-) -> bool:
-    """Whether the server's private-channel check allows ``action`` on ``topic``."""
-    return authorize is None or authorize(sub_topic(topic), token, action)
 
 
 def _postgres_system(channel: Channel, status: str, message: str) -> JSONObject:
