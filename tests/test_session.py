@@ -699,10 +699,11 @@ def test_remove_channel_forgets_its_replies_only() -> None:
     session.join(TOPIC)
     session.join("realtime:other")
     session.remove_channel(TOPIC)
-    session.remove_channel(TOPIC)
     assert not session.expecting_reply("1")
     assert session.expecting_reply("2")
     assert TOPIC not in session.channels
+    session.remove_channel(TOPIC)  # idempotent
+    assert session.expecting_reply("2")
 
 
 def test_a_second_heartbeat_while_one_is_outstanding_is_refused() -> None:
