@@ -54,6 +54,7 @@ from trio_realtime import (
     ChannelClosed,
     ChannelState,
     ConnectionClosed,
+    PresenceEvent,
     PushError,
     PushTimeout,
     RealtimeClient,
@@ -111,6 +112,7 @@ class Figures:
     rejoins_after_close: int = 0
     rejoin_errors: Counter[str] = field(default_factory=Counter)
     presence_converged: bool = False
+    presence_events: int = 0
 
 
 @dataclass
@@ -157,16 +159,27 @@ class Member:
         )
         self.channels[topic] = channel
         nursery.start_soon(self.consume, channel.broadcasts(buffer=100_000))
-        channel.presence_events(overflow="drop_oldest")
+        # Read, not just created: an unread subscription holds up to its buffer (4,096 sync
+        # events, each with a copy of the state), which would show as RSS growing all run.
+        nursery.start_soon(self.consume_presence, channel.presence_events(overflow="drop_oldest"))
         await channel.join()
         await channel.track({"name": self.figures.name})
 
     async def consume(self, subscription: Subscription[Broadcast]) -> None:
-        try:
-            async for item in subscription:
-                self.receive(item)
-        except ChannelClosed:
-            pass
+        async with subscription:
+            try:
+                async for item in subscription:
+                    self.receive(item)
+            except ChannelClosed:
+                pass
+
+    async def consume_presence(self, subscription: Subscription[PresenceEvent]) -> None:
+        async with subscription:
+            try:
+                async for _ in subscription:
+                    self.figures.presence_events += 1
+            except ChannelClosed:
+                pass
 
     def receive(self, item: Broadcast) -> None:
         payload = item.payload
@@ -569,6 +582,7 @@ def report(soak: Soak, elapsed: float, samples: list[tuple[int, int, int]]) -> d
                 "rejoins_after_close": f.rejoins_after_close,
                 "rejoin_errors": dict(f.rejoin_errors),
                 "presence_converged": f.presence_converged,
+                "presence_events": f.presence_events,
             }
             for f in soak.figures
         ],

@@ -50,7 +50,7 @@ python_use_unqualified_type_names = True
 # the build reads nothing from the network.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(trio|ssl|collections\.abc|typing|enum|datetime|random|abc)\..*"),
+    (r"py:.*", r"(trio|ssl|collections(\.abc)?|typing|enum|datetime|random|abc)\..*"),
     (r"py:.*", r"(os|pathlib|subprocess|httpx)\..*"),
     # Private helpers that appear in signatures of objects users never construct themselves.
     (r"py:.*", r"trio_realtime(\.\w+)?\._.*"),

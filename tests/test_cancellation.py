@@ -102,7 +102,7 @@ async def world(*, join: bool = True) -> AsyncIterator[World]:
                 "room", broadcast_self=True, broadcast_ack=True, presence_key="me"
             )
             echoes = channel.broadcasts("msg")
-            channel.presence_events(overflow="drop_oldest")
+            _presence = channel.presence_events(overflow="drop_oldest")  # kept to the end
             if join:
                 await channel.join()
             yield World(server, client, channel, echoes)

@@ -75,7 +75,7 @@ async def test_ch02_join_payload_has_full_config(
         channel = client.channel(
             "room", broadcast_self=True, broadcast_ack=True, presence_key="alice", private=True
         )
-        channel.postgres_changes("INSERT", table="messages", filter="room_id=eq.5")
+        _changes = channel.postgres_changes("INSERT", table="messages", filter="room_id=eq.5")
         await channel.join()
         payload = _join_payloads(list(server.connections[0].received_frames))[0]
         assert payload == {
@@ -325,7 +325,7 @@ async def test_ch10_presence_enabled_when_used(autojump_clock: trio.testing.Mock
     """CH-10: a presence subscription enables presence in the join config."""
     async with serve_realtime() as server, connect(server) as client:
         channel = client.channel("room")
-        channel.presence_events()
+        _presence = channel.presence_events()
         await channel.join()
         payload = _join_payloads(list(server.connections[0].received_frames))[0]
         config = payload["config"]
@@ -530,7 +530,7 @@ async def test_pr07_presence_converges_after_reconnect(
             await ghost.join()
             await ghost.track({"name": "ghost"})
             channel = client.channel("room", presence_key="alice")
-            channel.presence_events()
+            _presence = channel.presence_events()
             await channel.join()
             await channel.track({"name": "alice"})
             await settle()
@@ -628,11 +628,11 @@ async def test_pg06_wait_until_streaming_and_filter_errors(
     async with serve_realtime() as server, connect(server) as client:
         del server
         good = client.channel("good")
-        good.postgres_changes("INSERT", table="t", filter="id=eq.1")
+        _good = good.postgres_changes("INSERT", table="t", filter="id=eq.1")
         await good.join()
         await good.wait_postgres_ready()
         bad = client.channel("bad")
-        bad.postgres_changes("INSERT", table="t", filter="id=wrong.1")
+        _bad = bad.postgres_changes("INSERT", table="t", filter="id=wrong.1")
         await bad.join()
         with pytest.raises(PostgresSubscriptionError, match="Error parsing"):
             await bad.wait_postgres_ready()

@@ -65,12 +65,12 @@ async def test_bp01_drop_oldest_and_drop_newest(autojump_clock: trio.testing.Moc
 
 def test_bp01_bad_subscription_options_are_refused() -> None:
     """BP-01: a buffer below 1 or an unknown policy is a clear error."""
-    from trio_realtime import Subscription
+    from trio_realtime._subscription import open_subscription
 
     with pytest.raises(ValueError, match="buffer"):
-        Subscription[int]("x", buffer=0)
+        open_subscription("x", buffer=0)
     with pytest.raises(ValueError, match="overflow"):
-        Subscription[int]("x", overflow="block")
+        open_subscription("x", overflow="block")
 
 
 async def test_bp02_memory_bounded_while_consumer_stalls(

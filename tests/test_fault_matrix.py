@@ -368,10 +368,11 @@ async def token_expired_on_one(w: World) -> Outcome:
     await w.check_healthy(["room0", "room2"])
     w.check_bounded(channels=2)
     fresh = room1.channel.broadcasts()
-    await room1.channel.join()
-    await w.server.wait_until_joined("room1", 2)
-    await w.server.broadcast("room1", "again", {"joined": True})
-    assert (await fresh.receive()).payload == {"joined": True}
+    async with fresh:
+        await room1.channel.join()
+        await w.server.wait_until_joined("room1", 2)
+        await w.server.broadcast("room1", "again", {"joined": True})
+        assert (await fresh.receive()).payload == {"joined": True}
     return Outcome(None, alive=("room0", "room2"))
 
 

@@ -52,6 +52,7 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from ._checks import check_json, check_text, copy_json_object
 from ._connection import Connection, MaybeWritten, Waiter, WriteTimeout
 from ._events import Broadcast, ChannelEvent, ChannelJoined, ChannelJoinFailed, SystemMessage
 from ._exceptions import (
@@ -92,7 +93,14 @@ from ._session import (
     SessionEvent,
     SystemReceived,
 )
-from ._subscription import DEFAULT_BUFFER, Feed, Overflow, Subscription, open_subscription
+from ._subscription import (
+    DEFAULT_BUFFER,
+    Feed,
+    Overflow,
+    Subscription,
+    open_subscription,
+    purge_abandoned,
+)
 
 __all__ = ["MAX_WAITING_PUSHES", "Channel", "ChannelState", "ChannelStatistics"]
 
@@ -117,6 +125,8 @@ PERMANENT_JOIN_ERRORS: Final = (
     "ChannelRateLimitReached",
     "unmatched topic",
     "mismatch between server and client bindings",
+    # Not the server's: a join too large to send (HD-09) stays so, whatever the retry.
+    "the join cannot be sent",
 )
 
 
@@ -182,6 +192,9 @@ class Channel:
         self._presence_feeds: list[Feed[PresenceEvent]] = []
         self._system_feeds: list[Feed[SystemMessage]] = []
         self._channel_event_feeds: list[Feed[ChannelEvent]] = []
+        # Unregistrations of subscriptions garbage-collected without close(), queued by their
+        # finalizers (any thread, any moment) and run before the next delivery (HD-07).
+        self._abandoned: deque[Callable[[], None]] = deque()
 
     def __repr__(self) -> str:
         return f"<Channel {self.topic!r} {self._core.state.value}>"
@@ -234,8 +247,14 @@ class Channel:
             if feed in registry:
                 registry.remove(feed)
 
+        if self._abandoned:
+            purge_abandoned(self._abandoned)
         feed, sub = open_subscription(
-            f"{kind} on {self.topic}", buffer=buffer, overflow=overflow, on_close=unregister
+            f"{kind} on {self.topic}",
+            buffer=buffer,
+            overflow=overflow,
+            on_close=unregister,
+            abandoned=self._abandoned,
         )
         registry.append(feed)
         return sub
@@ -250,11 +269,16 @@ class Channel:
         """Subscribe to broadcasts of user event ``event``, or of every event for ``None``.
 
         Registered at once, so nothing sent after this call is missed.
+
+        Raises:
+            TypeError: for an event that is neither a string nor ``None``.
+            ValueError: for an empty event, or one that cannot be sent (a lone surrogate).
         """
         if event is None:
             return self._subscription("broadcasts", self._broadcast_all, buffer, overflow)
         if not isinstance(event, str):
             raise TypeError(f"event must be a string or None, not {type(event).__name__}")
+        check_text(event, "event")
         registry = self._broadcast_by_event.setdefault(event, [])
         return self._subscription(f"broadcast {event!r}", registry, buffer, overflow)
 
@@ -279,10 +303,19 @@ class Channel:
         server's payload limit.
 
         Raises:
-            ValueError: for an unknown event, a filter without a table, or an empty
-                ``select`` or one without a table.
-            TypeError: for a ``select`` that is not a list of strings.
+            ValueError: for an unknown event, a filter without a table, an empty
+                ``select`` or one without a table, or an empty schema, table, filter or
+                column name, or one that cannot be sent (a lone surrogate): all are checked
+                here, so that a rejoin in the background never carries them (HD-04).
+            TypeError: for an event, schema, table or filter that is not a string, or a
+                ``select`` that is not a list of strings.
         """
+        check_text(event, "event")
+        check_text(schema, "schema")
+        if table is not None:
+            check_text(table, "table")
+        if filter is not None:
+            check_text(filter, "filter")
         spec = postgres_binding(event, schema=schema, table=table, filter=filter)
         if select is not None:
             spec["select"] = _select_list(select, table)
@@ -742,6 +775,8 @@ class Channel:
         self._unregister()
 
     def _feeds(self) -> list[Feed[Any]]:
+        if self._abandoned:
+            purge_abandoned(self._abandoned)
         feeds: list[Feed[Any]] = [*self._broadcast_all, *self._presence_feeds]
         for registry in self._broadcast_by_event.values():
             feeds.extend(registry)
@@ -798,16 +833,26 @@ class Channel:
             ChannelClosed: the channel was left while the push waited, or closed by the server.
             ProtocolError: the payload cannot be encoded (for example ``bytes`` under vsn
                 1.0.0), or is over the server's frame size limit; nothing was sent.
+            ValueError: for an empty event, or text that cannot be sent (a lone surrogate) in
+                the event or the payload; raised at once, even while the push would wait for
+                the join (HD-04).
+            TypeError: for an event that is not a string, or a payload JSON cannot hold (a
+                set, a key that is not a string...).
         """
-        if not isinstance(event, str) or not event:
-            raise ValueError("event must be a non-empty string")
+        check_text(event, "event")
         session = self._runtime.session
         ack = self._options.broadcast_ack
 
         def build() -> Frame:
             return session.broadcast(self.topic, event, payload, ack=ack)
 
-        await self._push(build, ack=ack, what=f"broadcast {event!r}")
+        def check() -> None:
+            # Bytes are the serializer's business (binary under 2.0.0, ProtocolError under
+            # 1.0.0); anything else must be JSON.
+            if not isinstance(payload, bytes | bytearray | memoryview):
+                check_json(payload, "payload")
+
+        await self._push(build, ack=ack, what=f"broadcast {event!r}", check=check)
 
     async def http_send(
         self, event: str, payload: Mapping[str, JSONValue] | bytes | bytearray | memoryview
@@ -821,8 +866,10 @@ class Channel:
         need the socket, and does not wait for, or cause, a join.
 
         Raises:
-            ValueError: for an empty event.
-            TypeError: for a payload that is neither a mapping nor bytes.
+            ValueError: for an empty event, or text that cannot be sent (a lone surrogate) in
+                the event or the payload.
+            TypeError: for a payload that is neither a mapping nor bytes, or holds a value JSON
+                cannot hold.
             RestUnauthorized: 401 or 403 (for example a private topic the token may not write).
             RestPayloadTooLarge, RestRateLimited, RestServerError, RestError: the server's
                 other refusals, with its words (see :meth:`RealtimeClient.http_broadcast`).
@@ -846,12 +893,16 @@ class Channel:
         server close followed by :meth:`join`), and other clients see this one come back.
         A refusal of that re-track is logged as a warning.
 
+        The state is checked and copied at the call: changing ``state`` afterwards changes
+        nothing, and the re-track after a rejoin sends exactly what was given here.
+
         Raises:
-            The same as :meth:`send_broadcast`.
+            TypeError: for a state that is not a mapping, or holds a value JSON cannot hold.
+            ValueError: for text that cannot be sent (a lone surrogate) in the state.
+            ChannelStateError, PushTimeout, PushError, ConnectionClosed, ChannelClosed: as
+                for :meth:`send_broadcast`.
         """
-        if not isinstance(state, Mapping):
-            raise TypeError("presence state must be a mapping")
-        snapshot = dict(state)
+        snapshot = copy_json_object(state, "presence state")
         self._enable_presence()
         session = self._runtime.session
 
@@ -901,7 +952,17 @@ class Channel:
                 "joining with channel.http_send()",
             )
 
-    async def _push(self, build: Callable[[], Frame], *, ack: bool, what: str) -> None:
+    async def _push(
+        self,
+        build: Callable[[], Frame],
+        *,
+        ack: bool,
+        what: str,
+        check: Callable[[], None] | None = None,
+    ) -> None:
+        """Send a push once the channel is joined; ``check`` raises for a payload that cannot
+        be sent. It runs before the push waits for the join, or when encoding fails: never
+        on the hot path of a push sent at once, which encodes the payload anyway."""
         self._check_joining(what)
         timeout = self._runtime.settings.timeout
         if not ack and self._core.state is ChannelState.JOINED:
@@ -910,7 +971,7 @@ class Channel:
                 # SPEED: a joined channel and an idle connection: the frame is written here
                 # and now, with no cancel scope and no waiter (benchmarks/sends.py).
                 await trio.lowlevel.checkpoint_if_cancelled()
-                data, binary = self._encode(build())
+                data, binary = self._encode(build(), check)
                 try:
                     await connection.push(data, binary, write_within=timeout)
                     return
@@ -939,10 +1000,14 @@ class Channel:
                         if waiting:
                             self._waiting_pushes.remove(ticket)
                             waiting = False
-                        if await self._push_once(connection, build, ack=ack, what=what):
+                        if await self._push_once(
+                            connection, build, ack=ack, what=what, check=check
+                        ):
                             return
                         continue
                     if not waiting:
+                        if check is not None:
+                            check()
                         waiting = True
                         self._waiting_pushes.append(ticket)
                         if len(self._waiting_pushes) > MAX_WAITING_PUSHES:
@@ -965,14 +1030,20 @@ class Channel:
         raise PushTimeout(f"{what} on {self.topic!r} not completed within {timeout} s")
 
     async def _push_once(
-        self, connection: Connection, build: Callable[[], Frame], *, ack: bool, what: str
+        self,
+        connection: Connection,
+        build: Callable[[], Frame],
+        *,
+        ack: bool,
+        what: str,
+        check: Callable[[], None] | None = None,
     ) -> bool:
         """Send one push and wait for its ack; ``False`` when it was not written (retry)."""
         frame = build()
         ref = frame.ref
         assert ref is not None
         session = self._runtime.session
-        data, binary = self._encode(frame)
+        data, binary = self._encode(frame, check)
         reply_waiter = connection.expect_reply(ref) if ack else None
         if reply_waiter is not None:
             self._in_flight[ref] = reply_waiter
@@ -997,17 +1068,21 @@ class Channel:
             return True
         raise PushError(f"server refused {what} on {self.topic!r}: {reply.reason}", reply.response)
 
-    def _encode(self, frame: Frame) -> tuple[bytes, bool]:
+    def _encode(self, frame: Frame, check: Callable[[], None] | None = None) -> tuple[bytes, bool]:
         try:
             return self._runtime.encode(frame)
         except ProtocolError:
             assert frame.ref is not None
             self._runtime.session.forget(frame.ref)
+            if check is not None:
+                check()  # a payload that cannot be sent: say so, naming it (HD-04)
             raise
 
     # -- incoming events (called by the reader; synchronous) ------------------------------------
 
     def _on_broadcast(self, item: Broadcast) -> None:
+        if self._abandoned:
+            purge_abandoned(self._abandoned)
         replay = self._replay
         if replay is not None and not replay.accept(item.meta):
             logger.debug("dropping a replayed message already delivered on %s", self.topic)
@@ -1021,6 +1096,8 @@ class Channel:
 
     def _on_event(self, event: SessionEvent) -> None:
         """Act on one event the session produced for this channel's topic."""
+        if self._abandoned:
+            purge_abandoned(self._abandoned)
         if isinstance(event, Broadcast):
             self._on_broadcast(event)
         elif isinstance(event, PresenceChanged):
@@ -1084,6 +1161,8 @@ class Channel:
             self._start_join_loop()
 
     def _emit_channel_event(self, event: ChannelEvent) -> None:
+        if self._abandoned:
+            purge_abandoned(self._abandoned)
         for feed in self._channel_event_feeds:
             feed.put(event)
 
@@ -1104,6 +1183,8 @@ def _select_list(select: object, table: str | None) -> list[JSONValue]:
     columns = list(select)
     if not columns or not all(isinstance(c, str) and c for c in columns):
         raise ValueError("select must list at least one column name, each a non-empty string")
+    for column in columns:
+        check_text(column, "a select column name")
     if table is None:
         raise ValueError("select needs a table: the server refuses it on wildcard subscriptions")
     return list(dict.fromkeys(columns))

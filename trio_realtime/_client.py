@@ -28,7 +28,8 @@ import logging
 import math
 import random
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,7 +48,14 @@ from ._rest import BroadcastMessage, RestSender
 from ._runtime import MAX_FRAME_SIZE, ReconnectPolicy, Runtime, Settings, TokenSource
 from ._serializer import check_vsn
 from ._session import ChannelOptions
-from ._subscription import DEFAULT_BUFFER, Feed, Overflow, Subscription, open_subscription
+from ._subscription import (
+    DEFAULT_BUFFER,
+    Feed,
+    Overflow,
+    Subscription,
+    open_subscription,
+    purge_abandoned,
+)
 from ._transport import DEFAULT_MAX_MESSAGE_SIZE, TransportFactory, TransportOptions
 from ._url import DEFAULT_VSN, Endpoint, redact, url_options, websocket_url
 from ._ws_sansio import connect_sansio
@@ -220,6 +228,8 @@ class RealtimeClient:
         self._driver = driver
         self._endpoint = endpoint
         self._closed = False
+        # Connection-event subscriptions garbage-collected without close() (HD-07).
+        self._abandoned: deque[Callable[[], None]] = deque()
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
@@ -353,8 +363,13 @@ class RealtimeClient:
             if feed in registry:
                 registry.remove(feed)
 
+        purge_abandoned(self._abandoned)
         feed, sub = open_subscription(
-            "connection events", buffer=buffer, overflow=overflow, on_close=unregister
+            "connection events",
+            buffer=buffer,
+            overflow=overflow,
+            on_close=unregister,
+            abandoned=self._abandoned,
         )
         if self._closed:
             feed.end(None)
@@ -421,6 +436,7 @@ class RealtimeClient:
         """Return the client's figures."""
         runtime = self._runtime
         driver = self._driver
+        purge_abandoned(self._abandoned)
         connection = runtime.connection
         frames_sent = driver.frames_sent_closed + (connection.frames_sent if connection else 0)
         dropped = sum(feed.dropped for feed in driver.event_feeds)

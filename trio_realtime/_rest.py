@@ -31,6 +31,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import orjson
 
+from ._checks import check_json, check_text, encode_json
 from ._exceptions import RealtimeError
 from ._frames import JSONObject, JSONValue, sub_topic
 from ._http_errors import map_http_errors, raise_for_response
@@ -57,8 +58,10 @@ class BroadcastMessage:
         id: An identifier subscribers see as ``meta.id``.
 
     Raises:
-        ValueError: for an empty topic or event.
-        TypeError: for a payload that is not a mapping, or an id that is not a string.
+        ValueError: for an empty topic or event, or text that cannot be sent (a lone
+            surrogate) in the topic, the event, the id or the payload (HD-04).
+        TypeError: for a payload that is not a mapping or holds a value JSON cannot hold, or
+            an id that is not a string.
     """
 
     topic: str
@@ -70,15 +73,20 @@ class BroadcastMessage:
     def __post_init__(self) -> None:
         if not isinstance(self.topic, str) or not sub_topic(self.topic):
             raise ValueError("a broadcast message needs a non-empty topic")
+        check_text(self.topic, "a broadcast message topic")
         if not isinstance(self.event, str) or not self.event:
             raise ValueError("a broadcast message needs a non-empty event")
+        check_text(self.event, "a broadcast message event")
         if not isinstance(self.payload, Mapping):
             raise TypeError(
                 "a batch broadcast payload must be a mapping (a JSON object), not "
                 f"{type(self.payload).__name__}"
             )
+        check_json(dict(self.payload), "a broadcast message payload")
         if self.id is not None and not isinstance(self.id, str):
             raise TypeError("a broadcast message id must be a string")
+        if self.id is not None:
+            check_text(self.id, "a broadcast message id", empty=True)
 
     def to_json(self) -> JSONObject:
         """The message as the batch endpoint takes it."""
@@ -180,10 +188,11 @@ class RestSender:
         """``POST /api/broadcast/<topic>/events/<event>``; see :meth:`Channel.http_send`."""
         if not isinstance(event, str) or not event:
             raise ValueError("event must be a non-empty string")
+        check_text(event, "event")
         if isinstance(payload, bytes | bytearray | memoryview):
             body, content_type = bytes(payload), "application/octet-stream"
         elif isinstance(payload, Mapping):
-            body, content_type = orjson.dumps(dict(payload)), "application/json"
+            body, content_type = encode_json(dict(payload), "payload"), "application/json"
         else:
             raise TypeError(
                 "http_send takes a mapping (a JSON object) or bytes, not "

@@ -5,7 +5,19 @@ Theory of operation
 A subscription comes as a pair, like trio's memory channels: :func:`open_subscription` returns
 the producer's :class:`Feed` (kept by the channel or client that routes items) and the
 consumer's :class:`Subscription`, a ``trio.abc.ReceiveChannel`` handed to the user. Only the
-feed can put items or end the stream.
+feed can put items or end the stream. Both share one ``_Stream`` (the buffer and its figures),
+as trio's memory channels share their state.
+
+The registration is weak (HD-07): the channel keeps the feed, and so the stream, but not the
+:class:`Subscription`. One the user drops without closing it is garbage-collected like any
+object; it then closes its stream (later items are ignored, buffered ones discarded) and asks
+its owner to unregister the feed. It does not warn: dropping a subscription is a legitimate way
+to be done with it (a subscription made for a side effect, such as ``presence_events()``
+enabling presence, or one whose reader returned), and the subscription leaves nothing behind
+either way. That finalizer can run in any thread and between any two bytecodes, even while
+the reader loops over the very list of feeds, so it only appends to the owner's queue of
+abandoned feeds (a ``deque``, safe to append to from anywhere); the owner removes them from its
+lists before it next delivers anything, and before it counts or creates subscriptions.
 
 The reader task must never wait for a consumer: one stalled consumer would delay heartbeats and
 every other subscription. So the producer side, :meth:`Feed.put`, is synchronous. It
@@ -97,14 +109,9 @@ def check_subscription_options(buffer: int, overflow: str) -> Overflow:
     raise ValueError(f"overflow must be one of {', '.join(OVERFLOW_POLICIES)}, not {overflow!r}")
 
 
-class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
-    """A bounded stream of items of one kind; see the module docstring.
-
-    Created by the channel and client factories (``channel.broadcasts()`` and so on), never
-    directly. It is registered from the moment it is created, so nothing is missed before the
-    first ``receive``. Use it as ``async with sub: async for item in sub: ...``; closing it
-    unregisters it.
-    """
+class _Stream(Generic[T]):
+    """The state a :class:`Feed` and a :class:`Subscription` share: the buffer, the overflow
+    policy and the figures. The producer's methods never block."""
 
     def __init__(
         self,
@@ -112,7 +119,7 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
         *,
         buffer: int = DEFAULT_BUFFER,
         overflow: str = "error",
-        on_close: Callable[[Subscription[T]], None] | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self._policy = check_subscription_options(buffer, overflow)
         self._name = name
@@ -131,6 +138,11 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
 
     def __repr__(self) -> str:
         return f"<Subscription {self._name} buffered={len(self._items)}/{self._capacity}>"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the stream was closed by its consumer or ended by its producer."""
+        return self._closed or self._ended
 
     # -- producer side (the reader task; never blocks) ------------------------------------------
 
@@ -291,12 +303,18 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
         self._lot.unpark_all()
         if self._on_close is not None:
             callback, self._on_close = self._on_close, None
-            callback(self)
+            callback()
 
-    async def aclose(self) -> None:
-        """Close and unregister the subscription; see :meth:`close`. A checkpoint."""
-        self.close()
-        await trio.lowlevel.checkpoint()
+    def abandon(self) -> None:
+        """The consumer's end was garbage-collected: take nothing more, keep nothing.
+
+        Safe in any thread, at any moment: only flags, a ``deque.clear`` and no callback (the
+        owner unregisters the feed later, from its queue of abandoned feeds).
+        """
+        self._closed = True
+        self._fast = False
+        self._on_close = None
+        self._items.clear()
 
     def statistics(self) -> SubscriptionStatistics:
         """Return the subscription's figures."""
@@ -311,27 +329,123 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
         )
 
 
+class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
+    """A bounded stream of items of one kind; see the module docstring.
+
+    Created by the channel and client factories (``channel.broadcasts()`` and so on), never
+    directly. It is registered from the moment it is created, so nothing is missed before the
+    first ``receive``. Use it as ``async with sub: async for item in sub: ...``; closing it
+    unregisters it.
+
+    The channel does not keep the subscription alive: one dropped without being closed is
+    unregistered once it is garbage-collected (its buffered items are discarded), so a
+    forgotten subscription costs nothing for long. Closing it, or ``async with``, still says
+    exactly when it stops; a subscription the channel ended (it was left, or closed by the
+    server, or the client closed) needs no close.
+    """
+
+    def __init__(
+        self,
+        stream: _Stream[T],
+        unregister: Callable[[], None] | None = None,
+        abandoned: deque[Callable[[], None]] | None = None,
+    ) -> None:
+        self._stream = stream
+        self._unregister = unregister
+        self._abandoned = abandoned
+
+    def __repr__(self) -> str:
+        return repr(self._stream)
+
+    def __del__(self) -> None:
+        # Garbage-collected while still registered: close, and queue the unregistration
+        # (HD-07). Runs in whatever thread dropped the last reference (see the module).
+        stream = self._stream
+        if stream._closed or stream._ended:
+            return
+        stream.abandon()
+        if self._unregister is not None and self._abandoned is not None:
+            self._abandoned.append(self._unregister)
+
+    @property
+    def ended(self) -> bool:
+        """Whether the producer has ended the stream (items may still be buffered)."""
+        return self._stream._ended
+
+    def receive_nowait(self) -> T:
+        """Take the next item without waiting.
+
+        Raises:
+            trio.WouldBlock: when nothing is buffered.
+            SubscriptionOverflow: as described in the module docstring.
+            ChannelClosed: after the buffered items, when the server closed the channel.
+            trio.EndOfChannel: after the buffered items, when the channel was left.
+            trio.ClosedResourceError: after :meth:`aclose`.
+        """
+        return self._stream.receive_nowait()
+
+    async def receive(self) -> T:
+        """Wait for and return the next item.
+
+        Always a cancellation point; a schedule point only when it has to wait (see the module
+        docstring). Cancelling it never loses an item.
+
+        Raises:
+            The same as :meth:`receive_nowait`, except ``trio.WouldBlock``.
+        """
+        stream = self._stream
+        if stream._items and not stream._closed:
+            # The stream's own fast path, inline: one call less per item.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return stream._items.popleft()
+        return await stream.receive()
+
+    async def receive_batch(self, max_items: int | None = None) -> list[T]:
+        """Wait for at least one item, then return every buffered item (up to ``max_items``).
+
+        One checkpoint per batch, which makes it the cheapest way to drain a busy stream.
+
+        Raises:
+            The same as :meth:`receive`; an overflow or end is raised only when the batch would
+            otherwise be empty.
+        """
+        return await self._stream.receive_batch(max_items)
+
+    def close(self) -> None:
+        """Close and unregister the subscription; buffered items are discarded. Idempotent."""
+        self._stream.close()
+
+    async def aclose(self) -> None:
+        """Close and unregister the subscription; see :meth:`close`. A checkpoint."""
+        self._stream.close()
+        await trio.lowlevel.checkpoint()
+
+    def statistics(self) -> SubscriptionStatistics:
+        """Return the subscription's figures."""
+        return self._stream.statistics()
+
+
 class Feed(Generic[T]):
     """The producer's end of a subscription: :meth:`put` and :meth:`end`; see the module
     docstring. Made by :func:`open_subscription`."""
 
-    __slots__ = ("end", "put", "subscription")
+    __slots__ = ("end", "put", "stream")
 
-    def __init__(self, subscription: Subscription[T]) -> None:
-        self.subscription = subscription
+    def __init__(self, stream: _Stream[T]) -> None:
+        self.stream = stream
         # Bound methods stored once: put() is the reader's hot path, one call per item.
-        self.put: Callable[[T], None] = subscription._put
+        self.put: Callable[[T], None] = stream._put
         """Add an item without blocking, applying the overflow policy when the buffer is full."""
-        self.end: Callable[[BaseException | None], None] = subscription._end
+        self.end: Callable[[BaseException | None], None] = stream._end
         """End the stream: after the buffered items, raise the error or ``EndOfChannel``."""
 
     def __repr__(self) -> str:
-        return f"<Feed of {self.subscription!r}>"
+        return f"<Feed of {self.stream!r}>"
 
     @property
     def dropped(self) -> int:
         """Items dropped by the overflow policy so far."""
-        return self.subscription._dropped
+        return self.stream._dropped
 
 
 def open_subscription(
@@ -340,6 +454,7 @@ def open_subscription(
     buffer: int = DEFAULT_BUFFER,
     overflow: str = "error",
     on_close: Callable[[Feed[T]], None] | None = None,
+    abandoned: deque[Callable[[], None]] | None = None,
 ) -> tuple[Feed[T], Subscription[T]]:
     """Make a subscription: the producer's :class:`Feed` and the consumer's end.
 
@@ -349,12 +464,30 @@ def open_subscription(
         overflow: ``"error"``, ``"drop_oldest"`` or ``"drop_newest"``.
         on_close: Called with the feed when the consumer closes the subscription (to
             unregister it).
+        abandoned: The owner's queue of abandoned subscriptions: when one is
+            garbage-collected without being closed (in any thread), its ``on_close`` call is
+            appended to it, for the owner to run at its next safe point with
+            :func:`purge_abandoned` (see the module docstring).
 
     Raises:
         ValueError: for a buffer below 1 or an unknown policy.
     """
-    subscription: Subscription[T] = Subscription(name, buffer=buffer, overflow=overflow)
-    feed = Feed(subscription)
+    stream: _Stream[T] = _Stream(name, buffer=buffer, overflow=overflow)
+    feed = Feed(stream)
+    unregister = None
     if on_close is not None:
-        subscription._on_close = lambda _: on_close(feed)
-    return feed, subscription
+
+        def unregister() -> None:
+            on_close(feed)
+
+        stream._on_close = unregister
+    return feed, Subscription(stream, unregister if abandoned is not None else None, abandoned)
+
+
+def purge_abandoned(abandoned: deque[Callable[[], None]]) -> None:
+    """Unregister every subscription queued in ``abandoned`` (HD-07).
+
+    Call it in the owner's trio thread, and never while iterating over a list of feeds.
+    """
+    while abandoned:
+        abandoned.popleft()()
