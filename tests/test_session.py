@@ -699,10 +699,11 @@ def test_remove_channel_forgets_its_replies_only() -> None:
     session.join(TOPIC)
     session.join("realtime:other")
     session.remove_channel(TOPIC)
-    session.remove_channel(TOPIC)
     assert not session.expecting_reply("1")
     assert session.expecting_reply("2")
     assert TOPIC not in session.channels
+    session.remove_channel(TOPIC)  # idempotent
+    assert session.expecting_reply("2")
 
 
 def test_a_second_heartbeat_while_one_is_outstanding_is_refused() -> None:
@@ -747,3 +748,76 @@ def test_pg01_binding_key_is_the_identity_the_server_echoes() -> None:
     assert binding_key(spec) == ("INSERT", "public", "messages", "id=eq.1", "id,body")
     assert binding_key({}) == ("*", "", "", "", "")
     assert binding_key({"event": "*", "schema": "s", "select": "id"}) == ("*", "s", "", "", "")
+
+
+def test_rs04_a_new_join_forgets_the_last_postgres_error() -> None:
+    """RS-04: the next join waits for readiness again, with no error from the last one."""
+    session = Session()
+    session.add_channel(TOPIC)
+    session.add_binding(TOPIC, postgres_binding("INSERT", table="t"))
+    session.join(TOPIC)
+    text = 'Error parsing `filter` params: ["undefined"]'
+    bad: JSONObject = {"extension": "postgres_changes", "status": "error", "message": text}
+    session.receive(Frame(TOPIC, "system", bad, None, "1"))
+    assert session.channel(TOPIC).postgres_error == text
+    session.join_failed(TOPIC)
+    session.join(TOPIC)
+    channel = session.channel(TOPIC)
+    assert (channel.postgres, channel.postgres_error) == ("waiting", None)
+
+
+def test_rs03_the_joins_token_is_not_pushed_again() -> None:
+    """RS-03: a channel runs with its join's token; pushing that token again sends nothing."""
+    session = Session()
+    session.add_channel(TOPIC)
+    session.join(TOPIC, "t1")
+    (event,) = session.receive(reply("1"))
+    assert isinstance(event, ReplyReceived)
+    session.join_replied(event)
+    assert session.access_token(TOPIC, "t1") is None
+    assert session.access_token(TOPIC, "t2") == Frame(
+        TOPIC, "access_token", {"access_token": "t2"}, "2", "1"
+    )
+
+
+def test_a_join_reply_for_another_ref_is_superseded() -> None:
+    """CH-01: a join reply whose ref is not the channel's current join settles nothing."""
+    session = Session()
+    session.add_channel(TOPIC)
+    session.join(TOPIC)
+    assert session.join_replied(ReplyReceived(TOPIC, "9", "join", "ok", {})) == JoinSuperseded()
+    assert state_of(session) is ChannelState.JOINING
+
+
+def test_rs01_the_re_track_after_a_rejoin_is_answered_on_its_channel() -> None:
+    """RS-01: the reply to the session's own re-track comes out as a push reply."""
+    session, _ = joined_session()
+    accepted = session.track(TOPIC, {"s": 1})
+    session.receive(reply(accepted.ref or ""))
+    session.connection_lost()
+    session.join(TOPIC)
+    (event,) = session.receive(reply("3"))
+    assert isinstance(event, ReplyReceived)
+    session.join_replied(event)
+    assert session.receive(reply("4")) == (ReplyReceived(TOPIC, "4", "push", "ok", {}),)
+
+
+def test_presence_pushes_on_a_channel_not_joined_name_the_operation() -> None:
+    """RS-10: track and untrack on a channel not joined are refused, each naming itself."""
+    session = Session()
+    session.add_channel(TOPIC)
+    with pytest.raises(ChannelStateError, match=r"is closed: track is not allowed$") as info:
+        session.track(TOPIC, {})
+    assert info.value.operation == "track"
+    with pytest.raises(ChannelStateError, match=r"is closed: untrack is not allowed$") as info:
+        session.untrack(TOPIC)
+    assert info.value.operation == "untrack"
+
+
+def test_close_forget_forgets_the_tracked_state_by_default() -> None:
+    """RS-01: a channel closed for good forgets its tracked state unless asked to keep it."""
+    session, _ = joined_session()
+    accepted = session.track(TOPIC, {"s": 1})
+    session.receive(reply(accepted.ref or ""))
+    session.close(TOPIC, forget=True)
+    assert session.channel(TOPIC).tracked is None
