@@ -1,4 +1,4 @@
-"""Every Python example in the README and the documentation runs, so that none can rot.
+"""DX-02: every Python example in the README and the documentation runs, so that none can rot.
 
 Each fenced ``python`` block of ``README.md`` and ``docs/*.md`` is extracted and run as a user
 would run it, in a child process:

@@ -1,4 +1,8 @@
-"""SR-08: our builders plus encode reproduce every client frame realtime-js 2.119.1 sends."""
+"""SR-08: our builders plus encode reproduce every client frame realtime-js 2.119.1 sends.
+
+DX-01: the recorded frames live in ``tests/data``, so a fresh clone with nothing beside it runs
+these tests.
+"""
 
 from __future__ import annotations
 
