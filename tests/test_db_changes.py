@@ -416,6 +416,27 @@ def test_db04_wal_level_and_db06_cluster_helper() -> None:
     assert not data_dir.exists()
 
 
+def test_db04_an_untrusted_output_plugin_is_refused_with_what_to_change() -> None:
+    """DB-04, DB-06: where PostgreSQL lists the trusted output plugins (15.20 and later), the
+    cluster helper admits wal2json, and a server whose list leaves it out is refused with
+    PostgreSQL's hint naming the setting."""
+    from trio_realtime.testing._cluster import find_postgres_bin, plugin_settings
+
+    setting = plugin_settings(find_postgres_bin())
+    if not setting:
+        pytest.skip("this PostgreSQL has no output_plugin_libraries setting")
+    assert "wal2json" in setting["output_plugin_libraries"].split(", ")
+    with start_postgres(settings={"output_plugin_libraries": "pgoutput"}) as cluster:
+
+        async def main() -> None:
+            with trio.fail_after(60):
+                with pytest.raises(DatabaseSetupError, match="output_plugin_libraries"):
+                    async with db_server(cluster.url()):
+                        pytest.fail("served")
+
+        trio.run(main)
+
+
 async def test_db05_slot_dropped_on_exit(database: str) -> None:
     """DB-05/DB-06: each server has its own temporary slot, gone when it stops."""
     with trio.fail_after(LIMIT):

@@ -32,7 +32,6 @@ from websockets.frames import Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import SEND_EOF, Protocol, State
 from websockets.server import ServerProtocol
-from websockets.typing import BytesLike
 from websockets.uri import parse_uri
 
 try:  # websockets' C helper, as websockets itself uses it; the pure Python one otherwise
@@ -326,7 +325,7 @@ class SansIOWebSocket(Transport):
         self._events = []
         return messages
 
-    def _append_text(self, messages: list[Message], data: BytesLike) -> None:
+    def _append_text(self, messages: list[Message], data: bytes | bytearray | memoryview) -> None:
         try:
             messages.append(str(data, "utf-8"))
         except UnicodeDecodeError:

@@ -106,6 +106,35 @@ def wal2json_available(bin_dir: str | os.PathLike[str] | None = None) -> bool:
     return any((libdir / "wal2json.so").is_file() for libdir in libdirs)
 
 
+def plugin_settings(bin_dir: Path) -> dict[str, str]:
+    """The settings that let replication users name wal2json as an output plugin.
+
+    Newer PostgreSQL releases (15.20 among them) accept only the output plugins listed in
+    ``output_plugin_libraries`` (by default ``pgoutput, test_decoding``); older ones have no
+    such parameter, and would refuse to start with it in ``postgresql.conf``. This asks the
+    server binary which parameters it knows (``postgres --describe-config``) and returns the
+    setting with wal2json added to the server's default list when the parameter exists.
+    """
+    try:
+        described = subprocess.run(
+            [str(bin_dir / "postgres"), "--describe-config"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    for line in described.splitlines():
+        fields = line.split("\t")
+        if fields[0] == "output_plugin_libraries":
+            default = fields[4] if len(fields) > 4 else ""
+            plugins = [name.strip() for name in default.split(",") if name.strip()]
+            if "wal2json" not in plugins:
+                plugins.append("wal2json")
+            return {"output_plugin_libraries": ", ".join(plugins)}
+    return {}
+
+
 def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -224,7 +253,8 @@ def start_postgres(
         bin_dir: The directory of ``initdb``/``pg_ctl``; found with ``find_postgres_bin``
             when omitted.
         port: The TCP port; a free one by default.
-        settings: Extra ``postgresql.conf`` settings, over ``DEFAULT_SETTINGS``.
+        settings: Extra ``postgresql.conf`` settings, over ``DEFAULT_SETTINGS`` and, where the
+            server has that parameter, an ``output_plugin_libraries`` that admits wal2json.
         run_as: The user to run PostgreSQL as; when running as root it defaults to
             ``postgres`` (initdb refuses root). Needs ``runuser`` (util-linux).
 
@@ -250,7 +280,7 @@ def start_postgres(
             os.chown(root, entry.pw_uid, entry.pw_gid)
         cluster = PostgresCluster(directory, root, port or _free_port(host), run_as, host)
         try:
-            cluster._start({**DEFAULT_SETTINGS, **(settings or {})})
+            cluster._start({**DEFAULT_SETTINGS, **plugin_settings(directory), **(settings or {})})
         except subprocess.CalledProcessError as exc:
             cluster.stop()
             raise RuntimeError(

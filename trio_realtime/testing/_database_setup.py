@@ -120,5 +120,10 @@ def create_slot(url: str, slot: str) -> psycopg.Connection[Any]:
         ) from None
     except psycopg.Error as exc:
         poll.close()
-        raise DatabaseSetupError(f"cannot create a replication slot: {exc}".strip()) from None
+        message = f"cannot create a replication slot: {exc}".strip()
+        hint = exc.diag.message_hint
+        if hint and hint not in message:
+            # For example PostgreSQL's list of trusted output plugins, which says what to change.
+            message = f"{message} ({hint})"
+        raise DatabaseSetupError(message) from None
     return poll
