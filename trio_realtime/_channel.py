@@ -53,7 +53,14 @@ from typing import Any, Final, TypeVar, overload
 import trio
 
 from ._checks import check_json, check_text, copy_json_object
-from ._connection import Connection, MaybeWritten, Waiter, WriteTimeout
+from ._connection import (
+    Connection,
+    MaybeWritten,
+    NotWritten,
+    ReplyTimeout,
+    Waiter,
+    WriteTimeout,
+)
 from ._events import (
     Broadcast,
     ChannelEvent,
@@ -877,8 +884,13 @@ class Channel:
         once the frame is written to the connection's socket (handed to the kernel; nothing
         of it waits in a buffer of the client's): every push is written, then acknowledged if
         asked, or raises. When nothing else is being written, the calling task writes the
-        frame itself, at once if the socket takes it (one checkpoint, no other task involved);
-        otherwise it waits for the connection's writer task to write it. A write under way
+        frame itself, at once if the socket takes it (no other task involved); otherwise it
+        waits for the connection's writer task to write it. An acknowledged push made while
+        others wait for their replies is queued for the writer, which sends every push queued
+        meanwhile in one write; it waits for its reply, and one that was still queued when the
+        connection dropped is sent again on the next one. Always a cancellation point; a push
+        written at once yields to other tasks once in 16 pushes (a full schedule point costs
+        as much as the push), and whenever it waits. A write under way
         is not cut short by cancelling the caller (half a frame would break the connection);
         the timeout does cut it, and then the connection is dropped and reconnected, since the
         server may have part of the frame; a push cut by a lost connection raises
@@ -1029,28 +1041,41 @@ class Channel:
         on the hot path of a push sent at once, which encodes the payload anyway."""
         self._check_joining(what)
         timeout = self._runtime.settings.timeout
-        if not ack and self._core.state is ChannelState.JOINED:
+        deadline = trio.current_time() + timeout
+        if self._core.state is ChannelState.JOINED:
             connection = self._runtime.open_connection
-            if connection is not None and connection.writable_now:
-                # SPEED: a joined channel and an idle connection: the frame is written here
-                # and now, with no cancel scope and no waiter (benchmarks/sends.py).
+            # SPEED: a joined channel and a connection that takes the frame now: no cancel
+            # scope. Unacknowledged, the frame is written here and now with no waiter;
+            # acknowledged, the reply waiter's deadline is kept by the connection (see
+            # Connection.expect_reply). benchmarks/sends.py measures both.
+            if connection is not None and (
+                connection.writable_now if not ack else connection.has_room
+            ):
                 await trio.lowlevel.checkpoint_if_cancelled()
-                data, binary = self._encode(build(), check)
                 try:
-                    await connection.push(data, binary, write_within=timeout)
-                    return
-                except WriteTimeout:
+                    if ack:
+                        if await self._push_once(
+                            connection, build, ack=True, what=what, check=check, timed=True
+                        ):
+                            return
+                    else:
+                        data, binary = self._encode(build(), check)
+                        await connection.push(data, binary, write_within=timeout)
+                        return
+                except (WriteTimeout, ReplyTimeout):
                     raise PushTimeout(
                         f"{what} on {self.topic!r} not completed within {timeout} s"
                     ) from None
                 except MaybeWritten as exc:
                     raise ConnectionClosed(exc.code, exc.reason) from None
-                except ConnectionClosed:
-                    pass  # not written: wait for the next connection below
+                except ConnectionClosed as exc:
+                    if ack and not isinstance(exc, NotWritten):
+                        raise
+                    # not written: wait for the next connection below
         ticket = _Ticket()
         waiting = False
         try:
-            with trio.move_on_after(timeout):
+            with trio.move_on_at(deadline):
                 while True:
                     if ticket.dropped:
                         raise PushError(
@@ -1101,19 +1126,29 @@ class Channel:
         ack: bool,
         what: str,
         check: Callable[[], None] | None = None,
+        timed: bool = False,
     ) -> bool:
-        """Send one push and wait for its ack; ``False`` when it was not written (retry)."""
+        """Send one push and wait for its ack; ``False`` when it was not written (retry).
+
+        ``timed``: the reply waiter fails with ``ReplyTimeout`` at the connection's reply
+        timeout (the caller has no cancel scope of its own)."""
         frame = build()
         ref = frame.ref
         assert ref is not None
         session = self._runtime.session
         data, binary = self._encode(frame, check)
-        reply_waiter = connection.expect_reply(ref) if ack else None
+        reply_waiter = connection.expect_reply(ref, timed=timed) if ack else None
         if reply_waiter is not None:
             self._in_flight[ref] = reply_waiter
         try:
             try:
-                await connection.push(data, binary)
+                if reply_waiter is None:
+                    await connection.push(data, binary)
+                elif timed:
+                    timeout = self._runtime.settings.timeout
+                    await connection.push_acked(data, binary, reply_waiter, write_within=timeout)
+                else:
+                    await connection.push_acked(data, binary, reply_waiter)
             except MaybeWritten as exc:
                 # Lost mid-write: sending it again could deliver it twice, and a frame the
                 # server drops the connection for would make every reconnect fail in turn.
@@ -1122,7 +1157,12 @@ class Channel:
                 return False
             if reply_waiter is None:
                 return True
-            reply = await reply_waiter.wait()
+            try:
+                reply = await reply_waiter.wait()
+            except NotWritten:
+                return False  # queued, never written: wait for the next connection
+            except MaybeWritten as exc:
+                raise ConnectionClosed(exc.code, exc.reason) from None
         finally:
             if reply_waiter is not None:
                 connection.forget_reply(ref)

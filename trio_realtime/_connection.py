@@ -16,7 +16,11 @@ A push that finds nothing queued and nothing being written does not go through t
 pushing task writes its frame itself (:meth:`Connection.send`), which spares the two task
 switches of a hand-over to the writer; ``benchmarks/sends.py`` measures the difference. Frames
 sent while that write is under way queue behind it, so the order on the wire is the order of
-the calls. Such a write is shielded from the caller's cancellation (a frame cut in half would
+the calls. An acknowledged push made while other replies are awaited goes the other way
+(:meth:`Connection.push_acked`): it is queued without waiting for its write, and the writer
+sends everything queued meanwhile in one write, so many concurrent acknowledged pushes cost a
+system call per batch rather than one each; their reply deadlines are kept by one task per
+connection, not by a cancel scope per push (:meth:`Connection.expect_reply`). Such a write is shielded from the caller's cancellation (a frame cut in half would
 break the connection for everyone); only the caller's deadline interrupts it, and then the
 connection is dropped, as when the writer task's write is cut short.
 """
@@ -41,9 +45,20 @@ T = TypeVar("T")
 
 WRITE_BATCH = 256
 
+YIELD_EVERY = 16
+"""A push written at once by its caller yields to the scheduler once in this many pushes."""
+
 
 class MaybeWritten(ConnectionClosed):
     """The connection was lost while a frame was being written: the server may have it."""
+
+
+class NotWritten(ConnectionClosed):
+    """The connection was lost before a queued push's frame was written: it may be sent again."""
+
+
+class ReplyTimeout(Exception):
+    """No reply came by a timed reply waiter's deadline (see :meth:`Connection.expect_reply`)."""
 
 
 class WriteTimeout(MaybeWritten):
@@ -91,22 +106,30 @@ class Waiter(Generic[T]):
 
 @dataclass(slots=True)
 class Outgoing:
-    """An encoded frame waiting for the writer, and who wants to know it was written."""
+    """An encoded frame waiting for the writer, and who wants to know its fate: ``written``
+    is told when it is written, ``reply`` (an acknowledged push's) only when it is not."""
 
     data: bytes
     binary: bool
     written: Waiter[None] | None = None
+    reply: Waiter[ReplyReceived] | None = None
 
 
 class Connection:
     """The state of one open connection; see the module docstring."""
 
     def __init__(
-        self, transport: Transport, nursery: trio.Nursery, *, outgoing_buffer: int
+        self,
+        transport: Transport,
+        nursery: trio.Nursery,
+        *,
+        outgoing_buffer: int,
+        reply_timeout: float = math.inf,
     ) -> None:
         self.transport = transport
         self.nursery = nursery
         self._send, self._receive = trio.open_memory_channel[Outgoing](outgoing_buffer)
+        self._outgoing_buffer = outgoing_buffer
         self.replies: dict[str, Waiter[ReplyReceived]] = {}
         self.lost: ConnectionClosed | None = None
         # The queue's boundary: a closed queue means a lost connection (one mapping, here).
@@ -118,23 +141,73 @@ class Connection:
         # Frames queued or being written, by the writer or by a pushing task: a push writes its
         # frame itself only while this is zero (see send).
         self._unwritten = 0
+        self._direct_writes = 0
+        # Timed reply waiters (see expect_reply): ref -> deadline, in the order registered,
+        # which is the order of their deadlines, since every one is now + reply_timeout.
+        self.reply_timeout = reply_timeout
+        self._reply_deadlines: dict[str, float] = {}
+        self._expiring = False
 
-    def expect_reply(self, ref: str) -> Waiter[ReplyReceived]:
+    def expect_reply(self, ref: str, *, timed: bool = False) -> Waiter[ReplyReceived]:
         """Register interest in the reply to ``ref``; register before sending.
 
         The caller must :meth:`forget_reply` when it stops waiting, however it stops
         (reply, timeout, cancellation), or the registration would stay behind.
+
+        A ``timed`` waiter fails with :class:`ReplyTimeout` when no reply came within
+        ``reply_timeout`` seconds, which spares its caller a cancel scope of its own (one per
+        push). The deadlines are kept by one task, started when the first timed waiter is
+        registered and ended when it wakes to find none left: it sleeps until the oldest
+        deadline, fails what expired, and sleeps again, so a flood of pushes answered in time
+        costs it a wake-up per ``reply_timeout``, not one per push.
         """
         waiter: Waiter[ReplyReceived] = Waiter()
         if self.lost is not None:
             waiter.fail(ConnectionClosed(self.lost.code, self.lost.reason))
-        else:
-            self.replies[ref] = waiter
+            return waiter
+        self.replies[ref] = waiter
+        if timed:
+            self._reply_deadlines[ref] = trio.current_time() + self.reply_timeout
+            if not self._expiring:
+                self._expiring = True
+                self.nursery.start_soon(self._expire_replies)
         return waiter
 
     def forget_reply(self, ref: str) -> None:
         """Stop waiting for the reply to ``ref``. Idempotent."""
         self.replies.pop(ref, None)
+        self._reply_deadlines.pop(ref, None)
+
+    async def _expire_replies(self) -> None:
+        """Fail timed reply waiters whose deadline passed; see :meth:`expect_reply`."""
+        deadlines = self._reply_deadlines
+        try:
+            while deadlines:
+                now = trio.current_time()
+                expired: list[str] = []
+                wake_at = math.inf
+                for ref, deadline in deadlines.items():
+                    if deadline > now:
+                        wake_at = deadline
+                        break
+                    expired.append(ref)
+                for ref in expired:
+                    del deadlines[ref]
+                    waiter = self.replies.pop(ref, None)
+                    if waiter is not None:
+                        waiter.fail(ReplyTimeout())
+                if wake_at == math.inf:
+                    break
+                await trio.sleep_until(wake_at)
+        finally:
+            self._expiring = False
+
+    @property
+    def has_room(self) -> bool:
+        """Whether the outgoing queue has room for a frame (and the connection is open).
+
+        Frames being written count as queued, so this may say no while there is room."""
+        return self.lost is None and self._unwritten < self._outgoing_buffer
 
     @property
     def writable_now(self) -> bool:
@@ -165,13 +238,26 @@ class Connection:
             self._unwritten -= 1  # lost, or cancelled while the queue was full: not queued
             raise
 
-    async def push(self, data: bytes, binary: bool, *, write_within: float = math.inf) -> None:
+    async def push(
+        self,
+        data: bytes,
+        binary: bool,
+        *,
+        write_within: float = math.inf,
+        schedule: bool = True,
+    ) -> None:
         """Write a push's encoded frame; return once it is written to the socket.
 
         With nothing queued or being written, the calling task writes the frame itself (see
         the module docstring); otherwise it is queued for the writer, and this waits until
         the writer has written it (or while the queue is full). A write this task began is
         bounded by ``write_within`` seconds and the caller's own deadline, not by its cancellation.
+
+        Always a cancellation point. A frame the socket takes at once is written without
+        yielding to the scheduler, except once in :data:`YIELD_EVERY` such pushes (and never
+        with ``schedule`` false, for a caller that waits next anyway): a full schedule point
+        costs about as much as encoding and framing the push, and a task that keeps sending
+        still lets the reader and the writer run at that bound.
 
         Raises:
             ConnectionClosed: the frame was not written, since the connection is lost (it may
@@ -194,12 +280,56 @@ class Connection:
                 await self._write_now(rest, write_within)
             else:
                 self.frames_sent += 1
-                # The checkpoint a write owes its caller, after the fact as trio's sockets do.
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if schedule:
+                    self._direct_writes += 1
+                    if self._direct_writes >= YIELD_EVERY:
+                        self._direct_writes = 0
+                        await trio.lowlevel.cancel_shielded_checkpoint()
             return
         written: Waiter[None] = Waiter()
         await self._queue(Outgoing(data, binary, written))
         await written.wait()
+
+    async def push_acked(
+        self,
+        data: bytes,
+        binary: bool,
+        reply: Waiter[ReplyReceived],
+        *,
+        write_within: float = math.inf,
+    ) -> None:
+        """Write an acknowledged push's frame, or queue it when other pushes are in flight.
+
+        ``reply`` is the push's registered reply waiter. When it is the only reply awaited and
+        nothing is queued, the frame is written at once, as :meth:`push` does. Otherwise it is
+        queued without waiting for the write: the writer sends it in one batch with the others
+        queued meanwhile (one write for many concurrent pushes), and its fate reaches ``reply``,
+        which fails with :class:`MaybeWritten` when the write was cut short and with
+        :class:`NotWritten` when the connection was lost before it (it may then be sent again).
+        The queue's bound still applies: a full queue makes this wait. A write begun here is
+        bounded as in :meth:`push`; no schedule point follows it, since the caller waits for
+        the reply next.
+
+        Raises:
+            ConnectionClosed: the frame was not written, since the connection is lost.
+            MaybeWritten: the connection was lost while the frame was being written.
+        """
+        if self._unwritten or len(self.replies) > 1:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if self.lost is not None:
+                raise ConnectionClosed(self.lost.code, self.lost.reason)
+            item = Outgoing(data, binary, None, reply)
+            self._unwritten += 1
+            try:
+                self._send.send_nowait(item)
+            except trio.WouldBlock:
+                self._unwritten -= 1
+                await self._queue(item)  # a full queue: wait for room
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                self._unwritten -= 1
+                raise self._closed_error() from None
+            return
+        await self.push(data, binary, write_within=write_within, schedule=False)
 
     async def _write_now(self, frames: bytes | Sequence[OutgoingMessage], within: float) -> None:
         """Write one push's frame (or what ``send_nowait`` left of it) from the calling task."""
@@ -247,9 +377,6 @@ class Connection:
     def fail_pending(self) -> None:
         """Fail every reply waiter and every frame not yet written. Call once, after loss."""
         lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
-        replies, self.replies = self.replies, {}
-        for waiter in replies.values():
-            waiter.fail(ConnectionClosed(lost.code, lost.reason))
         self._send.close()
         while True:
             try:
@@ -258,7 +385,13 @@ class Connection:
                 break
             if item.written is not None:
                 item.written.fail(ConnectionClosed(lost.code, lost.reason))
+            if item.reply is not None:
+                item.reply.fail(NotWritten(lost.code, lost.reason))
         self._receive.close()
+        # After the queue: a reply waiter whose frame was never written has failed above.
+        replies, self.replies = self.replies, {}
+        for waiter in replies.values():
+            waiter.fail(ConnectionClosed(lost.code, lost.reason))
 
     async def run_writer(
         self, heartbeat: Callable[[], OutgoingMessage | None] | None = None, interval: float = 0.0
@@ -318,6 +451,8 @@ class Connection:
                 for item in batch:
                     if item.written is not None:
                         item.written.fail(MaybeWritten(code, reason))
+                    elif item.reply is not None:
+                        item.reply.fail(MaybeWritten(code, reason))
                 if not isinstance(exc, ConnectionClosed):
                     raise
                 self.lose(code, reason)

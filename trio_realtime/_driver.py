@@ -223,7 +223,10 @@ class Driver:
                 try:
                     async with trio.open_nursery() as nursery:
                         connection = Connection(
-                            transport, nursery, outgoing_buffer=self._outgoing_buffer
+                            transport,
+                            nursery,
+                            outgoing_buffer=self._outgoing_buffer,
+                            reply_timeout=self._runtime.settings.timeout,
                         )
                         self._serve(connection, first, task_status)
                         # The reader is this task itself, in the nursery's body: a connection
