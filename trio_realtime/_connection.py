@@ -13,16 +13,18 @@ batches whatever is queued into one transport write. A full queue makes senders 
 backpressure, never unbounded growth.
 
 A push that finds nothing queued and nothing being written does not go through the queue: the
-pushing task writes its frame itself (:meth:`Connection.send`), which spares the two task
+pushing task writes its frame itself (:meth:`Connection.push`), which spares the two task
 switches of a hand-over to the writer; ``benchmarks/sends.py`` measures the difference. Frames
 sent while that write is under way queue behind it, so the order on the wire is the order of
-the calls. An acknowledged push made while other replies are awaited goes the other way
-(:meth:`Connection.push_acked`): it is queued without waiting for its write, and the writer
-sends everything queued meanwhile in one write, so many concurrent acknowledged pushes cost a
-system call per batch rather than one each; their reply deadlines are kept by one task per
-connection, not by a cancel scope per push (:meth:`Connection.expect_reply`). Such a write is shielded from the caller's cancellation (a frame cut in half would
+the calls. Such a write is shielded from the caller's cancellation (a frame cut in half would
 break the connection for everyone); only the caller's deadline interrupts it, and then the
 connection is dropped, as when the writer task's write is cut short.
+
+An acknowledged push made while other replies are awaited goes the other way
+(:meth:`Connection.push_acked`): it is queued without waiting for its write, and the writer
+sends everything queued meanwhile in one write, so many concurrent acknowledged pushes cost a
+system call per batch rather than one each. Their reply deadlines are kept by one task per
+connection, not by a cancel scope per push (:meth:`Connection.expect_reply`).
 """
 
 from __future__ import annotations

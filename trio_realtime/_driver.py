@@ -67,10 +67,12 @@ from ._transport import (
     CLOSE_ABNORMAL,
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
+    Transport,
     TransportFactory,
     TransportOptions,
 )
 from ._url import Endpoint
+from ._ws_sansio import connect_sansio
 
 logger = logging.getLogger("trio_realtime.client")
 
@@ -198,50 +200,65 @@ class Driver:
         has its own reader task), the inner one our writer and the join loops, with this task
         as the reader in its body.
         Losing the connection cancels only the inner one, so the transport can still perform
-        its closing handshake before the outer one is cancelled.
+        its closing handshake before the outer one is cancelled. The default transport runs no
+        task of its own, so it gets no outer nursery (a nursery and its cancel scope less per
+        connection).
         """
-        connection: Connection | None = None
+        if self._factory is connect_sansio:
+            return await self._open_and_serve(None, first, task_status)
         connect_error: RealtimeConnectionError | None = None
+        lost: ConnectionClosed | None = None
         async with trio.open_nursery() as transport_nursery:
-            if self._runtime.token_source is not None and not first:
-                await self._runtime.refresh_token()
             try:
-                with trio.move_on_after(self._connect_timeout) as connect_scope:
-                    transport = await self._factory(
-                        self._endpoint, self._transport_options, transport_nursery
-                    )
-                if connect_scope.cancelled_caught:
-                    raise RealtimeConnectionError(
-                        f"no connection to {self._endpoint.redacted} "
-                        f"within {self._connect_timeout} s"
-                    )
+                lost = await self._open_and_serve(transport_nursery, first, task_status)
             except RealtimeConnectionError as exc:
                 # Raised outside the nursery, so that it is not wrapped in a group.
                 connect_error = exc
+            finally:
                 transport_nursery.cancel_scope.cancel()
-            else:
-                try:
-                    async with trio.open_nursery() as nursery:
-                        connection = Connection(
-                            transport,
-                            nursery,
-                            outgoing_buffer=self._outgoing_buffer,
-                            reply_timeout=self._runtime.settings.timeout,
-                        )
-                        self._serve(connection, first, task_status)
-                        # The reader is this task itself, in the nursery's body: a connection
-                        # costs one task fewer. Its loss cancels the nursery, body and all.
-                        await self._reader(connection)
-                finally:
-                    if connection is not None:
-                        await self._connection_ended(connection)
-                    else:
-                        with trio.CancelScope(shield=True):
-                            await transport.abort()
-                    transport_nursery.cancel_scope.cancel()
         if connect_error is not None:
             raise connect_error
-        assert connection is not None
+        return lost
+
+    async def _open_and_serve(
+        self,
+        transport_nursery: trio.Nursery | None,
+        first: bool,
+        task_status: trio.TaskStatus[None],
+    ) -> ConnectionClosed | None:
+        if self._runtime.token_source is not None and not first:
+            await self._runtime.refresh_token()
+        transport: Transport
+        with trio.move_on_after(self._connect_timeout) as connect_scope:
+            if transport_nursery is None:
+                transport = await connect_sansio(self._endpoint, self._transport_options)
+            else:
+                transport = await self._factory(
+                    self._endpoint, self._transport_options, transport_nursery
+                )
+        if connect_scope.cancelled_caught:
+            raise RealtimeConnectionError(
+                f"no connection to {self._endpoint.redacted} within {self._connect_timeout} s"
+            )
+        connection: Connection | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                connection = Connection(
+                    transport,
+                    nursery,
+                    outgoing_buffer=self._outgoing_buffer,
+                    reply_timeout=self._runtime.settings.timeout,
+                )
+                self._serve(connection, first, task_status)
+                # The reader is this task itself, in the nursery's body: a connection costs
+                # one task fewer. Its loss cancels the nursery, body and all.
+                await self._reader(connection)
+        finally:
+            if connection is not None:
+                await self._connection_ended(connection)
+            else:
+                with trio.CancelScope(shield=True):
+                    await transport.abort()
         return connection.lost
 
     def _serve(

@@ -31,11 +31,12 @@ class Endpoint:
     host: str
     port: int
     resource: str
+    redacted: str = field(init=False, compare=False)
+    """The URL with every secret query parameter replaced by ``<redacted>`` (computed once:
+    every log line about the connection names it)."""
 
-    @property
-    def redacted(self) -> str:
-        """The URL with every secret query parameter replaced by ``<redacted>``."""
-        return redact_url(self.url)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "redacted", redact_url(self.url))
 
     @property
     def secrets(self) -> list[str]:

@@ -16,6 +16,7 @@ local server in ``trio_realtime.testing`` uses the same class with ``ServerProto
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import ssl
@@ -575,6 +576,24 @@ def _refusal(endpoint: Endpoint, status: int, body: bytes) -> RealtimeConnection
     )
 
 
+async def _open_tcp(host: str, port: int) -> trio.SocketStream:
+    """``trio.open_tcp_stream``, without its name lookup and its racing of addresses for a
+    host given as an IP address: one socket and one ``connect``, no task and no nursery
+    (``benchmarks/connections.py`` measures the connect rate)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return await trio.open_tcp_stream(host, port)
+    family = trio.socket.AF_INET6 if address.version == 6 else trio.socket.AF_INET
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
 async def open_tcp_or_tls(endpoint: Endpoint, options: TransportOptions) -> trio.abc.Stream:
     """Open the TCP connection, wrapped in TLS for ``wss``; map failures to library errors.
 
@@ -584,7 +603,7 @@ async def open_tcp_or_tls(endpoint: Endpoint, options: TransportOptions) -> trio
     """
     where = f"{endpoint.host}:{endpoint.port}"
     try:
-        tcp = await trio.open_tcp_stream(endpoint.host, endpoint.port)
+        tcp = await _open_tcp(endpoint.host, endpoint.port)
     except OSError as exc:
         text = exc.strerror or str(exc) or type(exc).__name__
         raise RealtimeConnectionError(f"cannot connect to {where}: {text}") from None
@@ -606,9 +625,11 @@ async def open_tcp_or_tls(endpoint: Endpoint, options: TransportOptions) -> trio
 
 
 async def connect_sansio(
-    endpoint: Endpoint, options: TransportOptions, nursery: trio.Nursery
+    endpoint: Endpoint, options: TransportOptions, nursery: trio.Nursery | None = None
 ) -> SansIOWebSocket:
     """Open a :class:`SansIOWebSocket` to ``endpoint``; the default transport factory.
+
+    It runs no task of its own: ``nursery`` (the factory's argument) is not used.
 
     Raises:
         RealtimeConnectionError: for a refused connection, a TLS failure or an HTTP error at the
