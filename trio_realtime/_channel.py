@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, overload
@@ -198,7 +197,7 @@ class Channel:
         self._awaiting_token = False  # the join loop waits for the token callable
         self._join_scope: trio.CancelScope | None = None
         self._state_lot = trio.lowlevel.ParkingLot()
-        self._waiting_pushes: deque[_Ticket] = deque()
+        self._waiting_pushes: list[_Ticket] = []  # at most MAX_WAITING_PUSHES
         self._in_flight: dict[str, Waiter[ReplyReceived]] = {}
         self._closed_error: RealtimeError | None = None
         # Feeds of the subscriptions, by kind.
@@ -210,7 +209,8 @@ class Channel:
         self._channel_event_feeds: list[Feed[ChannelEvent]] = []
         # Unregistrations of subscriptions garbage-collected without close(), queued by their
         # finalizers (any thread, any moment) and run before the next delivery.
-        self._abandoned: deque[Callable[[], None]] = deque()
+        # A list: an empty deque is ten times the size of an empty list.
+        self._abandoned: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"<Channel {self.topic!r} {self._core.state.value}>"
@@ -1100,7 +1100,7 @@ class Channel:
                         waiting = True
                         self._waiting_pushes.append(ticket)
                         if len(self._waiting_pushes) > MAX_WAITING_PUSHES:
-                            oldest = self._waiting_pushes.popleft()
+                            oldest = self._waiting_pushes.pop(0)
                             oldest.dropped = True
                             self._changed()
                             if oldest is ticket:

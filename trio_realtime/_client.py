@@ -28,7 +28,6 @@ import logging
 import math
 import random
 import ssl
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -231,7 +230,8 @@ class RealtimeClient:
         self._endpoint = endpoint
         self._closed = False
         # Connection-event subscriptions garbage-collected without close().
-        self._abandoned: deque[Callable[[], None]] = deque()
+        # A list: an empty deque is ten times the size of an empty list.
+        self._abandoned: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"

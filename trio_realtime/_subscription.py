@@ -358,7 +358,7 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
         self,
         stream: _Stream[T],
         unregister: Callable[[], None] | None = None,
-        abandoned: deque[Callable[[], None]] | None = None,
+        abandoned: list[Callable[[], None]] | None = None,
     ) -> None:
         self._stream = stream
         self._unregister = unregister
@@ -468,7 +468,7 @@ class _ConvertingSubscription(Subscription[T]):
         stream: _Stream[Any],
         convert: Callable[[Any], T],
         unregister: Callable[[], None] | None = None,
-        abandoned: deque[Callable[[], None]] | None = None,
+        abandoned: list[Callable[[], None]] | None = None,
     ) -> None:
         super().__init__(stream, unregister, abandoned)
         self._convert = convert
@@ -561,7 +561,7 @@ def open_subscription(
     buffer: int = DEFAULT_BUFFER,
     overflow: str = "error",
     on_close: Callable[[Feed[T]], None] | None = None,
-    abandoned: deque[Callable[[], None]] | None = None,
+    abandoned: list[Callable[[], None]] | None = None,
 ) -> tuple[Feed[T], Subscription[T]]:
     """Make a subscription: the producer's :class:`Feed` and the consumer's end.
 
@@ -591,13 +591,13 @@ def open_subscription(
     return feed, Subscription(stream, unregister if abandoned is not None else None, abandoned)
 
 
-def purge_abandoned(abandoned: deque[Callable[[], None]]) -> None:
+def purge_abandoned(abandoned: list[Callable[[], None]]) -> None:
     """Unregister every subscription queued in ``abandoned``.
 
     Call it in the owner's trio thread, and never while iterating over a list of feeds.
     """
     while abandoned:
-        abandoned.popleft()()
+        abandoned.pop()()
 
 
 def open_converting_subscription(
@@ -607,7 +607,7 @@ def open_converting_subscription(
     buffer: int = DEFAULT_BUFFER,
     overflow: str = "error",
     on_close: Callable[[Feed[R]], None] | None = None,
-    abandoned: deque[Callable[[], None]] | None = None,
+    abandoned: list[Callable[[], None]] | None = None,
 ) -> tuple[Feed[R], Subscription[T]]:
     """Make a subscription whose feed puts ``R`` items that ``convert`` turns into ``T`` items.
 
