@@ -1,0 +1,285 @@
+"""Concurrent pushes: writes shared by acked pushes, reply deadlines, and schedule points.
+
+BC-04 and HD-01 from the push's side: acknowledged pushes made while others are in flight are
+queued and written together in one transport write, in the order of the calls; their reply
+deadlines are kept by the connection (``PushTimeout`` at exactly the client timeout, no cancel
+scope per push); a queued push that was never written when the connection dropped is sent
+again after the reconnect, exactly once. A task that sends without ever waiting still lets
+the other tasks run (PS-01's sequential sender, as a behaviour).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from _realtime import connect_socket, task_count
+from conftest import APIKEY
+
+from trio_realtime import PushTimeout, open_realtime
+from trio_realtime._connection import YIELD_EVERY, Connection, NotWritten
+from trio_realtime._transport import (
+    MemoryTransport,
+    OutgoingMessage,
+    Transport,
+    TransportOptions,
+    memory_transport_pair,
+)
+from trio_realtime._url import Endpoint
+from trio_realtime.protocol import Frame, JSONObject, encode_server_frame, parse_client_frame
+from trio_realtime.testing import serve_realtime
+
+
+class Recording(MemoryTransport):
+    """The client's end of a memory transport that records the size of every write."""
+
+    writes: list[int]
+
+    async def send_messages(self, messages: Sequence[OutgoingMessage]) -> None:
+        self.writes.append(len(messages))
+        await super().send_messages(messages)
+
+
+class Server:
+    """The server's ends of the connections, scripted by the test."""
+
+    def __init__(self, buffer: int = 1024) -> None:
+        self.buffer = buffer
+        self.ends: list[MemoryTransport] = []
+        self.clients: list[Recording] = []
+        self.opened = trio.Event()
+
+    async def factory(
+        self, endpoint: Endpoint, options: TransportOptions, nursery: trio.Nursery
+    ) -> Transport:
+        client, server = memory_transport_pair(buffer=self.buffer)
+        client.__class__ = Recording
+        assert isinstance(client, Recording)
+        client.writes = []
+        self.ends.append(server)
+        self.clients.append(client)
+        self.opened.set()
+        self.opened = trio.Event()
+        return client
+
+    async def frames(self) -> list[Frame]:
+        messages = await self.ends[-1].receive_messages()
+        return [parse_client_frame(m if isinstance(m, bytes) else m.encode())[0] for m in messages]
+
+    @staticmethod
+    def user_payload(frame: Frame) -> object:
+        """The user's payload of a broadcast push."""
+        assert isinstance(frame.payload, dict)
+        return frame.payload["payload"]
+
+    async def frame(self) -> Frame:
+        (frame,) = await self.frames()
+        return frame
+
+    async def reply(self, to: Frame, response: JSONObject | None = None) -> None:
+        payload: JSONObject = {"status": "ok", "response": response or {}}
+        data, binary = encode_server_frame(
+            Frame(to.topic, "phx_reply", payload, to.ref, to.join_ref)
+        )
+        await self.ends[-1].send_message(data, binary)
+
+
+@asynccontextmanager
+async def joined(**options: Any) -> AsyncIterator[tuple[Any, Any, Server]]:
+    """A client with a joined channel ``room`` (broadcast acks on), on a scripted server."""
+    server = Server()
+    options.setdefault("heartbeat_interval", None)
+    async with open_realtime(
+        "ws://127.0.0.1:1/socket", apikey=APIKEY, transport=server.factory, **options
+    ) as client:
+        room = client.channel("room", broadcast_ack=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(room.join)
+            join = await server.frame()
+            await server.reply(join, {"postgres_changes": []})
+        yield client, room, server
+
+
+async def test_bc04_concurrent_acked_pushes_are_written_together_in_call_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """BC-04: the first of 8 concurrent acked pushes is written at once by its own task, the
+    7 made while it is in flight are queued and written in one write, in the order of the
+    calls; each returns on its own reply, and nothing stays registered."""
+    async with joined(timeout=10.0) as (client, room, server):
+        returned: list[int] = []
+        called: list[int] = []
+
+        async def push(n: int) -> None:
+            called.append(n)
+            await room.send_broadcast("e", {"n": n})
+            returned.append(n)
+
+        writes = server.clients[-1].writes
+        writes.clear()
+        async with trio.open_nursery() as nursery:
+            for n in range(8):
+                nursery.start_soon(push, n)  # the 8 tasks start in one scheduler batch
+            frames: list[Frame] = []
+            while len(frames) < 8:
+                frames += await server.frames()
+            assert [server.user_payload(f) for f in frames] == [{"n": n} for n in called]
+            assert writes == [1, 7]
+            for frame in reversed(frames):
+                await server.reply(frame)
+        assert sorted(returned) == list(range(8))
+        assert trio.current_time() == 0.0
+        assert client.statistics().pending_replies == 0
+
+
+async def test_bc04_acked_pushes_time_out_at_exactly_the_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """BC-04: unanswered acked pushes made at 0 s and 3 s raise PushTimeout at exactly 10 s
+    and 13 s (the connection keeps their deadlines); an answered one in between returns. The
+    task that keeps the deadlines exists only while pushes wait for replies."""
+    async with joined(timeout=10.0) as (client, room, server):
+        before = task_count()
+        outcome: dict[int, tuple[str, float]] = {}
+
+        async def push(n: int) -> None:
+            try:
+                await room.send_broadcast("e", {"n": n})
+                outcome[n] = ("ok", trio.current_time())
+            except PushTimeout as exc:
+                outcome[n] = (str(exc).rsplit(": ", 1)[-1], trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(push, 0)
+            await server.frame()
+            await trio.sleep(3.0)
+            nursery.start_soon(push, 1)
+            await server.frame()
+            nursery.start_soon(push, 2)
+            answered = await server.frame()
+            await trio.sleep(1.0)
+            await server.reply(answered)
+        timed_out = "broadcast 'e' on 'realtime:room' not completed within 10.0 s"
+        assert outcome == {0: (timed_out, 10.0), 1: (timed_out, 13.0), 2: ("ok", 4.0)}
+        assert client.statistics().pending_replies == 0
+        await trio.testing.wait_all_tasks_blocked()
+        assert task_count() == before
+
+
+class _Stalled(MemoryTransport):
+    """A transport whose writes never end (a socket the server stopped reading)."""
+
+    async def send_messages(self, messages: Sequence[OutgoingMessage]) -> None:
+        await trio.sleep_forever()
+
+
+async def test_hd01_a_queued_acked_push_not_yet_written_may_be_sent_again() -> None:
+    """HD-01: when the connection is lost, an acked push still in the queue fails with
+    NotWritten (it never reached the server: the channel sends it on the next connection),
+    one in the batch being written with MaybeWritten's ConnectionClosed, and one written and
+    waiting for its reply with ConnectionClosed."""
+    client_end, _server_end = memory_transport_pair()
+    client_end.__class__ = _Stalled
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            connection = Connection(client_end, nursery, outgoing_buffer=8)
+            nursery.start_soon(connection.run_writer)
+            written = connection.expect_reply("1")
+            connection.replies["0"] = connection.expect_reply("0")  # another push in flight
+            in_batch = connection.expect_reply("2")
+            queued = connection.expect_reply("3")
+            await connection.push_acked(b"a", False, in_batch)
+            await trio.testing.wait_all_tasks_blocked()  # the writer is stuck writing it
+            await connection.push_acked(b"b", False, queued)
+            connection.lose(1006, "dropped")
+        connection.fail_pending()
+        errors: dict[str, BaseException] = {}
+        for name, waiter in (("written", written), ("in_batch", in_batch), ("queued", queued)):
+            try:
+                await waiter.wait()
+            except Exception as exc:
+                errors[name] = exc
+        assert isinstance(errors["queued"], NotWritten)
+        assert type(errors["in_batch"]).__name__ == "MaybeWritten"
+        assert type(errors["written"]).__name__ == "ConnectionClosed"
+
+
+async def test_bc04_an_unwritten_acked_push_is_delivered_once_after_the_reconnect(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """BC-04, HD-01: the server stops reading; of three acked pushes, the first is written,
+    the second is in the writer's batch when the connection drops, the third still queued.
+    The first two raise ConnectionClosed (they may have reached the server); the third is
+    sent on the next connection after the rejoin, once, and returns on its reply."""
+    from trio_realtime import ConnectionClosed
+
+    server = Server(buffer=1)  # the client's writes block once one message is unread
+    async with open_realtime(
+        "ws://127.0.0.1:1/socket",
+        apikey=APIKEY,
+        transport=server.factory,
+        heartbeat_interval=None,
+        timeout=30.0,
+        reconnect=lambda attempt: 1.0,
+    ) as client:
+        room = client.channel("room", broadcast_ack=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(room.join)
+            await server.reply(await server.frame(), {"postgres_changes": []})
+        outcome: dict[int, str] = {}
+
+        async def push(n: int) -> None:
+            try:
+                await room.send_broadcast("e", {"n": n})
+                outcome[n] = "ok"
+            except ConnectionClosed:
+                outcome[n] = "ConnectionClosed"
+
+        async with trio.open_nursery() as nursery:
+            for n in range(3):
+                nursery.start_soon(push, n)
+                await trio.testing.wait_all_tasks_blocked()
+            assert client.statistics().pending_replies == 3
+            reconnected = server.opened
+            await server.ends[-1].abort()
+            await reconnected.wait()
+            join = await server.frame()
+            assert join.event == "phx_join"
+            await server.reply(join, {"postgres_changes": []})
+            again = await server.frame()
+            assert server.user_payload(again) == {"n": 2}
+            await server.reply(again)
+        assert outcome == {0: "ConnectionClosed", 1: "ConnectionClosed", 2: "ok"}
+        assert trio.current_time() == 1.0
+
+
+@pytest.mark.parametrize("ack", [False, True])
+async def test_ps01_a_sender_that_never_waits_lets_other_tasks_run(ack: bool) -> None:
+    """PS-01: a task sending 320 broadcasts in a loop, each written at once by the sending
+    task itself, yields to the scheduler at least once every YIELD_EVERY pushes (an acked
+    push waits for its reply anyway), so another task keeps running meanwhile."""
+    with trio.fail_after(30):
+        async with serve_realtime() as realtime:
+            async with connect_socket(realtime, "websockets", timeout=30.0) as client:
+                room = client.channel("room", broadcast_ack=ack)
+                await room.join()
+                turns = 0
+                done = False
+
+                async def other() -> None:
+                    nonlocal turns
+                    while not done:
+                        turns += 1
+                        await trio.lowlevel.checkpoint()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(other)
+                    for n in range(320):
+                        await room.send_broadcast("e", {"n": n})
+                    done = True
+                assert turns >= math.floor(320 / YIELD_EVERY) - 1
