@@ -299,6 +299,93 @@ def test_parse_postgres_change_rejects_other_shapes() -> None:
     assert (change.new, change.old, change.ids) == ({}, {"id": 3}, (1,))
 
 
+def test_tr09_escapes_at_the_end_of_an_array_literal_and_inside_sub_arrays() -> None:
+    """TR-09, TR-13: a backslash escapes the next character, also in a sub-array (where it is
+    kept for the inner split); one with nothing after it is kept as text. Nothing raises."""
+    assert convert_cell("_text", '{"a\\"}') == ['a"']  # the closing quote escaped
+    assert convert_cell("_text", '{"a\\}') == ["a\\"]  # a lone backslash at the end
+    assert convert_cell("_text", '{{"a\\"b",c}}') == [['a"b', "c"]]
+    assert convert_cell("_int4", "{{{1},{2}},{{3}}}") == [[[1], [2]], [[3]]]
+
+
+def test_tr09_what_is_not_an_array_literal_passes_through() -> None:
+    """TR-09, TR-13: text that does not both start with ``{`` and end with ``}`` is kept."""
+    for text in ("{1,2", "1,2}", "1}", "{", "}", ""):
+        assert convert_cell("_int4", text) == text
+
+
+def test_tr09_elements_with_one_brace_are_text_not_sub_arrays() -> None:
+    """TR-08, TR-09: only an element both opening and closing with a brace is a sub-array; any
+    other is converted by the element type, as text."""
+    assert convert_cell("_timestamp", "{a b}}") == ["aTb}"]
+    assert convert_cell("_timestamp", "{{a b}") == ["{aTb"]
+
+
+def test_tr13_columns_without_a_string_name_and_type_are_ignored() -> None:
+    """TR-13: a column entry without a string name and a string type converts nothing."""
+    columns: list[JSONValue] = [
+        {"name": "a", "type": 5},
+        {"name": 1, "type": "int4"},
+        "junk",
+        {"name": "b", "type": "int4"},
+    ]
+    assert convert_change_data(columns, {"a": "1", "b": "2"}) == {"a": "1", "b": 2}
+
+
+def test_parse_postgres_change_reads_every_field_and_defaults_the_odd_ones() -> None:
+    """PG-03, PG-04 (protocol side): errors pass through; ``eventType`` stands in for a missing
+    ``type``; ``skip_types`` applies to the old row too; fields of the wrong type or missing
+    take empty defaults."""
+    columns: list[JSONValue] = [{"name": "id", "type": "int4"}, {"name": "ok", "type": "bool"}]
+    change = parse_postgres_change(
+        {
+            "ids": [4],
+            "data": {
+                "schema": "s",
+                "table": "t",
+                "eventType": "DELETE",
+                "errors": ["Error 401: Unauthorized"],
+                "columns": columns,
+                "old_record": {"id": "3", "ok": "t"},
+            },
+        },
+        skip_types=("bool",),
+    )
+    assert change == PostgresChange(
+        schema="s",
+        table="t",
+        commit_timestamp=None,
+        event_type="DELETE",
+        new={},
+        old={"id": 3, "ok": "t"},
+        columns=columns,
+        errors=["Error 401: Unauthorized"],
+        ids=(4,),
+    )
+    odd = parse_postgres_change(
+        {
+            "data": {
+                "schema": 1,
+                "table": [],
+                "commit_timestamp": 5,
+                "type": None,
+                "columns": "id",
+            }
+        }
+    )
+    assert odd == PostgresChange(
+        schema="",
+        table="",
+        commit_timestamp=None,
+        event_type="",
+        new={},
+        old={},
+        columns=[],
+        errors=None,
+        ids=(),
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Filter builder (PF-01).
 
