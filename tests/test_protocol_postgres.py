@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_realtime._postgres_filters import FILTER_OPERATORS, FilterOperator
+from trio_realtime._postgres_filters import FILTER_OPERATORS, FilterOperator, like_pattern
 from trio_realtime.protocol import (
     FilterCondition,
     FilterParseError,
@@ -816,3 +816,109 @@ def test_rs14_builder_and_parser_round_trip_for_every_operator(
     """RS-14: for every operator taking a value, the parser reads back exactly what was built."""
     text = postgres_filter(column, operator, value, negate=negate)
     assert parse_filter(text) == [FilterCondition(column, operator, value, negate)]
+
+
+# ---------------------------------------------------------------------------------------------
+# What mutation testing found untested in the filters.
+
+
+def test_pf01_builder_values_and_refusals_exactly() -> None:
+    """PF-01, RS-14: ``False`` is written ``false``; any column without ``=`` or ``,`` is fine;
+    each refusal has its own message."""
+    assert postgres_filter("c", "eq", False) == "c=eq.false"
+    assert postgres_filter("c", "eq", True) == "c=eq.true"
+    assert postgres_filter("X", "eq", 1) == "X=eq.1"
+    operators = ", ".join(FILTER_OPERATORS)
+    with pytest.raises(
+        ValueError, match=f"^filter operator must be one of {re.escape(operators)}$"
+    ):
+        postgres_filter("id", "fts", "x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^an 'in' filter needs an iterable of values$"):
+        postgres_filter("id", "in", 5)
+    is_refusal = "an 'is' filter takes None, True, False, 'null', 'true', 'false' or 'unknown'"
+    with pytest.raises(ValueError, match=f"^{re.escape(is_refusal)}$"):
+        postgres_filter("id", "is", "maybe")
+    with pytest.raises(ValueError, match=r"^postgres_filters needs at least one filter$"):
+        postgres_filters()
+
+
+@pytest.mark.parametrize(
+    ("text", "conditions"),
+    [
+        # A backslash escapes the next character in a quoted value, a comma too.
+        (
+            'c=eq."a\\"b,c",d=eq.1',
+            [FilterCondition("c", "eq", 'a"b,c'), FilterCondition("d", "eq", "1")],
+        ),
+        ('c=eq."a\\,', [FilterCondition("c", "eq", '"a\\,')]),
+        # Quotes that do not close at the value's end keep it verbatim.
+        ('c=eq."a\\"', [FilterCondition("c", "eq", '"a\\"')]),
+        ('c=eq."a\\', [FilterCondition("c", "eq", '"a\\')]),
+        ('c=eq."ab', [FilterCondition("c", "eq", '"ab')]),
+        # Parentheses nest; a condition after an ``in`` list is split off.
+        (
+            "c=in.((a),b),d=eq.1",
+            [FilterCondition("c", "in", ("(a)", "b")), FilterCondition("d", "eq", "1")],
+        ),
+        ("c=in.(a),d=eq.1", [FilterCondition("c", "in", ("a",)), FilterCondition("d", "eq", "1")]),
+    ],
+)
+def test_parse_filter_escapes_unclosed_quotes_and_nesting(
+    text: str, conditions: list[FilterCondition]
+) -> None:
+    """LS-03, PF-01: escapes, unclosed quotes and nested parentheses split as the server's do."""
+    assert parse_filter(text) == conditions
+
+
+@pytest.mark.parametrize("text", ["c=in.(a", "c=in.a)"])
+def test_parse_filter_in_needs_both_parentheses(text: str) -> None:
+    """LS-03: an ``in`` value must open and close with a parenthesis."""
+    message = "Error parsing `filter` params: `in` filter value must be wrapped by parentheses"
+    with pytest.raises(FilterParseError, match=f"^{re.escape(message)}$"):
+        parse_filter(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "expected"),
+    [
+        ("c=eq.false", False, True),
+        ("c=eq.f", False, True),
+        ("c=eq.FALSE", False, True),
+        ("c=eq.false", True, False),
+        ("c=eq.x", False, False),
+        ("c=neq.x", False, False),
+        ("c=eq.1e3", 1000, False),  # not an integer literal: no comparison
+        ("c=eq.9007199254740993", 9007199254740993, True),  # compared as integers, exactly
+        ("c=eq.9007199254740992", 9007199254740993, False),
+        ("c=like.true", True, True),
+        ("c=like.false", False, True),
+        ("c=like.TRUE", True, False),
+        ("c=is.maybe", None, False),  # refused at subscription: never matches
+        ("c=not.is.maybe", None, False),
+    ],
+)
+def test_rs14_booleans_numbers_and_refused_keywords_match_as_the_server(
+    text: str, value: JSONValue, expected: bool
+) -> None:
+    """RS-14: booleans compare with ``true``/``t``/``false``/``f`` in any case, integers exactly
+    as integers, booleans as the text ``true``/``false`` in patterns."""
+    assert filter_matches(parse_filter(text), {"c": value}) is expected
+
+
+def test_rs14_an_in_condition_with_a_single_value() -> None:
+    """RS-14: an ``in`` condition built by hand with one string value means that value."""
+    condition = FilterCondition("c", "in", "ab")
+    assert filter_matches([condition], {"c": "ab"}) is True
+    assert filter_matches([condition], {"c": "a"}) is False
+
+
+def test_rs14_like_patterns_are_case_sensitive_with_escapes_and_one_character_wildcards() -> None:
+    """RS-14: ``like`` is case-sensitive by default; ``_`` is one character; a backslash escapes
+    the next character, and a trailing one stands for itself."""
+    assert like_pattern("A").fullmatch("a") is None
+    assert like_pattern("A", ignore_case=True).fullmatch("a") is not None
+    assert like_pattern("a_c").fullmatch("abc") is not None
+    assert like_pattern("a_c").fullmatch("ac") is None
+    assert like_pattern("a\\%").fullmatch("a%") is not None
+    assert like_pattern("a\\%").fullmatch("a\\x") is None
+    assert like_pattern("a\\").fullmatch("a\\") is not None
