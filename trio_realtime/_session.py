@@ -685,7 +685,7 @@ class Session:
         item = SystemMessage(
             extension=extension if isinstance(extension, str) else "",
             status=status if isinstance(status, str) else "",
-            message=message if isinstance(message, str) else str(message),
+            message=str(message),  # the text itself for a string
             channel=sub if isinstance(sub, str) else None,
             payload=payload,
         )
