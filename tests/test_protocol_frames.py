@@ -419,3 +419,19 @@ def test_frame_repr_of_a_payload_nested_deeper_than_repr_goes() -> None:
         "Frame(topic='realtime:room', event='broadcast', payload=<list nested too deep to show>, "
         "ref=None, join_ref=None)"
     )
+
+
+def test_bc01_a_broadcast_to_a_full_topic_skips_the_topic_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BC-01, SR-11: every send builds a broadcast, and the session's topics are full already:
+    those are used as they are, without going through ``realtime_topic``."""
+    from trio_realtime import _frames
+
+    def refuse(topic: str) -> str:
+        raise AssertionError("realtime_topic ran")
+
+    monkeypatch.setattr(_frames, "realtime_topic", refuse)
+    assert broadcast_frame("2", "1", "realtime:room", "e", 1) == Frame(
+        "realtime:room", "broadcast", {"type": "broadcast", "event": "e", "payload": 1}, "2", "1"
+    )

@@ -1148,7 +1148,7 @@ def test_sr09_well_formed_frames_take_the_fast_path(monkeypatch: pytest.MonkeyPa
     def refuse(*args: object, **kwargs: object) -> Frame:
         raise AssertionError("the general parser ran")
 
-    for name in ("_parse_object", "_parse_array", "_parse_binary", "_ref"):
+    for name in ("_load", "_parse_object", "_parse_array", "_parse_binary", "_ref"):
         monkeypatch.setattr(_serializer, name, refuse)
     v1 = '{"topic":"t","event":"e","payload":{"a":1},"ref":"1","join_ref":"2"}'
     assert parse_frame(v1, V1) == Frame("t", "e", {"a": 1}, "1", "2")
@@ -1169,3 +1169,6 @@ def test_sr09_well_formed_frames_take_the_fast_path(monkeypatch: pytest.MonkeyPa
         Frame("t", "e", {}, None, "2"),
         False,
     )
+    client_v1 = '{"topic":"t","event":"e","payload":{},"ref":"1"}'
+    assert parse_client_frame(client_v1, V1) == (Frame("t", "e", {}, "1"), False)
+    assert parse_client_frame('[null,"1","t","e",{}]', V2) == (Frame("t", "e", {}, "1"), False)
