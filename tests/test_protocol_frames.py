@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from trio_realtime.protocol import (
     Frame,
     JSONValue,
+    Payload,
     ProtocolError,
+    RefCounter,
     access_token_frame,
     broadcast_frame,
     channel_config,
@@ -229,9 +231,15 @@ def test_postgres_binding_shapes_and_validation() -> None:
         "table": "t",
         "filter": "id=eq.1",
     }
+    for event in ("*", "insert", "Update", "delete"):
+        assert postgres_binding(event, table="t") == {
+            "event": event.upper(),
+            "schema": "public",
+            "table": "t",
+        }
     with pytest.raises(ValueError, match="event"):
         postgres_binding("TRUNCATE")
-    with pytest.raises(ValueError, match="table"):
+    with pytest.raises(ValueError, match=r"^a postgres_changes filter needs a table$"):
         postgres_binding(filter="id=eq.1")
 
 
@@ -242,6 +250,10 @@ def test_broadcast_and_presence_builders() -> None:
         "broadcast",
         {"type": "broadcast", "event": "e", "payload": b"raw"},  # type: ignore[dict-item]
     )
+    assert broadcast_frame("2", "1", "realtime:room", "e", 1).topic == "realtime:room"
+    for empty in ("", "realtime:"):
+        with pytest.raises(ValueError, match=r"^topic must not be empty$"):
+            broadcast_frame("2", "1", empty, "e", 1)
     state: dict[str, JSONValue] = {"status": "online"}
     frame = presence_track_frame("2", "1", "room", state)
     state["status"] = "away"
@@ -264,9 +276,9 @@ def test_sr11_realtime_topic_adds_the_prefix_once() -> None:
 def test_sr11_realtime_topic_rejects_empty_and_non_strings() -> None:
     """SR-11: an empty sub-topic (the server's TopicNameRequired) and non-strings are refused."""
     for topic in ("", "realtime:"):
-        with pytest.raises(ValueError, match="empty"):
+        with pytest.raises(ValueError, match=r"^topic must not be empty$"):
             realtime_topic(topic)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"^topic must be a string, not int$"):
         realtime_topic(5)  # type: ignore[arg-type]
 
 
@@ -300,12 +312,24 @@ def test_sr11_counter_wraps_around_safely() -> None:
     default = ref_counter(start=2**53 - 2)
     assert next_ref(default) == str(2**53 - 1)
     assert next_ref(default) == "1"
-    with pytest.raises(ValueError, match="start"):
+    refusal = r"^need 0 <= start <= limit and limit >= 1$"
+    with pytest.raises(ValueError, match=refusal):
         ref_counter(start=-1)
-    with pytest.raises(ValueError, match="start"):
+    with pytest.raises(ValueError, match=refusal):
         ref_counter(start=5, limit=4)
-    with pytest.raises(ValueError, match="limit"):
+    with pytest.raises(ValueError, match=refusal):
         ref_counter(limit=0)
+
+
+def test_sr11_counter_bounds_are_inclusive() -> None:
+    """SR-11: a counter may start at its limit, and a limit of 1 is allowed (every ref "1")."""
+    at_limit = ref_counter(start=3, limit=3)
+    assert [next_ref(at_limit) for _ in range(2)] == ["1", "2"]
+    single = ref_counter(limit=1)
+    assert [next_ref(single) for _ in range(3)] == ["1", "1", "1"]
+    direct = RefCounter()
+    assert (direct.value, direct.limit) == (0, 2**53 - 1)
+    assert next_ref(direct) == "1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,4 +386,52 @@ def test_frame_repr_shows_ordinary_payloads() -> None:
     assert repr(frame) == (
         "Frame(topic='realtime:room', event='broadcast', payload={'type': 'broadcast', "
         "'event': 'msg', 'payload': {'n': 1}}, ref='3', join_ref='1')"
+    )
+
+
+def test_se01_frame_repr_shows_the_redaction_exactly() -> None:
+    """SE-01: a secret's value is replaced by ``<redacted>``; the other keys stay as they are."""
+    frame = Frame("realtime:room", "access_token", {"access_token": "t", "n": 1}, "2", "1")
+    assert repr(frame) == (
+        "Frame(topic='realtime:room', event='access_token', "
+        "payload={'access_token': '<redacted>', 'n': 1}, ref='2', join_ref='1')"
+    )
+
+
+def test_frame_repr_of_payloads_that_are_not_objects() -> None:
+    """SE-01: only an object's keys are secret; lists, strings, bytes and null show as they are."""
+    payloads: list[Payload] = [None, ["access_token", "apikey"], "apikey", b"apikey", 5]
+    for payload in payloads:
+        frame = Frame("realtime:room", "broadcast", payload)
+        assert repr(frame) == (
+            f"Frame(topic='realtime:room', event='broadcast', payload={payload!r}, "
+            "ref=None, join_ref=None)"
+        )
+
+
+def test_frame_repr_of_a_payload_nested_deeper_than_repr_goes() -> None:
+    """SE-01, SR-09: a payload nested deeper than ``repr`` goes is named, not shown."""
+    nested: JSONValue = []
+    for _ in range(100_000):
+        nested = [nested]
+    frame = Frame("realtime:room", "broadcast", nested)
+    assert repr(frame) == (
+        "Frame(topic='realtime:room', event='broadcast', payload=<list nested too deep to show>, "
+        "ref=None, join_ref=None)"
+    )
+
+
+def test_bc01_a_broadcast_to_a_full_topic_skips_the_topic_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BC-01, SR-11: every send builds a broadcast, and the session's topics are full already:
+    those are used as they are, without going through ``realtime_topic``."""
+    from trio_realtime import _frames
+
+    def refuse(topic: str) -> str:
+        raise AssertionError("realtime_topic ran")
+
+    monkeypatch.setattr(_frames, "realtime_topic", refuse)
+    assert broadcast_frame("2", "1", "realtime:room", "e", 1) == Frame(
+        "realtime:room", "broadcast", {"type": "broadcast", "event": "e", "payload": 1}, "2", "1"
     )

@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_realtime._postgres_filters import FILTER_OPERATORS, FilterOperator
+from trio_realtime._postgres_filters import FILTER_OPERATORS, FilterOperator, like_pattern
 from trio_realtime.protocol import (
     FilterCondition,
     FilterParseError,
@@ -297,6 +297,93 @@ def test_parse_postgres_change_rejects_other_shapes() -> None:
     )
     assert change is not None
     assert (change.new, change.old, change.ids) == ({}, {"id": 3}, (1,))
+
+
+def test_tr09_escapes_at_the_end_of_an_array_literal_and_inside_sub_arrays() -> None:
+    """TR-09, TR-13: a backslash escapes the next character, also in a sub-array (where it is
+    kept for the inner split); one with nothing after it is kept as text. Nothing raises."""
+    assert convert_cell("_text", '{"a\\"}') == ['a"']  # the closing quote escaped
+    assert convert_cell("_text", '{"a\\}') == ["a\\"]  # a lone backslash at the end
+    assert convert_cell("_text", '{{"a\\"b",c}}') == [['a"b', "c"]]
+    assert convert_cell("_int4", "{{{1},{2}},{{3}}}") == [[[1], [2]], [[3]]]
+
+
+def test_tr09_what_is_not_an_array_literal_passes_through() -> None:
+    """TR-09, TR-13: text that does not both start with ``{`` and end with ``}`` is kept."""
+    for text in ("{1,2", "1,2}", "1}", "{", "}", ""):
+        assert convert_cell("_int4", text) == text
+
+
+def test_tr09_elements_with_one_brace_are_text_not_sub_arrays() -> None:
+    """TR-08, TR-09: only an element both opening and closing with a brace is a sub-array; any
+    other is converted by the element type, as text."""
+    assert convert_cell("_timestamp", "{a b}}") == ["aTb}"]
+    assert convert_cell("_timestamp", "{{a b}") == ["{aTb"]
+
+
+def test_tr13_columns_without_a_string_name_and_type_are_ignored() -> None:
+    """TR-13: a column entry without a string name and a string type converts nothing."""
+    columns: list[JSONValue] = [
+        {"name": "a", "type": 5},
+        {"name": 1, "type": "int4"},
+        "junk",
+        {"name": "b", "type": "int4"},
+    ]
+    assert convert_change_data(columns, {"a": "1", "b": "2"}) == {"a": "1", "b": 2}
+
+
+def test_parse_postgres_change_reads_every_field_and_defaults_the_odd_ones() -> None:
+    """PG-03, PG-04 (protocol side): errors pass through; ``eventType`` stands in for a missing
+    ``type``; ``skip_types`` applies to the old row too; fields of the wrong type or missing
+    take empty defaults."""
+    columns: list[JSONValue] = [{"name": "id", "type": "int4"}, {"name": "ok", "type": "bool"}]
+    change = parse_postgres_change(
+        {
+            "ids": [4],
+            "data": {
+                "schema": "s",
+                "table": "t",
+                "eventType": "DELETE",
+                "errors": ["Error 401: Unauthorized"],
+                "columns": columns,
+                "old_record": {"id": "3", "ok": "t"},
+            },
+        },
+        skip_types=("bool",),
+    )
+    assert change == PostgresChange(
+        schema="s",
+        table="t",
+        commit_timestamp=None,
+        event_type="DELETE",
+        new={},
+        old={"id": 3, "ok": "t"},
+        columns=columns,
+        errors=["Error 401: Unauthorized"],
+        ids=(4,),
+    )
+    odd = parse_postgres_change(
+        {
+            "data": {
+                "schema": 1,
+                "table": [],
+                "commit_timestamp": 5,
+                "type": None,
+                "columns": "id",
+            }
+        }
+    )
+    assert odd == PostgresChange(
+        schema="",
+        table="",
+        commit_timestamp=None,
+        event_type="",
+        new={},
+        old={},
+        columns=[],
+        errors=None,
+        ids=(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -729,3 +816,109 @@ def test_rs14_builder_and_parser_round_trip_for_every_operator(
     """RS-14: for every operator taking a value, the parser reads back exactly what was built."""
     text = postgres_filter(column, operator, value, negate=negate)
     assert parse_filter(text) == [FilterCondition(column, operator, value, negate)]
+
+
+# ---------------------------------------------------------------------------------------------
+# What mutation testing found untested in the filters.
+
+
+def test_pf01_builder_values_and_refusals_exactly() -> None:
+    """PF-01, RS-14: ``False`` is written ``false``; any column without ``=`` or ``,`` is fine;
+    each refusal has its own message."""
+    assert postgres_filter("c", "eq", False) == "c=eq.false"
+    assert postgres_filter("c", "eq", True) == "c=eq.true"
+    assert postgres_filter("X", "eq", 1) == "X=eq.1"
+    operators = ", ".join(FILTER_OPERATORS)
+    with pytest.raises(
+        ValueError, match=f"^filter operator must be one of {re.escape(operators)}$"
+    ):
+        postgres_filter("id", "fts", "x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^an 'in' filter needs an iterable of values$"):
+        postgres_filter("id", "in", 5)
+    is_refusal = "an 'is' filter takes None, True, False, 'null', 'true', 'false' or 'unknown'"
+    with pytest.raises(ValueError, match=f"^{re.escape(is_refusal)}$"):
+        postgres_filter("id", "is", "maybe")
+    with pytest.raises(ValueError, match=r"^postgres_filters needs at least one filter$"):
+        postgres_filters()
+
+
+@pytest.mark.parametrize(
+    ("text", "conditions"),
+    [
+        # A backslash escapes the next character in a quoted value, a comma too.
+        (
+            'c=eq."a\\"b,c",d=eq.1',
+            [FilterCondition("c", "eq", 'a"b,c'), FilterCondition("d", "eq", "1")],
+        ),
+        ('c=eq."a\\,', [FilterCondition("c", "eq", '"a\\,')]),
+        # Quotes that do not close at the value's end keep it verbatim.
+        ('c=eq."a\\"', [FilterCondition("c", "eq", '"a\\"')]),
+        ('c=eq."a\\', [FilterCondition("c", "eq", '"a\\')]),
+        ('c=eq."ab', [FilterCondition("c", "eq", '"ab')]),
+        # Parentheses nest; a condition after an ``in`` list is split off.
+        (
+            "c=in.((a),b),d=eq.1",
+            [FilterCondition("c", "in", ("(a)", "b")), FilterCondition("d", "eq", "1")],
+        ),
+        ("c=in.(a),d=eq.1", [FilterCondition("c", "in", ("a",)), FilterCondition("d", "eq", "1")]),
+    ],
+)
+def test_parse_filter_escapes_unclosed_quotes_and_nesting(
+    text: str, conditions: list[FilterCondition]
+) -> None:
+    """LS-03, PF-01: escapes, unclosed quotes and nested parentheses split as the server's do."""
+    assert parse_filter(text) == conditions
+
+
+@pytest.mark.parametrize("text", ["c=in.(a", "c=in.a)"])
+def test_parse_filter_in_needs_both_parentheses(text: str) -> None:
+    """LS-03: an ``in`` value must open and close with a parenthesis."""
+    message = "Error parsing `filter` params: `in` filter value must be wrapped by parentheses"
+    with pytest.raises(FilterParseError, match=f"^{re.escape(message)}$"):
+        parse_filter(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "expected"),
+    [
+        ("c=eq.false", False, True),
+        ("c=eq.f", False, True),
+        ("c=eq.FALSE", False, True),
+        ("c=eq.false", True, False),
+        ("c=eq.x", False, False),
+        ("c=neq.x", False, False),
+        ("c=eq.1e3", 1000, False),  # not an integer literal: no comparison
+        ("c=eq.9007199254740993", 9007199254740993, True),  # compared as integers, exactly
+        ("c=eq.9007199254740992", 9007199254740993, False),
+        ("c=like.true", True, True),
+        ("c=like.false", False, True),
+        ("c=like.TRUE", True, False),
+        ("c=is.maybe", None, False),  # refused at subscription: never matches
+        ("c=not.is.maybe", None, False),
+    ],
+)
+def test_rs14_booleans_numbers_and_refused_keywords_match_as_the_server(
+    text: str, value: JSONValue, expected: bool
+) -> None:
+    """RS-14: booleans compare with ``true``/``t``/``false``/``f`` in any case, integers exactly
+    as integers, booleans as the text ``true``/``false`` in patterns."""
+    assert filter_matches(parse_filter(text), {"c": value}) is expected
+
+
+def test_rs14_an_in_condition_with_a_single_value() -> None:
+    """RS-14: an ``in`` condition built by hand with one string value means that value."""
+    condition = FilterCondition("c", "in", "ab")
+    assert filter_matches([condition], {"c": "ab"}) is True
+    assert filter_matches([condition], {"c": "a"}) is False
+
+
+def test_rs14_like_patterns_are_case_sensitive_with_escapes_and_one_character_wildcards() -> None:
+    """RS-14: ``like`` is case-sensitive by default; ``_`` is one character; a backslash escapes
+    the next character, and a trailing one stands for itself."""
+    assert like_pattern("A").fullmatch("a") is None
+    assert like_pattern("A", ignore_case=True).fullmatch("a") is not None
+    assert like_pattern("a_c").fullmatch("abc") is not None
+    assert like_pattern("a_c").fullmatch("ac") is None
+    assert like_pattern("a\\%").fullmatch("a%") is not None
+    assert like_pattern("a\\%").fullmatch("a\\x") is None
+    assert like_pattern("a\\").fullmatch("a\\") is not None

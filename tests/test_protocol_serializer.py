@@ -1019,3 +1019,156 @@ def test_unsupported_vsn() -> None:
 def test_sr10_event_kind_maps_every_server_event(topic: str, event: str, kind: EventKind) -> None:
     """SR-10: each protocol event has its kind; a phx_reply on ``phoenix`` is a heartbeat reply."""
     assert event_kind(Frame(topic, event, {})) is kind
+
+
+# ---------------------------------------------------------------------------------------------
+# SR-09: every refusal says exactly what is wrong.
+
+
+class _Text(str):
+    """A ``str`` subclass, as a caller's own string type."""
+
+
+_REFUSALS: list[tuple[str, Any, str, str]] = [
+    ("server", "{", V1, "frame is not valid JSON: .+"),
+    ("server", 5, V1, "frame data must be str or bytes, not int"),
+    ("server", "[", V2, "frame is not valid JSON: .+"),
+    ("server", _Text("["), V2, "frame is not valid JSON: .+"),
+    ("server", 5, V2, "binary frame data must be bytes, not int"),
+    ("server", "[1]", V1, "V1 frame must be a JSON object, not list"),
+    (
+        "server",
+        '{"topic":"t","event":1,"payload":{}}',
+        V1,
+        "V1 frame needs string 'topic' and 'event'",
+    ),
+    ("server", '{"topic":"t","event":"e"}', V1, "V1 frame has no 'payload'"),
+    (
+        "server",
+        '{"topic":"t","event":"e","payload":{},"ref":1.5}',
+        V1,
+        "frame ref must be a string or null, not float",
+    ),
+    (
+        "server",
+        '{"topic":"t","event":"e","payload":{},"join_ref":[]}',
+        V1,
+        "frame join_ref must be a string or null, not list",
+    ),
+    ("server", '{"a":1}', V2, "V2 text frame must be a JSON array of at least 5 elements"),
+    ("server", '[null,null,"t",1,{}]', V2, "V2 frame needs string topic and event"),
+    ("server", '[null,1.5,"t","e",{}]', V2, "frame ref must be a string or null, not float"),
+    ("server", '[true,null,"t","e",{}]', V2, "frame join_ref must be a string or null, not bool"),
+    ("server", b"", V2, "binary frame is empty"),
+    ("server", b"\x04\x00", V2, "binary frame is truncated in its header"),
+    ("server", b"\x04\x05\x00\x00\x00ab", V2, "binary frame is shorter than its header says"),
+    ("server", b"\x04\x01\x00\x00\x00\xff", V2, "binary frame field is not valid UTF-8"),
+    ("server", bytearray(b"\x04\x00"), V2, "binary frame is truncated in its header"),
+    ("server", b"\x00\x00", V2, "binary frame is truncated in its header"),
+    ("server", b"\x00\x05\x00\x00", V2, "binary frame is shorter than its header says"),
+    ("server", b"\x00\x01\x00\x00\xff", V2, "binary frame field is not valid UTF-8"),
+    ("server", b"\x09", V2, "unexpected binary frame kind 9 from a server"),
+    ("client", "{", V1, "frame is not valid JSON: .+"),
+    ("client", 5, V1, "frame data must be str or bytes, not int"),
+    ("client", '{"topic":"t","event":"e","payload":{}}', V1, "V1 client frame has no 'ref'"),
+    ("client", b"\x09", V2, "unexpected binary frame kind 9 from a client"),
+]
+
+
+@pytest.mark.parametrize(("side", "data", "vsn", "message"), _REFUSALS)
+def test_sr09_refusals_name_the_fault_exactly(side: str, data: Any, vsn: str, message: str) -> None:
+    """SR-09: each malformed input raises ProtocolError with its own message, nothing else."""
+    parse = parse_frame if side == "server" else parse_client_frame
+    with pytest.raises(ProtocolError, match=f"^{message}$"):
+        parse(data, vsn)
+
+
+def test_sr09_encode_refusals_name_the_fault_exactly() -> None:
+    """SR-09, SR-06: an unencodable value and a user broadcast without an event are explained."""
+    with pytest.raises(ProtocolError, match=r"^cannot encode frame as JSON: .+$"):
+        encode(Frame("realtime:room", "broadcast", {"x": {1, 2}}), V1)  # type: ignore[dict-item]
+    with pytest.raises(
+        ProtocolError, match=r"^a user broadcast needs a payload with a string 'event'$"
+    ):
+        encode_server_frame(Frame("realtime:room", "broadcast", {"x": 1}), V2, user_broadcast=True)
+
+
+def test_sr02_v1_frames_keep_a_join_ref_and_convert_integer_refs() -> None:
+    """SR-02: a join_ref is kept; an integer ref or join_ref becomes a string, the other stays."""
+    assert parse_frame('{"topic":"t","event":"e","payload":{},"ref":"1","join_ref":"2"}') == Frame(
+        "t", "e", {}, "1", "2"
+    )
+    assert parse_frame('{"topic":"t","event":"e","payload":{},"join_ref":5}') == Frame(
+        "t", "e", {}, None, "5"
+    )
+    assert parse_frame('{"topic":"t","event":"e","payload":{},"ref":"1","join_ref":5}') == Frame(
+        "t", "e", {}, "1", "5"
+    )
+    assert parse_frame('{"topic":"t","event":"e","payload":{},"ref":5,"join_ref":"2"}') == Frame(
+        "t", "e", {}, "5", "2"
+    )
+    assert parse_frame('[null,"1","t","e",{}]', V2) == Frame("t", "e", {}, "1", None)
+    assert parse_frame('[5,"1","t","e",{}]', V2) == Frame("t", "e", {}, "1", "5")
+
+
+def test_sr04_str_and_bytes_subclasses_parse_like_their_base() -> None:
+    """SR-04: a ``str`` subclass is a text frame (orjson itself takes only ``str``), a
+    ``bytearray`` a binary one."""
+    assert parse_frame(_Text('[null,null,"t","e",{"a":1}]'), V2) == Frame("t", "e", {"a": 1})
+    assert parse_frame(_Text('{"topic":"t","event":"e","payload":1}'), V1) == Frame("t", "e", 1)
+    assert parse_client_frame(_Text('{"topic":"t","event":"e","payload":1,"ref":"1"}'), V1) == (
+        Frame("t", "e", 1, "1"),
+        False,
+    )
+    assert parse_client_frame(_Text('[null,"1","t","e",1]'), V2) == (Frame("t", "e", 1, "1"), False)
+    assert parse_frame(bytearray(b"\x04\x01\x01\x00\x00te[1]"), V2) == Frame(
+        "t",
+        "broadcast",
+        {"type": "broadcast", "event": "e", "payload": b"[1]"},  # type: ignore[dict-item]
+    )
+
+
+def test_sr04_binary_frames_with_empty_fields_end_at_their_header() -> None:
+    """SR-04, SR-09: a kind-0 push whose fields are all empty is exactly its header."""
+    assert parse_frame(b"\x00\x00\x00\x00", V2) == Frame("", "", b"")
+    assert parse_client_frame(b"\x00\x00\x00\x00\x00", V2) == (Frame("", "", b""), False)
+
+
+def test_sr05_only_a_kind3_push_is_a_user_broadcast() -> None:
+    """SR-05: a kind-0 client push named ``broadcast`` carries bytes and is no user broadcast."""
+    push = b"\x00\x01\x01\x01\x09" + b"21tbroadcast" + b"raw"
+    assert parse_client_frame(push, V2) == (Frame("t", "broadcast", b"raw", "1", "2"), False)
+
+
+def test_sr09_well_formed_frames_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SR-02, SR-04, SR-06: well-formed frames are built directly, without the general parsers
+    (the reader's hot path); only a frame they refuse or must convert goes through them."""
+    from trio_realtime import _serializer
+
+    def refuse(*args: object, **kwargs: object) -> Frame:
+        raise AssertionError("the general parser ran")
+
+    for name in ("_load", "_parse_object", "_parse_array", "_parse_binary", "_ref"):
+        monkeypatch.setattr(_serializer, name, refuse)
+    v1 = '{"topic":"t","event":"e","payload":{"a":1},"ref":"1","join_ref":"2"}'
+    assert parse_frame(v1, V1) == Frame("t", "e", {"a": 1}, "1", "2")
+    assert parse_frame('{"topic":"t","event":"e","payload":null}', V1) == Frame("t", "e", None)
+    assert parse_frame('["2","1","t","e",{"a":1}]', V2) == Frame("t", "e", {"a": 1}, "1", "2")
+    assert parse_frame('[null,null,"t","e",{}]', V2) == Frame("t", "e", {})
+    assert parse_frame(b"\x04\x01\x01\x00\x00te[1]", V2) == Frame(
+        "t",
+        "broadcast",
+        {"type": "broadcast", "event": "e", "payload": b"[1]"},  # type: ignore[dict-item]
+    )
+    monkeypatch.undo()
+    for name in ("_parse_binary", "_ref"):
+        monkeypatch.setattr(_serializer, name, refuse)
+    client_v1 = '{"topic":"t","event":"e","payload":{},"ref":null,"join_ref":"2"}'
+    assert parse_client_frame(client_v1, V1) == (Frame("t", "e", {}, None, "2"), False)
+    assert parse_client_frame('["2",null,"t","e",{}]', V2) == (
+        Frame("t", "e", {}, None, "2"),
+        False,
+    )
+    client_v1 = '{"topic":"t","event":"e","payload":{},"ref":"1"}'
+    assert parse_client_frame(client_v1, V1) == (Frame("t", "e", {}, "1"), False)
+    assert parse_client_frame('[null,"1","t","e",{}]', V2) == (Frame("t", "e", {}, "1"), False)

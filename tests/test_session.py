@@ -37,7 +37,9 @@ from trio_realtime.protocol import (
     SystemReceived,
     Trigger,
     binding_key,
+    parse_postgres_change,
     postgres_binding,
+    ref_counter,
 )
 
 TOPIC = "realtime:room"
@@ -821,3 +823,286 @@ def test_close_forget_forgets_the_tracked_state_by_default() -> None:
     session.receive(reply(accepted.ref or ""))
     session.close(TOPIC, forget=True)
     assert session.channel(TOPIC).tracked is None
+
+
+def test_session_repr_next_ref_and_a_given_ref_counter() -> None:
+    """SR-11: a session draws every ref from the counter it is given; its repr sums it up."""
+    session = Session(refs=ref_counter(start=41))
+    assert repr(session) == "<Session channels=0 pending_replies=0 heartbeat=none>"
+    assert session.next_ref() == "42"
+    session.add_channel(TOPIC)
+    assert session.join(TOPIC).ref == "43"
+    session.heartbeat(1.0)
+    assert repr(session) == "<Session channels=1 pending_replies=1 heartbeat=outstanding>"
+
+
+def test_rejoin_makes_a_joined_or_joining_channel_joining_only() -> None:
+    """RC-04: ``rejoin`` turns a joined channel JOINING at once (no push with the old join_ref);
+    a joining one stays JOINING, and other states are left alone."""
+    session, _ = joined_session()
+    session.rejoin(TOPIC)
+    assert state_of(session) is ChannelState.JOINING
+    with pytest.raises(ChannelStateError, match=r"is joining: broadcast is not allowed$"):
+        session.broadcast(TOPIC, "e", {}, ack=False)
+    session.rejoin(TOPIC)
+    assert state_of(session) is ChannelState.JOINING
+    session.connection_lost()
+    session.rejoin(TOPIC)
+    assert state_of(session) is ChannelState.ERRORED
+    closed = "realtime:closed"
+    session.add_channel(closed)
+    session.rejoin(closed)
+    assert state_of(session, closed) is ChannelState.CLOSED
+
+
+def test_illegal_transition_errors_name_the_topic() -> None:
+    """RS-10: the refusal of a transition names the channel's topic."""
+    session = Session()
+    channel = session.add_channel(TOPIC)
+    with pytest.raises(ChannelStateError) as info:
+        channel._fire(Trigger.JOIN_OK)
+    assert info.value.topic == TOPIC
+
+
+def test_pushes_while_joining_are_refused() -> None:
+    """CH-08 (session side): a joining channel has a join_ref but takes no push yet."""
+    session = Session()
+    session.add_channel(TOPIC)
+    session.join(TOPIC)
+    with pytest.raises(ChannelStateError, match=r"'realtime:room' is joining: broadcast"):
+        session.broadcast(TOPIC, "e", {}, ack=False)
+    with pytest.raises(ChannelStateError, match=r"'realtime:room' is joining: track"):
+        session.track(TOPIC, {})
+    with pytest.raises(ChannelStateError, match=r"'realtime:room' is joining: untrack"):
+        session.untrack(TOPIC)
+
+
+def test_au03_the_same_token_is_pushed_once() -> None:
+    """AU-03, RS-03: a token pushed once is the channel's token; pushing it again sends nothing."""
+    session, _ = joined_session()
+    assert session.access_token(TOPIC, "t2") == Frame(
+        TOPIC, "access_token", {"access_token": "t2"}, "2", "1"
+    )
+    assert session.channel(TOPIC).token == "t2"
+    assert session.access_token(TOPIC, "t2") is None
+    assert session.access_token(TOPIC, "t3") == Frame(
+        TOPIC, "access_token", {"access_token": "t3"}, "3", "1"
+    )
+
+
+def test_forget_of_an_unknown_ref_is_a_no_op() -> None:
+    """CH-03: giving up on a reply that is not expected (any more) changes nothing."""
+    session, _ = joined_session()
+    push = session.broadcast(TOPIC, "e", 1, ack=True)
+    session.forget("99")
+    assert session.expecting_reply(push.ref or "")
+    session.forget(push.ref or "")
+    session.forget(push.ref or "")
+    assert session.pending_replies == 0
+
+
+def test_bi01_every_dropped_frame_is_counted() -> None:
+    """BI-01, CH-07, HB-01: the counters count each dropped frame: broadcasts for unknown
+    topics, heartbeat replies for another ref and replies nobody expects."""
+    session = Session()
+    for _ in range(2):
+        assert session.receive(Frame("realtime:x", "broadcast", {"event": "e"}, None, None)) == ()
+    assert session.unroutable_frames == 2
+    session.heartbeat(1.0)
+    for _ in range(2):
+        assert session.receive(reply("9", topic="phoenix")) == ()
+    assert session.stale_frames == 2
+    for _ in range(2):
+        assert session.receive(reply("9")) == ()
+    assert session.stale_frames == 4
+
+
+def test_replies_with_malformed_status_or_payload() -> None:
+    """BI-01: a reply's non-string status reads as ``""``, and a reply whose payload is not an
+    object has no response."""
+    session, _ = joined_session()
+    first = session.broadcast(TOPIC, "e", 1, ack=True)
+    second = session.broadcast(TOPIC, "e", 2, ack=True)
+    bad_status = Frame(TOPIC, "phx_reply", {"status": 5, "response": {"a": 1}}, first.ref, "1")
+    assert session.receive(bad_status) == (
+        ReplyReceived(TOPIC, first.ref or "", "push", "", {"a": 1}),
+    )
+    not_an_object = Frame(TOPIC, "phx_reply", "ok", second.ref, "1")
+    assert session.receive(not_an_object) == (
+        ReplyReceived(TOPIC, second.ref or "", "push", "", None),
+    )
+
+
+def test_pg02_a_change_event_carries_topic_change_and_bindings() -> None:
+    """PG-02: the event names the channel, the parsed change and the bindings it reaches."""
+    session = Session()
+    session.add_channel(TOPIC)
+    spec = postgres_binding("INSERT", table="t")
+    key, _ = session.add_binding(TOPIC, spec)
+    session.join(TOPIC)
+    (event,) = session.receive(reply("1", response={"postgres_changes": [{**spec, "id": 7}]}))
+    assert isinstance(event, ReplyReceived)
+    session.join_replied(event)
+    data: JSONObject = {
+        "schema": "public",
+        "table": "t",
+        "type": "INSERT",
+        "columns": [],
+        "record": {},
+    }
+    payload: JSONObject = {"ids": [7], "data": data}
+    change = parse_postgres_change(payload)
+    assert change is not None
+    assert session.receive(Frame(TOPIC, "postgres_changes", payload, None, None)) == (
+        PostgresChangeReceived(TOPIC, change, (key,)),
+    )
+
+
+@pytest.mark.parametrize(
+    "entry_id",
+    [True, "7", 7.0, None],
+)
+def test_pg01_a_binding_id_that_is_not_an_integer_refuses_the_join(entry_id: JSONValue) -> None:
+    """PG-01: the server's id for a binding must be an integer (not a bool)."""
+    session = Session()
+    session.add_channel(TOPIC)
+    spec = postgres_binding("INSERT", table="t")
+    session.add_binding(TOPIC, spec)
+    session.join(TOPIC)
+    (event,) = session.receive(
+        reply("1", response={"postgres_changes": [{**spec, "id": entry_id}]})
+    )
+    assert isinstance(event, ReplyReceived)
+    assert session.join_replied(event) == JoinRefused(BINDING_MISMATCH)
+
+
+def test_pg01_a_join_without_bindings_accepts_any_response() -> None:
+    """PG-01, BI-01: with no bindings, a reply whose response is not an object is accepted;
+    with one, it is a mismatch."""
+    for bindings, expected in (
+        (0, JoinAccepted("1", rejoin=False)),
+        (1, JoinRefused(BINDING_MISMATCH)),
+    ):
+        session = Session()
+        session.add_channel(TOPIC)
+        for _ in range(bindings):
+            session.add_binding(TOPIC, postgres_binding(table="t"))
+        session.join(TOPIC)
+        ok = Frame(TOPIC, "phx_reply", {"status": "ok", "response": "odd"}, "1", "1")
+        (event,) = session.receive(ok)
+        assert isinstance(event, ReplyReceived)
+        assert session.join_replied(event) == expected
+
+
+def test_pr03_presence_diff_after_the_state_is_applied() -> None:
+    """PR-02, PR-03, PR-04: the state of the current join is synced with its join_ref, so that
+    the diffs that follow are applied at once, each with its events."""
+    session, _ = joined_session(presence_enabled=True)
+    state: JSONObject = {"alice": {"metas": [{"phx_ref": "r1"}]}}
+    session.receive(Frame(TOPIC, "presence_state", state, None, "1"))
+    assert session.channel(TOPIC).presence.synced_join_ref == "1"
+    diff: JSONObject = {"joins": {"bob": {"metas": [{"phx_ref": "r2"}]}}, "leaves": {}}
+    alice: JSONObject = {"presence_ref": "r1"}
+    bob: JSONObject = {"presence_ref": "r2"}
+    assert session.receive(Frame(TOPIC, "presence_diff", diff, None, "1")) == (
+        PresenceChanged(TOPIC, PresenceEvent("join", "bob", [], [bob])),
+        PresenceChanged(TOPIC, PresenceEvent("sync", None, state={"alice": [alice], "bob": [bob]})),
+    )
+
+
+def test_ch07_only_the_join_ref_marks_presence_and_system_frames() -> None:
+    """CH-07, SR-02: a presence or system push's ref is no join marker (only the join_ref is),
+    while a V1 phx_close or phx_error, which has no join_ref, is marked by its ref."""
+    session, _ = joined_session(presence_enabled=True)
+    state: JSONObject = {"alice": {"metas": [{"phx_ref": "r1"}]}}
+    assert len(session.receive(Frame(TOPIC, "presence_state", state, "7", None))) == 2
+    system: JSONObject = {"extension": "system", "status": "ok", "message": "hi"}
+    assert len(session.receive(Frame(TOPIC, "system", system, "7", None))) == 1
+    assert session.receive(Frame(TOPIC, "phx_error", {}, "0", None)) == ()
+    assert session.stale_frames == 1
+    assert session.receive(Frame(TOPIC, "phx_close", {}, "7", "1")) == (
+        ChannelClosedByServer(TOPIC, "the server closed the channel"),
+    )
+
+
+def test_system_message_fields_of_any_type() -> None:
+    """BI-01, PG-04: string fields are kept; others become ``""`` (a message: its text) and a
+    non-string sub-channel ``None``."""
+    session, _ = joined_session()
+    good: JSONObject = {"extension": "system", "status": "ok", "message": "m", "channel": "room"}
+    assert session.receive(Frame(TOPIC, "system", good, None, "1")) == (
+        SystemReceived(TOPIC, SystemMessage("system", "ok", "m", "room", good)),
+    )
+    odd: JSONObject = {"extension": 1, "status": [], "message": 5, "channel": 2}
+    assert session.receive(Frame(TOPIC, "system", odd, None, "1")) == (
+        SystemReceived(TOPIC, SystemMessage("", "", "5", None, odd)),
+    )
+
+
+def test_ch05_a_server_close_or_error_while_joining_drops_the_joins_reply() -> None:
+    """CH-05, CH-06: a phx_close or phx_error for the pending join ends it: its reply is stale."""
+    for event, state in (("phx_close", ChannelState.CLOSED), ("phx_error", ChannelState.ERRORED)):
+        session = Session()
+        session.add_channel(TOPIC)
+        session.join(TOPIC)
+        assert len(session.receive(Frame(TOPIC, event, {}, "1", "1"))) == 1
+        assert state_of(session) is state
+        assert not session.expecting_reply("1")
+        assert session.receive(reply("1")) == ()
+        assert session.stale_frames == 1
+
+
+def test_a_close_leaves_no_close_reason() -> None:
+    """CH-06: after a local close or a server's phx_close, no close reason is left (``None``)."""
+    session, _ = joined_session()
+    system: JSONObject = {"extension": "system", "status": "error", "message": "expired"}
+    session.receive(Frame(TOPIC, "system", system, None, "1"))
+    session.close(TOPIC)
+    assert session.channel(TOPIC).close_reason is None
+    session.join(TOPIC)
+    (event,) = session.receive(reply("2"))
+    assert isinstance(event, ReplyReceived)
+    session.join_replied(event)
+    session.receive(Frame(TOPIC, "system", system, None, "2"))
+    assert session.receive(Frame(TOPIC, "phx_close", {}, "2", "2")) == (
+        ChannelClosedByServer(TOPIC, "expired"),
+    )
+    assert session.channel(TOPIC).close_reason is None
+
+
+def test_rs01_an_empty_tracked_state_is_tracked_again_and_answered() -> None:
+    """RS-01: the re-track of an empty state (``{}``) is a push like any other: its reply is
+    expected."""
+    session, _ = joined_session()
+    accepted = session.track(TOPIC, {})
+    session.receive(reply(accepted.ref or ""))
+    assert session.channel(TOPIC).tracked == {}
+    session.connection_lost()
+    session.join(TOPIC)
+    (event,) = session.receive(reply("3"))
+    assert isinstance(event, ReplyReceived)
+    result = session.join_replied(event)
+    assert isinstance(result, JoinAccepted)
+    assert result.track is not None
+    assert session.expecting_reply(result.track.ref or "")
+
+
+def test_rs01_a_later_track_answered_before_the_re_track_stays_remembered() -> None:
+    """RS-01: the reply to the session's re-track does not bring back the state it carried over
+    a later track that the server accepted first."""
+    session, _ = joined_session()
+    accepted = session.track(TOPIC, {"s": 1})
+    session.receive(reply(accepted.ref or ""))
+    session.connection_lost()
+    session.join(TOPIC)
+    (event,) = session.receive(reply("3"))
+    assert isinstance(event, ReplyReceived)
+    result = session.join_replied(event)
+    assert isinstance(result, JoinAccepted)
+    assert result.track is not None
+    later = session.track(TOPIC, {"s": 2})
+    session.receive(reply(later.ref or ""))
+    assert session.receive(reply(result.track.ref or "")) == (
+        ReplyReceived(TOPIC, result.track.ref or "", "push", "ok", {}),
+    )
+    assert session.channel(TOPIC).tracked == {"s": 2}

@@ -240,7 +240,7 @@ def leave_frame(ref: str, join_ref: str | None, topic: str) -> Frame:
 
 def heartbeat_frame(ref: str) -> Frame:
     """Build a heartbeat on topic ``phoenix``. It has no join_ref."""
-    return Frame(PHOENIX_TOPIC, HEARTBEAT, {}, ref, None)
+    return Frame(PHOENIX_TOPIC, HEARTBEAT, {}, ref)
 
 
 def broadcast_frame(

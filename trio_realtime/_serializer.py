@@ -178,12 +178,8 @@ def parse_frame(data: WireData, vsn: str = VSN_1) -> Frame:
     if vsn == VSN_1:
         try:
             obj = _loads(data)
-        except _JSONDecodeError as exc:
-            raise ProtocolError(f"frame is not valid JSON: {exc}") from None
-        except TypeError:
-            raise ProtocolError(
-                f"frame data must be str or bytes, not {type(data).__name__}"
-            ) from None
+        except _JSONDecodeError:
+            obj = _load(data)  # a str subclass, or the error that explains the refusal
         if type(obj) is dict:
             topic = obj.get("topic")
             event = obj.get("event")
@@ -203,8 +199,8 @@ def parse_frame(data: WireData, vsn: str = VSN_1) -> Frame:
         if type(data) is str:
             try:
                 arr = _loads(data)
-            except _JSONDecodeError as exc:
-                raise ProtocolError(f"frame is not valid JSON: {exc}") from None
+            except _JSONDecodeError:
+                arr = _load(data)  # raises the error that explains the refusal
             if type(arr) is list and len(arr) >= 5:
                 join_ref, ref, topic, event, payload = arr[0], arr[1], arr[2], arr[3], arr[4]
                 if (
@@ -307,12 +303,17 @@ def encode_server_frame(
 
 
 def _load(data: WireData) -> object:
+    """Decode JSON text; orjson refuses every type but its own four with a JSONDecodeError."""
     try:
         return _loads(data)
     except _JSONDecodeError as exc:
+        if isinstance(data, str) and type(data) is not str:  # orjson takes str itself only
+            return _load(str.__str__(data))
+        if not isinstance(data, str | bytes | bytearray | memoryview):
+            raise ProtocolError(
+                f"frame data must be str or bytes, not {type(data).__name__}"
+            ) from None
         raise ProtocolError(f"frame is not valid JSON: {exc}") from None
-    except TypeError:
-        raise ProtocolError(f"frame data must be str or bytes, not {type(data).__name__}") from None
 
 
 def _dump(value: object) -> bytes:

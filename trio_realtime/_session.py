@@ -357,7 +357,9 @@ class Session:
             frame = presence_track_frame(
                 next_ref(self._refs), reply.ref, channel.topic, channel.tracked
             )
-            track = self._push(channel.topic, frame, True, channel.tracked)
+            # Not remembered again on its reply: the state is ``tracked`` already, and a later
+            # track answered in the meantime must stay the one remembered.
+            track = self._push(channel.topic, frame, True)
         return JoinAccepted(reply.ref, rejoin, track)
 
     def join_failed(self, topic: str) -> None:
@@ -626,8 +628,11 @@ class Session:
                 return _NOTHING
             self._heartbeat = None
             return (HeartbeatReplied(heartbeat[0], status_text, heartbeat[1]),)
-        pending = self._pending.get(ref) if ref is not None else None
-        if ref is None or pending is None or pending.topic != frame.topic:
+        if (
+            ref is None
+            or (pending := self._pending.get(ref)) is None
+            or pending.topic != frame.topic
+        ):
             self.stale_frames += 1
             return _NOTHING
         del self._pending[ref]
@@ -680,7 +685,7 @@ class Session:
         item = SystemMessage(
             extension=extension if isinstance(extension, str) else "",
             status=status if isinstance(status, str) else "",
-            message=message if isinstance(message, str) else str(message),
+            message=str(message),  # the text itself for a string
             channel=sub if isinstance(sub, str) else None,
             payload=payload,
         )
