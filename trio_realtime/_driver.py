@@ -58,8 +58,9 @@ from ._exceptions import (
     RealtimeConnectionError,
     rate_limit_of,
 )
+from ._frames import make_frame
 from ._runtime import ReconnectPolicy, Runtime
-from ._serializer import parse_frame
+from ._serializer import parse_incoming
 from ._session import HeartbeatReplied, ReplyReceived, SessionEvent
 from ._subscription import Feed
 from ._token_source import keep_fresh
@@ -313,6 +314,7 @@ class Driver:
         vsn = self._runtime.settings.vsn
         receive = self._runtime.session.receive
         receive_broadcast = self._runtime.session.receive_broadcast
+        receive_parts = self._runtime.session.receive_broadcast_parts
         channels = self._runtime.channels
         route = self._route
         try:
@@ -322,11 +324,23 @@ class Driver:
                 debug = logger.isEnabledFor(logging.DEBUG)
                 for data in messages:
                     try:
-                        frame = parse_frame(data, vsn)
+                        parsed = parse_incoming(data, vsn)
                     except ProtocolError as exc:
                         self.malformed += 1
                         logger.warning("skipping malformed frame (%s): %.120r", exc, data)
                         continue
+                    if isinstance(parsed, tuple):
+                        # SPEED: a text broadcast, with no frame object (see parse_incoming).
+                        if debug:
+                            logger.debug("< %r", make_frame(parsed[0], "broadcast", *parsed[1:]))
+                        try:
+                            item = receive_parts(parsed[0], parsed[1])
+                            if item is not None:
+                                channels[item.topic]._on_broadcast(item)
+                        except Exception:
+                            logger.exception("error while handling a frame on %s", parsed[0])
+                        continue
+                    frame = parsed
                     if debug:
                         logger.debug("< %r", frame)
                     try:

@@ -578,11 +578,14 @@ class Session:
 
         The reader's fast path (SPEED, measured below): no tuple, no second dispatch.
         """
-        topic = frame.topic
+        return self.receive_broadcast_parts(frame.topic, frame.payload)
+
+    def receive_broadcast_parts(self, topic: str, payload: Payload) -> Broadcast | None:
+        """:meth:`receive_broadcast` for a broadcast frame's topic and payload, as
+        :func:`~trio_realtime.protocol.parse_incoming` returns them (no frame object)."""
         if topic not in self._channels:
             self.unroutable_frames += 1
             return None
-        payload = frame.payload
         if type(payload) is not dict:
             return None
         user_event = payload.get("event")

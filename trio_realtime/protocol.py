@@ -60,6 +60,7 @@ from ._presence import PresenceTracker as PresenceTracker
 from ._presence import transform_state as transform_state
 from ._public import publish as _publish
 from ._serializer import SUPPORTED_VSNS as SUPPORTED_VSNS
+from ._serializer import BroadcastParts as BroadcastParts
 from ._serializer import EventKind as EventKind
 from ._serializer import check_vsn as check_vsn
 from ._serializer import encode as encode
@@ -68,6 +69,7 @@ from ._serializer import encode_wire as encode_wire
 from ._serializer import event_kind as event_kind
 from ._serializer import parse_client_frame as parse_client_frame
 from ._serializer import parse_frame as parse_frame
+from ._serializer import parse_incoming as parse_incoming
 from ._session import BINDING_MISMATCH as BINDING_MISMATCH
 from ._session import TRANSITIONS as TRANSITIONS
 from ._session import BindingKey as BindingKey
@@ -98,6 +100,7 @@ __all__ = [
     "TRANSITIONS",
     "BindingKey",
     "Broadcast",
+    "BroadcastParts",
     "ChannelClosedByServer",
     "ChannelErrored",
     "ChannelOptions",
@@ -150,6 +153,7 @@ __all__ = [
     "parse_client_frame",
     "parse_filter",
     "parse_frame",
+    "parse_incoming",
     "parse_postgres_change",
     "postgres_binding",
     "postgres_filter",
