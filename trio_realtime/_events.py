@@ -17,8 +17,8 @@ from ._frames import JSONValue, Payload
 T = TypeVar("T")
 
 
-# Not slotted: the reader builds these through a one-step ``__dict__`` fill (see ``make_frame``).
-@dataclass(frozen=True)
+# Slotted: the reader fills the slots directly (see the end of ``_session``).
+@dataclass(frozen=True, slots=True)
 class Broadcast:
     """A broadcast message received on a channel.
 
