@@ -283,3 +283,52 @@ async def test_ps01_a_sender_that_never_waits_lets_other_tasks_run(ack: bool) ->
                         await room.send_broadcast("e", {"n": n})
                     done = True
                 assert turns >= math.floor(320 / YIELD_EVERY) - 1
+
+
+async def test_rs07_a_waiter_wakes_every_task_and_survives_a_cancelled_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RS-07: the reply waiter wakes every task waiting for it; a task cancelled while waiting
+    leaves the others waiting; a failure reaches each task as its own exception object; a
+    waiter already done returns at once, still a checkpoint."""
+    from trio_realtime._connection import Waiter
+
+    waiter: Waiter[int] = Waiter()
+    got: list[int] = []
+
+    async def wait() -> None:
+        got.append(await waiter.wait())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait)
+        with trio.move_on_after(1.0):
+            await waiter.wait()  # this one gives up at 1 s
+        nursery.start_soon(wait)
+        await trio.sleep(1.0)
+        assert not waiter.done
+        waiter.set(7)
+        waiter.set(8)  # done already: ignored
+    assert got == [7, 7]
+    assert trio.current_time() == 2.0
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await waiter.wait()  # done, yet a checkpoint
+
+    failing: Waiter[int] = Waiter()
+    errors: list[NotWritten] = []
+
+    async def wait_error() -> None:
+        try:
+            await failing.wait()
+        except NotWritten as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            nursery.start_soon(wait_error)
+        await trio.testing.wait_all_tasks_blocked()
+        failing.fail(NotWritten(1006, "gone"))
+    assert len(errors) == 2
+    assert errors[0] is not errors[1]
+    assert all(e.reason == "gone" for e in errors)

@@ -68,39 +68,66 @@ class WriteTimeout(MaybeWritten):
 
 
 class Waiter(Generic[T]):
-    """A one-shot result that one task sets and another awaits."""
+    """A one-shot result that one task sets and other tasks await.
 
-    __slots__ = ("_error", "_event", "_value")
+    SPEED: a ``trio.Event`` with the value beside it would do, but one waiter exists per reply
+    awaited (every join and every acknowledged push), and an Event costs several times this
+    to create and to set; this one parks its tasks with ``trio.lowlevel`` directly.
+    """
+
+    __slots__ = ("_done", "_error", "_tasks", "_value")
 
     def __init__(self) -> None:
-        self._event = trio.Event()
+        self._done = False
         self._value: T | None = None
         self._error: BaseException | None = None
+        self._tasks: list[trio.lowlevel.Task] | None = None
 
     @property
     def done(self) -> bool:
         """Whether a value or an error has been set."""
-        return self._event.is_set()
+        return self._done
 
     def set(self, value: T) -> None:
         """Set the value, unless already done."""
-        if not self._event.is_set():
+        if not self._done:
             self._value = value
-            self._event.set()
+            self._finish()
 
     def fail(self, error: BaseException) -> None:
         """Set an error that :meth:`wait` raises, unless already done."""
-        if not self._event.is_set():
+        if not self._done:
             self._error = error
-            self._event.set()
+            self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        tasks, self._tasks = self._tasks, None
+        if tasks:
+            for task in tasks:
+                trio.lowlevel.reschedule(task)
 
     async def wait(self) -> T:
-        """Wait for the result; raise the error if one was set.
+        """Wait for the result; raise the error if one was set. A checkpoint.
 
         The error is raised as a fresh copy chained to the stored one, so that tasks waiting
         for the same result never share (and grow) one traceback.
         """
-        await self._event.wait()
+        if self._done:
+            await trio.lowlevel.checkpoint()
+        else:
+            task = trio.lowlevel.current_task()
+            if self._tasks is None:
+                self._tasks = [task]
+            else:
+                self._tasks.append(task)
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                if self._tasks is not None:
+                    self._tasks.remove(task)
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
         if self._error is not None:
             raise fresh(self._error) from self._error
         return self._value  # type: ignore[return-value]
