@@ -18,6 +18,10 @@ codecs: :func:`encode` and :func:`parse_frame` are the client's view, while
 A text frame is passed around as ``str`` and a binary frame as ``bytes``; that distinction is
 what tells the V2 decoder which format it is looking at. Nothing but :class:`ProtocolError` ever
 escapes a parser.
+
+The module is longer than the project's usual 500 lines because it holds both vsns' codecs for
+both sides of the wire: the hot-path parsers are written out here beside the general parsers they
+fall back to and the refusals they share, so that the two can be checked against each other.
 """
 
 from __future__ import annotations

@@ -54,6 +54,10 @@ consumes its item and raises to that one call; the subscription stays open and t
 goes on with the next item. ``receive_batch`` returns the items converted before a failure and
 leaves the failure to the next call, so that no converted item is lost and no item is converted
 twice.
+
+The module is longer than the project's usual 500 lines because it holds the two ends of one
+buffer (the producer's :class:`Feed`, the consumer's :class:`Subscription` and its converting
+variant) and the registry of abandoned subscriptions, which all share the buffer's state.
 """
 
 from __future__ import annotations

@@ -25,6 +25,10 @@ serializer (``trio_realtime._serializer``).
 Fault injection acts on that state directly: a method call queues frames or control items in the
 affected connections' send buffers, so a fault keeps its place in line with everything already
 sent, and the connection's single writer stays the only task writing to it.
+
+The module is longer than the project's usual 500 lines because it is the public
+:class:`RealtimeServer`, whose fault-injection methods are most of it; each is a few lines
+acting on the shared state.
 """
 
 from __future__ import annotations
