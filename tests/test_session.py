@@ -1070,19 +1070,26 @@ def test_a_close_leaves_no_close_reason() -> None:
     assert session.channel(TOPIC).close_reason is None
 
 
-def test_rs01_an_empty_tracked_state_is_tracked_again_and_answered() -> None:
-    """RS-01: the re-track of an empty state (``{}``) is a push like any other: its reply is
-    expected."""
+def _rejoined_after_track(state: JSONObject) -> tuple[Session, JoinAccepted]:
+    """A joined session whose track of ``state`` was accepted, rejoined after a lost
+    connection: the join's reply, which carries the re-track to send."""
     session, _ = joined_session()
-    accepted = session.track(TOPIC, {})
+    accepted = session.track(TOPIC, state)
     session.receive(reply(accepted.ref or ""))
-    assert session.channel(TOPIC).tracked == {}
+    assert session.channel(TOPIC).tracked == state
     session.connection_lost()
     session.join(TOPIC)
     (event,) = session.receive(reply("3"))
     assert isinstance(event, ReplyReceived)
     result = session.join_replied(event)
     assert isinstance(result, JoinAccepted)
+    return session, result
+
+
+def test_rs01_an_empty_tracked_state_is_tracked_again_and_answered() -> None:
+    """RS-01: the re-track of an empty state (``{}``) is a push like any other: its reply is
+    expected."""
+    session, result = _rejoined_after_track({})
     assert result.track is not None
     assert session.expecting_reply(result.track.ref or "")
 
@@ -1090,15 +1097,7 @@ def test_rs01_an_empty_tracked_state_is_tracked_again_and_answered() -> None:
 def test_rs01_a_later_track_answered_before_the_re_track_stays_remembered() -> None:
     """RS-01: the reply to the session's re-track does not bring back the state it carried over
     a later track that the server accepted first."""
-    session, _ = joined_session()
-    accepted = session.track(TOPIC, {"s": 1})
-    session.receive(reply(accepted.ref or ""))
-    session.connection_lost()
-    session.join(TOPIC)
-    (event,) = session.receive(reply("3"))
-    assert isinstance(event, ReplyReceived)
-    result = session.join_replied(event)
-    assert isinstance(result, JoinAccepted)
+    session, result = _rejoined_after_track({"s": 1})
     assert result.track is not None
     later = session.track(TOPIC, {"s": 2})
     session.receive(reply(later.ref or ""))
