@@ -313,8 +313,7 @@ class Driver:
         transport = connection.transport
         vsn = self._runtime.settings.vsn
         receive = self._runtime.session.receive
-        receive_broadcast = self._runtime.session.receive_broadcast
-        receive_parts = self._runtime.session.receive_broadcast_parts
+        receive_broadcast = self._runtime.session.receive_broadcast_parts
         channels = self._runtime.channels
         route = self._route
         try:
@@ -331,32 +330,31 @@ class Driver:
                         continue
                     if isinstance(parsed, tuple):
                         # SPEED: a text broadcast, with no frame object (see parse_incoming).
+                        topic, payload = parsed[0], parsed[1]
                         if debug:
-                            logger.debug("< %r", make_frame(parsed[0], "broadcast", *parsed[1:]))
-                        try:
-                            item = receive_parts(parsed[0], parsed[1])
-                            if item is not None:
-                                channels[item.topic]._on_broadcast(item)
-                        except Exception:
-                            logger.exception("error while handling a frame on %s", parsed[0])
-                        continue
-                    frame = parsed
-                    if debug:
-                        logger.debug("< %r", frame)
-                    try:
-                        if frame.event == "broadcast":
-                            # SPEED: the flood case, one item and no event tuple (see
-                            # Session.receive_broadcast).
-                            item = receive_broadcast(frame)
-                            if item is not None:
-                                channels[item.topic]._on_broadcast(item)
+                            logger.debug("< %r", make_frame(topic, "broadcast", *parsed[1:]))
+                    else:
+                        if debug:
+                            logger.debug("< %r", parsed)
+                        topic = parsed.topic
+                        if parsed.event != "broadcast":
+                            try:
+                                events = receive(parsed)
+                                if events:
+                                    route(connection, topic, events)
+                            except Exception:
+                                # The reader's safety net: a bug in routing never ends the
+                                # connection.
+                                logger.exception("error while handling a frame on %s", topic)
                             continue
-                        events = receive(frame)
-                        if events:
-                            route(connection, frame.topic, events)
+                        payload = parsed.payload  # a binary broadcast (vsn 2.0.0)
+                    # The flood case: one item and no event tuple (see Session.receive).
+                    try:
+                        item = receive_broadcast(topic, payload)
+                        if item is not None:
+                            channels[item.topic]._on_broadcast(item)
                     except Exception:
-                        # The reader's safety net: a bug in routing never ends the connection.
-                        logger.exception("error while handling a frame on %s", frame.topic)
+                        logger.exception("error while handling a frame on %s", topic)
         except ConnectionClosed as exc:
             reason = exc.reason
             if exc.code == 1009 and not reason:
