@@ -188,7 +188,6 @@ async def test_hd01_a_queued_acked_push_not_yet_written_may_be_sent_again() -> N
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             connection = Connection(client_end, nursery, outgoing_buffer=8)
-            nursery.start_soon(connection.run_writer)
             written = connection.expect_reply("1")
             connection.replies["0"] = connection.expect_reply("0")  # another push in flight
             in_batch = connection.expect_reply("2")

@@ -1,24 +1,27 @@
-"""One live WebSocket connection: its outgoing queue, writer task and reply waiters.
+"""One live WebSocket connection: its outgoing queue, its heartbeat and its reply waiters.
 
 A :class:`Connection` exists from the moment the transport is open until it is lost or closed;
 each reconnect makes a new one. Everything tied to a connection dies with it: frames still in
 the outgoing queue are reported as not written (so pushes wait for the rejoin and try again),
-frames the writer was writing when the connection dropped as :class:`MaybeWritten` (part of the
+frames being written when the connection dropped as :class:`MaybeWritten` (part of the
 batch may have reached the server), and waiters for replies fail with
 :class:`ConnectionClosed`; in those last two cases the push may or may not have reached the
 server, so it is not sent twice.
 
-The queue is a bounded trio memory channel with exactly one reader, the writer task, which
-batches whatever is queued into one transport write. A full queue makes senders wait:
-backpressure, never unbounded growth.
-
 A push that finds nothing queued and nothing being written does not go through the queue: the
 pushing task writes its frame itself (:meth:`Connection.push`), which spares the two task
-switches of a hand-over to the writer; ``benchmarks/sends.py`` measures the difference. Frames
-sent while that write is under way queue behind it, so the order on the wire is the order of
-the calls. Such a write is shielded from the caller's cancellation (a frame cut in half would
-break the connection for everyone); only the caller's deadline interrupts it, and then the
-connection is dropped, as when the writer task's write is cut short.
+switches of a hand-over to another task; ``benchmarks/sends.py`` measures the difference.
+Frames sent while that write is under way queue behind it, so the order on the wire is the
+order of the calls. Such a write is shielded from the caller's cancellation (a frame cut in
+half would break the connection for everyone); only the caller's deadline interrupts it, and
+then the connection is dropped, as when a queued batch's write is cut short.
+
+The queue is a bounded list, written by a writer task that exists only while something is
+queued: the first frame queued starts it, it writes whatever is queued in one transport write
+per batch, and it ends when the queue is empty. A full queue makes senders wait in the order
+they came (backpressure, never unbounded growth). An idle connection thus costs no task of its
+own: its heartbeat is a callback of the run's one timer (:mod:`._timers`), which writes the
+heartbeat frame at once when the socket takes it, or puts it at the head of the queue.
 
 An acknowledged push made while other replies are awaited goes the other way
 (:meth:`Connection.push_acked`): it is queued without waiting for its write, and the writer
@@ -37,8 +40,9 @@ from typing import Generic, TypeVar
 
 import trio
 
-from ._exceptions import ConnectionClosed, ExceptionMap, fresh, map_exceptions
+from ._exceptions import ConnectionClosed, fresh
 from ._session import ReplyReceived
+from ._timers import TimerHandle, call_at
 from ._transport import CLOSE_ABNORMAL, OutgoingMessage, Transport
 
 logger = logging.getLogger("trio_realtime.connection")
@@ -136,12 +140,15 @@ class Waiter(Generic[T]):
 @dataclass(slots=True)
 class Outgoing:
     """An encoded frame waiting for the writer, and who wants to know its fate: ``written``
-    is told when it is written, ``reply`` (an acknowledged push's) only when it is not."""
+    is told when it is written, ``reply`` (an acknowledged push's) only when it is not.
+    A ``rest`` is the unwritten end of a frame that :meth:`Transport.send_nowait` began: bytes
+    for :meth:`Transport.send_rest`, which go out before anything else."""
 
     data: bytes
     binary: bool
     written: Waiter[None] | None = None
     reply: Waiter[ReplyReceived] | None = None
+    rest: bool = False
 
 
 class Connection:
@@ -157,19 +164,19 @@ class Connection:
     ) -> None:
         self.transport = transport
         self.nursery = nursery
-        self._send, self._receive = trio.open_memory_channel[Outgoing](outgoing_buffer)
+        # The queue, in the order of the calls, at most outgoing_buffer frames (a heartbeat or
+        # a rest may go in above it); senders waiting for room, with what wakes them, in order.
+        self._frames: list[Outgoing] = []
+        self._blocked: list[tuple[Outgoing, Waiter[None]]] = []
         self._outgoing_buffer = outgoing_buffer
+        self._writing = False  # whether the writer task exists
         self.replies: dict[str, Waiter[ReplyReceived]] = {}
         self.lost: ConnectionClosed | None = None
-        # The queue's boundary: a closed queue means a lost connection (one mapping, here).
-        self._queue_errors: ExceptionMap = {
-            trio.ClosedResourceError: self._closed_error,
-            trio.BrokenResourceError: self._closed_error,
-        }
         self.frames_sent = 0
         # Frames queued or being written, by the writer or by a pushing task: a push writes its
         # frame itself only while this is zero (see send).
         self._unwritten = 0
+        self._beat: TimerHandle | None = None
         self._direct_writes = 0
         # Timed reply waiters (see expect_reply): ref -> deadline, in the order registered,
         # which is the order of their deadlines, since every one is now + reply_timeout.
@@ -245,7 +252,7 @@ class Connection:
         return self.lost is None and not self._unwritten and self.transport.can_send_nowait()
 
     async def send(self, data: bytes, binary: bool) -> None:
-        """Queue an encoded frame for the writer; wait while the queue is full.
+        """Queue an encoded frame for the writer; wait while the queue is full. A checkpoint.
 
         For frames whose fate nobody awaits (joins, leaves, token updates); pushes use
         :meth:`push`.
@@ -259,13 +266,35 @@ class Connection:
         await self._queue(Outgoing(data, binary))
 
     async def _queue(self, item: Outgoing) -> None:
-        self._unwritten += 1
+        """Queue ``item``, waiting in line while the queue is full. A checkpoint.
+
+        Cancelled while it waits, the item is not queued; once queued, it is written.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self.lost is not None:
+            raise self._closed_error()
+        if self._queue_nowait(item):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        entry = (item, Waiter[None]())
+        self._blocked.append(entry)
         try:
-            with map_exceptions(self._queue_errors):
-                await self._send.send(item)
+            await entry[1].wait()  # set once queued, failed when the connection is lost
         except BaseException:
-            self._unwritten -= 1  # lost, or cancelled while the queue was full: not queued
+            if not entry[1].done:
+                self._blocked.remove(entry)
             raise
+
+    def _queue_nowait(self, item: Outgoing) -> bool:
+        """Queue ``item`` if there is room and nobody waits for it; start the writer."""
+        if self._blocked or len(self._frames) >= self._outgoing_buffer:
+            return False
+        self._frames.append(item)
+        self._unwritten += 1
+        if not self._writing:
+            self._writing = True
+            self.nursery.start_soon(self._write_queued)
+        return True
 
     async def push(
         self,
@@ -348,15 +377,8 @@ class Connection:
             if self.lost is not None:
                 raise ConnectionClosed(self.lost.code, self.lost.reason)
             item = Outgoing(data, binary, None, reply)
-            self._unwritten += 1
-            try:
-                self._send.send_nowait(item)
-            except trio.WouldBlock:
-                self._unwritten -= 1
+            if not self._queue_nowait(item):
                 await self._queue(item)  # a full queue: wait for room
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                self._unwritten -= 1
-                raise self._closed_error() from None
             return
         await self.push(data, binary, write_within=write_within, schedule=False)
 
@@ -402,94 +424,133 @@ class Connection:
         if self.lost is None:
             self.lost = ConnectionClosed(code, reason)
             self.nursery.cancel_scope.cancel()
+            if self._beat is not None:
+                self._beat.cancel()
 
     def fail_pending(self) -> None:
         """Fail every reply waiter and every frame not yet written. Call once, after loss."""
         lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
-        self._send.close()
-        while True:
-            try:
-                item = self._receive.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
+        if self._beat is not None:
+            self._beat.cancel()
+        blocked, self._blocked = self._blocked, []
+        for _item, admitted in blocked:
+            admitted.fail(ConnectionClosed(lost.code, lost.reason))
+        queue = self._frames[:]
+        self._frames.clear()
+        for item in queue:
             if item.written is not None:
                 item.written.fail(ConnectionClosed(lost.code, lost.reason))
             if item.reply is not None:
                 item.reply.fail(NotWritten(lost.code, lost.reason))
-        self._receive.close()
         # After the queue: a reply waiter whose frame was never written has failed above.
         replies, self.replies = self.replies, {}
         for waiter in replies.values():
             waiter.fail(ConnectionClosed(lost.code, lost.reason))
 
-    async def run_writer(
-        self, heartbeat: Callable[[], OutgoingMessage | None] | None = None, interval: float = 0.0
+    def start_heartbeat(
+        self, heartbeat: Callable[[], OutgoingMessage | None], interval: float
     ) -> None:
-        """The writer task: write queued frames in batches until the connection is lost.
+        """Every ``interval`` seconds, write the frame ``heartbeat()`` returns.
 
-        With ``heartbeat``, the writer is also the heartbeat's clock: every ``interval``
-        seconds it asks ``heartbeat()`` for a frame and writes it ahead of the queue (a full
-        queue does not hold a heartbeat back); ``None`` means the connection is dead and the
-        writer stops. A write that does not end within an interval after the heartbeat due
-        meanwhile drops the connection too: a heartbeat could not have gone out.
+        The ticks are callbacks of the run's timer (:func:`._timers.call_at`), so they cost
+        this connection no task. ``heartbeat`` must not block; it returns ``None`` when the
+        connection is dead (it has called :meth:`lose`), and the ticks stop. The frame is
+        written at once when nothing else is being written and the socket takes it, and
+        otherwise goes at the head of the queue: a full queue does not hold a heartbeat back.
+        A write stuck for longer holds it back, so the next tick finds it unanswered.
         """
-        receive = self._receive
-        transport = self.transport
-        beating = heartbeat is not None and interval > 0
-        beat_at = trio.current_time() + interval if beating else math.inf
-        while True:
-            batch: list[Outgoing] = []
-            try:
-                if beating:
-                    with trio.move_on_at(beat_at):
-                        batch.append(await receive.receive())
-                else:
-                    batch.append(await receive.receive())
-            except (trio.EndOfChannel, trio.ClosedResourceError):
+
+        def tick() -> None:
+            self._beat = None
+            if self.lost is not None:
                 return
-            if not batch:
-                assert heartbeat is not None
-                beat = heartbeat()
-                if beat is None:
-                    return
-                beat_at = trio.current_time() + interval
-                self._unwritten += 1
-                batch.append(Outgoing(*beat))
-                del beat  # nothing written stays referenced while the writer waits
-            while len(batch) < WRITE_BATCH:
-                try:
-                    batch.append(receive.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
+            beat = heartbeat()
+            if beat is None or self.lost is not None:
+                return
+            self._write_first(*beat)
+            self._beat = call_at(trio.current_time() + interval, tick)
+
+        self._beat = call_at(trio.current_time() + interval, tick)
+
+    def _write_first(self, data: bytes, binary: bool) -> None:
+        """Write a frame without waiting: at once if the socket takes it, else first in line."""
+        if not self._unwritten:
             try:
-                if beating:
-                    with trio.move_on_at(beat_at + interval) as scope:
+                rest = self.transport.send_nowait(((data, binary),))
+            except ConnectionClosed as exc:
+                self.lose(exc.code, exc.reason)
+                return
+            if rest == b"":
+                self.frames_sent += 1
+                return
+            item = Outgoing(data, binary) if rest is None else Outgoing(rest, binary, rest=True)
+        else:
+            item = Outgoing(data, binary)
+        queue = self._frames
+        queue.insert(1 if queue and queue[0].rest else 0, item)  # never inside a begun frame
+        self._unwritten += 1
+        if not self._writing:
+            self._writing = True
+            self.nursery.start_soon(self._write_queued)
+
+    async def _write_queued(self) -> None:
+        """The writer task: write what is queued, in batches, until nothing is; then end."""
+        queue = self._frames
+        transport = self.transport
+        try:
+            while queue and self.lost is None:
+                if queue[0].rest:
+                    batch = [queue.pop(0)]
+                else:
+                    end = min(len(queue), WRITE_BATCH)
+                    for index in range(1, end):
+                        if queue[index].rest:
+                            end = index
+                            break
+                    batch = queue[:end]
+                    del queue[:end]
+                self._admit_blocked()
+                try:
+                    if batch[0].rest:
+                        await transport.send_rest(batch[0].data)
+                    else:
                         await transport.send_messages([(i.data, i.binary) for i in batch])
-                    if scope.cancelled_caught:
-                        raise ConnectionClosed(CLOSE_ABNORMAL, "a write outlasted a heartbeat")
-                else:
-                    await transport.send_messages([(i.data, i.binary) for i in batch])
-            except BaseException as exc:
-                # Cut short, by the transport or by the loss cancelling this task: part
-                # of the batch may have reached the server, so every push in it fails now.
-                if isinstance(exc, ConnectionClosed):
-                    code, reason = exc.code, exc.reason or "connection lost while sending"
-                else:
-                    lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
-                    code, reason = lost.code, lost.reason or "connection lost while sending"
+                except BaseException as exc:
+                    # Cut short, by the transport or by the loss cancelling this task: part
+                    # of the batch may have reached the server, so every push in it fails now.
+                    if isinstance(exc, ConnectionClosed):
+                        code, reason = exc.code, exc.reason or "connection lost while sending"
+                    else:
+                        lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
+                        code, reason = lost.code, lost.reason or "connection lost while sending"
+                    for item in batch:
+                        if item.written is not None:
+                            item.written.fail(MaybeWritten(code, reason))
+                        elif item.reply is not None:
+                            item.reply.fail(MaybeWritten(code, reason))
+                    if not isinstance(exc, ConnectionClosed):
+                        raise
+                    self.lose(code, reason)
+                    return
+                finally:
+                    self._unwritten -= len(batch)
+                self.frames_sent += len(batch)
                 for item in batch:
                     if item.written is not None:
-                        item.written.fail(MaybeWritten(code, reason))
-                    elif item.reply is not None:
-                        item.reply.fail(MaybeWritten(code, reason))
-                if not isinstance(exc, ConnectionClosed):
-                    raise
-                self.lose(code, reason)
-                return
-            finally:
-                self._unwritten -= len(batch)
-            self.frames_sent += len(batch)
-            for item in batch:
-                if item.written is not None:
-                    item.written.set(None)
-            del batch, item
+                        item.written.set(None)
+                del batch
+        finally:
+            self._writing = False
+
+    def _admit_blocked(self) -> None:
+        """Move the senders waiting for room into the queue, as far as there is room."""
+        blocked = self._blocked
+        room = self._outgoing_buffer - len(self._frames)
+        if not blocked or room <= 0:
+            return
+        admitted = blocked[:room]
+        del blocked[:room]
+        for item, waiter in admitted:
+            self._frames.append(item)
+            self._unwritten += 1
+            waiter.set(None)

@@ -4,18 +4,21 @@ Theory of operation
 -------------------
 :meth:`Driver.run` loops for the life of the client: open a transport, run a connection, and
 when the connection is lost, wait for the reconnect policy's delay and open the next one. Each
-connection has its own nursery, and two tasks serve it:
+connection has its own nursery, and one task serves it for as long as it is idle:
 
 * the **reader**, which is the driver's own task (in the nursery's body), takes every message
   the transport has, parses it, hands each frame to the session core and routes the events that
   come back synchronously: replies to their waiters, channel events to their channel, which puts
   items into bounded subscriptions. It never awaits a consumer, so a consumer that stops reading
   cannot delay heartbeats or any other subscription;
-* the **writer** writes the frames queued for it (``_connection.Connection``; a push finding
-  nothing queued writes its frame itself), and is the heartbeat's clock: every interval it asks
-  :meth:`Driver._heartbeat` for a heartbeat, which declares the connection dead when the
-  previous one is still outstanding. A heartbeat costs no task and no cancel scope of its own:
-  the writer waits for its queue with the next heartbeat as its deadline.
+* a **writer** exists only while frames are queued (``_connection.Connection``; a push finding
+  nothing queued writes its frame itself, and the first frame queued behind it starts the
+  writer, which ends when the queue is empty);
+* the **heartbeat** is a callback of the trio run's one timer (``_timers``), shared by every
+  connection in the process: every interval it asks :meth:`Driver._heartbeat` for a heartbeat,
+  which declares the connection dead when the previous one is still outstanding, and writes it
+  without waiting (at once, or at the head of the queue). A heartbeat costs no task and no
+  cancel scope of its own.
 
 With an access token callable, a third task (``_token_source.keep_fresh``) asks it again after
 every heartbeat and ahead of the token's ``exp``, and pushes a changed token to the channels.
@@ -270,17 +273,14 @@ class Driver:
         runtime.connection = connection
         self.connects += 1
         self._opened_at = trio.current_time()
-        nursery = connection.nursery
         if self._heartbeat_interval:
-            nursery.start_soon(
-                connection.run_writer,
-                partial(self._heartbeat, connection),
-                self._heartbeat_interval,
+            connection.start_heartbeat(
+                partial(self._heartbeat, connection), self._heartbeat_interval
             )
-        else:
-            nursery.start_soon(connection.run_writer)
         if runtime.token_source is not None:
-            nursery.start_soon(keep_fresh, runtime)  # refreshes while channels are joined
+            connection.nursery.start_soon(
+                keep_fresh, runtime
+            )  # refreshes while channels are joined
         logger.info("connected to %s", self._endpoint.redacted)
         self.emit(Connected(self._endpoint.redacted, reconnect=not first))
         self.connected.set()
@@ -382,11 +382,11 @@ class Driver:
                 channel._on_event(event)
 
     def _heartbeat(self, connection: Connection) -> tuple[bytes, bool] | None:
-        """One heartbeat tick, called by the writer every interval: the frame to write.
+        """One heartbeat tick, called every interval (by the run's timer): the frame to write.
 
         ``None`` (after dropping the connection) when the previous heartbeat is still
-        unanswered. The tick runs in the writer and must not wait; work that waits, started
-        from here, goes into a task of its own in ``connection.nursery``.
+        unanswered. The tick must not wait; work that waits, started from here, goes into a
+        task of its own in ``connection.nursery``.
         """
         session = self._runtime.session
         if session.heartbeat_outstanding is not None:

@@ -697,6 +697,10 @@ async def connect_sansio(
             raise RealtimeConnectionError(
                 f"WebSocket handshake with {endpoint.redacted} failed: {exc}"
             )
+        # The protocol's parser keeps the response for the life of the connection: its
+        # headers (a few KiB per connection) are not needed once the handshake is done.
+        if isinstance(response, Response):
+            response.headers.clear()
         return SansIOWebSocket(
             stream,
             protocol,
