@@ -357,7 +357,7 @@ class SansIOWebSocket(Transport):
                 await trio.lowlevel.checkpoint()
                 raise self._close_error()
             try:
-                data = await self._stream.receive_some(RECEIVE_SIZE)
+                data = await self._receive_some()
             except _STREAM_ERRORS:
                 data = b""
             messages = self._receive_data(data)
@@ -372,6 +372,36 @@ class SansIOWebSocket(Transport):
                 return messages
             if protocol.state is not State.OPEN:
                 raise self._close_error()
+
+    async def _receive_some(self) -> bytes | bytearray:
+        """One read from the stream; on a plain TCP socket, straight from its descriptor.
+
+        SPEED and memory: ``SocketStream.receive_some`` goes through a conflict detector and
+        trio's socket wrapper, whose frames a reader waiting for data keeps suspended (about
+        1.5 KiB per idle connection) and which cost a few microseconds per read. This reads
+        as they do, with the same checkpoints: a schedule point after a read that did not
+        wait, and trio's own wait for the socket to become readable.
+        """
+        socket = self._socket
+        if socket is None:
+            return await self._stream.receive_some(RECEIVE_SIZE)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        fd = socket.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the socket was closed")
+        try:
+            data = os.read(fd, RECEIVE_SIZE)
+        except BlockingIOError:
+            pass
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        while True:
+            await trio.lowlevel.wait_readable(socket)
+            try:
+                return os.read(fd, RECEIVE_SIZE)
+            except BlockingIOError:  # pragma: no cover - readable, then not: read again
+                continue
 
     def _receive_data(self, data: bytes | bytearray) -> list[Message]:
         """Take one read's bytes (``b""`` for end of stream); return the messages they end.
