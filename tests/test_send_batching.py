@@ -331,3 +331,162 @@ async def test_rs07_a_waiter_wakes_every_task_and_survives_a_cancelled_one(
     assert len(errors) == 2
     assert errors[0] is not errors[1]
     assert all(e.reason == "gone" for e in errors)
+
+
+async def test_ps02_an_idle_connection_costs_no_task_of_its_own(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """PS-02's memory per connection, as a behaviour: a connected client with a joined channel
+    and a heartbeat runs one task (its reader) while idle, not a writer or a heartbeat task;
+    the heartbeats of every connection in the run share one timer task, which ends with the
+    last connection."""
+    before = task_count()
+    async with joined(heartbeat_interval=15.0) as (_client, _room, first):
+        await trio.testing.wait_all_tasks_blocked()
+        assert task_count() == before + 2  # the reader and the run's timer
+        async with joined(heartbeat_interval=7.0) as (_other, _other_room, second):
+            await trio.testing.wait_all_tasks_blocked()
+            assert task_count() == before + 3
+            beats: list[tuple[str, float]] = []
+
+            async def answer(server: Server, name: str) -> None:
+                while True:
+                    frame = await server.frame()
+                    assert frame.topic == "phoenix"
+                    beats.append((name, trio.current_time()))
+                    await server.reply(frame)
+
+            with trio.move_on_at(trio.current_time() + 15.5):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(answer, first, "first")
+                    nursery.start_soon(answer, second, "second")
+            assert beats == [("second", 7.0), ("second", 14.0), ("first", 15.0)]
+            await trio.testing.wait_all_tasks_blocked()
+            assert task_count() == before + 3  # nothing was left behind by the writes
+    await trio.testing.wait_all_tasks_blocked()
+    assert task_count() == before
+
+
+class _Gated(MemoryTransport):
+    """A transport whose writes wait for ``gate``, one at a time, in the order they came (as
+    the default transport's do), and record each batch's frames."""
+
+    gate: trio.Event
+    batches: list[list[bytes]]
+    lock: trio.StrictFIFOLock
+
+    async def send_messages(self, messages: Sequence[OutgoingMessage]) -> None:
+        async with self.lock:
+            await self.gate.wait()
+            self.batches.append([bytes(data) for data, _ in messages])
+            await super().send_messages(messages)
+
+
+def _gated_connection(nursery: trio.Nursery, outgoing_buffer: int) -> tuple[Connection, _Gated]:
+    client_end, _server_end = memory_transport_pair()
+    client_end.__class__ = _Gated
+    assert isinstance(client_end, _Gated)
+    client_end.gate, client_end.batches, client_end.lock = trio.Event(), [], trio.StrictFIFOLock()
+    nursery.cancel_scope.deadline = trio.current_time() + 10
+    return Connection(client_end, nursery, outgoing_buffer=outgoing_buffer), client_end
+
+
+async def test_bp_a_full_queue_makes_senders_wait_in_the_order_they_came() -> None:
+    """The outgoing queue's bound: with two frames queued behind the writes in progress (a
+    push's own and the writer's), later senders wait in line; one cancelled while it waits
+    is never written; the others go out in the order of the calls once the writer has made
+    room, and the writer task ends when the queue is empty."""
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            connection, transport = _gated_connection(nursery, outgoing_buffer=2)
+            before = task_count()
+            nursery.start_soon(connection.push, b"a", False)  # written by its own task
+            await trio.testing.wait_all_tasks_blocked()
+            for data in (b"b", b"c", b"d"):  # the writer takes b; c and d fill the queue
+                await connection.send(data, False)
+                await trio.testing.wait_all_tasks_blocked()
+            full = not connection.has_room
+            assert full
+            returned: list[bytes] = []
+            scopes: dict[bytes, trio.CancelScope] = {}
+
+            async def send(data: bytes) -> None:
+                with trio.CancelScope() as scopes[data]:
+                    await connection.send(data, False)
+                    returned.append(data)
+
+            for data in (b"e", b"f", b"g"):
+                nursery.start_soon(send, data)
+                await trio.testing.wait_all_tasks_blocked()
+            assert returned == []
+            scopes[b"f"].cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            transport.gate.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert transport.batches == [[b"a"], [b"b"], [b"c", b"d"], [b"e", b"g"]]
+            assert sorted(returned) == [b"e", b"g"]  # woken together, they return in any order
+            assert connection.frames_sent == 6
+            assert connection.has_room
+            assert task_count() == before  # the writer is gone
+            nursery.cancel_scope.cancel()
+
+
+async def test_hb01_a_heartbeat_goes_ahead_of_frames_queued_behind_a_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """HB-01 under load: a heartbeat due while a write is in progress goes out first in the
+    next write, ahead of the frames queued behind it, at its exact time; then the
+    heartbeats keep the interval from the tick, not from the write."""
+    async with trio.open_nursery() as nursery:
+        connection, transport = _gated_connection(nursery, outgoing_buffer=8)
+        ticks: list[float] = []
+
+        def heartbeat() -> OutgoingMessage:
+            ticks.append(trio.current_time())
+            return (b"HB", False)
+
+        connection.start_heartbeat(heartbeat, 1.0)
+        await connection.send(b"x", False)  # taken by the writer, which waits for the gate
+        await trio.testing.wait_all_tasks_blocked()
+        await connection.send(b"y", False)
+        await trio.sleep(1.5)
+        assert ticks == [1.0]
+        transport.gate.set()
+        await trio.sleep(1.0)
+        assert transport.batches == [[b"x"], [b"HB", b"y"], [b"HB"]]
+        assert ticks == [1.0, 2.0]
+        nursery.cancel_scope.cancel()
+    connection.lose(1000, "")
+    connection.fail_pending()
+
+
+async def test_hb01_a_heartbeat_the_socket_took_in_part_is_finished_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """HB-01 on a full socket: when the socket takes only part of a heartbeat, the rest is
+    written before any other frame (a frame is never interleaved with another)."""
+
+    class _Partial(_Gated):
+        def can_send_nowait(self) -> bool:
+            return True
+
+        def send_nowait(self, messages: Sequence[OutgoingMessage]) -> bytes | None:
+            return b"-rest of " + messages[0][0]
+
+        async def send_rest(self, data: bytes) -> None:
+            async with self.lock:
+                await self.gate.wait()
+                self.batches.append([b"rest: " + data])
+
+    async with trio.open_nursery() as nursery:
+        connection, transport = _gated_connection(nursery, outgoing_buffer=8)
+        transport.__class__ = _Partial
+        connection.start_heartbeat(lambda: (b"HB", False), 1.0)
+        await trio.sleep(1.5)  # the rest is being written
+        await connection.send(b"x", False)
+        await trio.sleep(1.0)  # the next heartbeat goes ahead of x, behind the rest
+        transport.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert transport.batches == [[b"rest: -rest of HB"], [b"HB", b"x"]]
+        assert connection.frames_sent == 3
+        nursery.cancel_scope.cancel()

@@ -885,7 +885,8 @@ class Channel:
         of it waits in a buffer of the client's): every push is written, then acknowledged if
         asked, or raises. When nothing else is being written, the calling task writes the
         frame itself, at once if the socket takes it (no other task involved); otherwise it
-        waits for the connection's writer task to write it. An acknowledged push made while
+        is queued, and waits for the connection's writer task (which exists while frames are
+        queued) to write it. An acknowledged push made while
         others wait for their replies is queued for the writer, which sends every push queued
         meanwhile in one write; it waits for its reply, and one that was still queued when the
         connection dropped is sent again on the next one. Always a cancellation point; a push
