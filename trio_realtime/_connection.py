@@ -252,10 +252,12 @@ class Connection:
         return self.lost is None and not self._unwritten and self.transport.can_send_nowait()
 
     async def send(self, data: bytes, binary: bool) -> None:
-        """Queue an encoded frame for the writer; wait while the queue is full. A checkpoint.
+        """Write an encoded frame, or queue it for the writer; wait while the queue is full.
 
         For frames whose fate nobody awaits (joins, leaves, token updates); pushes use
-        :meth:`push`.
+        :meth:`push`. With nothing queued or being written, the frame is written at once, as
+        much of it as the socket takes (the rest goes first in the queue), so a join costs no
+        hand-over to a writer task. A checkpoint.
 
         Raises:
             ConnectionClosed: when the connection is already lost.
@@ -263,6 +265,13 @@ class Connection:
         if self.lost is not None:
             await trio.lowlevel.checkpoint()
             raise ConnectionClosed(self.lost.code, self.lost.reason)
+        if not self._unwritten and self.transport.can_send_nowait():
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._write_first(data, binary)
+            if self.lost is not None:
+                raise ConnectionClosed(self.lost.code, self.lost.reason)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         await self._queue(Outgoing(data, binary))
 
     async def _queue(self, item: Outgoing) -> None:
