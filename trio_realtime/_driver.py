@@ -47,7 +47,7 @@ from typing import Final
 
 import trio
 
-from ._connection import Connection
+from ._connection import Connection, Waiter
 from ._events import (
     Connected,
     ConnectionEvent,
@@ -112,11 +112,14 @@ class Driver:
         self._connect_timeout = connect_timeout
         self._close_timeout = close_timeout
         self._outgoing_buffer = outgoing_buffer
-        self.connected = trio.Event()
+        self.connected: Waiter[None] = Waiter()
         self.event_feeds: list[Feed[ConnectionEvent]] = []
         runtime.emit = self.emit
         self.closing = False
-        self.run_done = trio.Event()
+        self.run_done: Waiter[None] = Waiter()
+        # Until the first connection is open: then started() and dropped (it holds the
+        # nursery that open_realtime started this task in).
+        self._task_status: trio.TaskStatus[None] | None = None
         # Shielded once the first connection is open (open_realtime); only the exit cancels it.
         self.run_scope = trio.CancelScope()
         self._opened_at = 0.0
@@ -136,19 +139,21 @@ class Driver:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, serve and reconnect until cancelled or given up; started once connected."""
+        self._task_status = task_status
+        del task_status
         try:
             with self.run_scope:
-                await self._connect_forever(task_status)
+                await self._connect_forever()
         finally:
-            self.run_done.set()
+            self.run_done.set(None)
 
-    async def _connect_forever(self, task_status: trio.TaskStatus[None]) -> None:
+    async def _connect_forever(self) -> None:
         attempt = 0
         first = True
         while True:
             lost: ConnectionClosed | None = None
             try:
-                lost = await self._run_connection(first, task_status)
+                lost = await self._run_connection(first)
             except RealtimeConnectionError as exc:
                 if first or exc.status_code in FATAL_STATUSES:
                     raise
@@ -195,9 +200,7 @@ class Driver:
         reason = exc.server_message or str(exc)
         self._runtime.rate_limited(None, reason, rate_limit_of(reason) or "joins")
 
-    async def _run_connection(
-        self, first: bool, task_status: trio.TaskStatus[None]
-    ) -> ConnectionClosed | None:
+    async def _run_connection(self, first: bool) -> ConnectionClosed | None:
         """Open one connection and serve it until it ends; return why it ended.
 
         Two nurseries: the outer one holds whatever the transport runs for itself (trio-websocket
@@ -209,12 +212,12 @@ class Driver:
         connection).
         """
         if self._factory is connect_sansio:
-            return await self._open_and_serve(None, first, task_status)
+            return await self._open_and_serve(None, first)
         connect_error: RealtimeConnectionError | None = None
         lost: ConnectionClosed | None = None
         async with trio.open_nursery() as transport_nursery:
             try:
-                lost = await self._open_and_serve(transport_nursery, first, task_status)
+                lost = await self._open_and_serve(transport_nursery, first)
             except RealtimeConnectionError as exc:
                 # Raised outside the nursery, so that it is not wrapped in a group.
                 connect_error = exc
@@ -228,7 +231,6 @@ class Driver:
         self,
         transport_nursery: trio.Nursery | None,
         first: bool,
-        task_status: trio.TaskStatus[None],
     ) -> ConnectionClosed | None:
         if self._runtime.token_source is not None and not first:
             await self._runtime.refresh_token()
@@ -253,7 +255,7 @@ class Driver:
                     outgoing_buffer=self._outgoing_buffer,
                     reply_timeout=self._runtime.settings.timeout,
                 )
-                self._serve(connection, first, task_status)
+                self._serve(connection, first)
                 # The reader is this task itself, in the nursery's body: a connection costs
                 # one task fewer. Its loss cancels the nursery, body and all.
                 await self._reader(connection)
@@ -265,9 +267,7 @@ class Driver:
                     await transport.abort()
         return connection.lost
 
-    def _serve(
-        self, connection: Connection, first: bool, task_status: trio.TaskStatus[None]
-    ) -> None:
+    def _serve(self, connection: Connection, first: bool) -> None:
         """Start the connection's tasks and tell everyone that it is open."""
         runtime = self._runtime
         runtime.connection = connection
@@ -283,8 +283,9 @@ class Driver:
             )  # refreshes while channels are joined
         logger.info("connected to %s", self._endpoint.redacted)
         self.emit(Connected(self._endpoint.redacted, reconnect=not first))
-        self.connected.set()
-        if first:
+        self.connected.set(None)
+        if first and self._task_status is not None:
+            task_status, self._task_status = self._task_status, None
             task_status.started()
         for channel in list(runtime.channels.values()):
             channel._connection_opened()
@@ -292,7 +293,7 @@ class Driver:
     async def _connection_ended(self, connection: Connection) -> None:
         runtime = self._runtime
         runtime.connection = None
-        self.connected = trio.Event()
+        self.connected = Waiter()
         connection.lose(CLOSE_ABNORMAL, "")  # no-op if already lost, as it is normally
         lost = connection.lost
         assert lost is not None

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from ._auth import jwt_expiry, token_expired
+from ._connection import Waiter
 from ._exceptions import ConnectionClosed, TokenError, fresh
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ class TokenKeeper:
         self._last_ask = -math.inf
         self._idle_until = -math.inf
         self._heartbeat_due = False
-        self._wake = trio.Event()
+        self._wake: Waiter[None] = Waiter()
         self.calls = 0
         self.failures = 0
 
@@ -119,7 +120,7 @@ class TokenKeeper:
     def token(self, token: str | None) -> None:
         self._token = token
         self._have_token = True
-        self._wake.set()
+        self._wake.set(None)
 
     @property
     def pending(self) -> bool:
@@ -222,7 +223,7 @@ class TokenKeeper:
         """A heartbeat went out: ask the callable again (synchronous; :func:`keep_fresh` asks)."""
         if self.source is not None:
             self._heartbeat_due = True
-            self._wake.set()
+            self._wake.set(None)
 
     def _expiry_deadline(self) -> float:
         """When (trio time) the cached token is to be refreshed for its ``exp``, or ``inf``."""
@@ -241,7 +242,7 @@ class TokenKeeper:
         while True:
             with trio.move_on_at(self._expiry_deadline()) as expiry:
                 await self._wake.wait()
-            self._wake = trio.Event()
+            self._wake = Waiter()
             ask = expiry.cancelled_caught or self._heartbeat_due
             self._heartbeat_due = False
             if ask:
