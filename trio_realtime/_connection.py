@@ -177,6 +177,8 @@ class Connection:
         # frame itself only while this is zero (see send).
         self._unwritten = 0
         self._beat: TimerHandle | None = None
+        self._heartbeat: Callable[[], OutgoingMessage | None] | None = None
+        self._interval = math.inf
         self._direct_writes = 0
         # Timed reply waiters (see expect_reply): ref -> deadline, in the order registered,
         # which is the order of their deadlines, since every one is now + reply_timeout.
@@ -468,18 +470,20 @@ class Connection:
         otherwise goes at the head of the queue: a full queue does not hold a heartbeat back.
         A write stuck for longer holds it back, so the next tick finds it unanswered.
         """
+        self._heartbeat = heartbeat
+        self._interval = interval
+        self._beat = call_at(trio.current_time() + interval, self._tick)
 
-        def tick() -> None:
-            self._beat = None
-            if self.lost is not None:
-                return
-            beat = heartbeat()
-            if beat is None or self.lost is not None:
-                return
-            self._write_first(*beat)
-            self._beat = call_at(trio.current_time() + interval, tick)
-
-        self._beat = call_at(trio.current_time() + interval, tick)
+    def _tick(self) -> None:
+        """One heartbeat (a timer callback; see :meth:`start_heartbeat`)."""
+        self._beat = None
+        if self.lost is not None or self._heartbeat is None:
+            return
+        beat = self._heartbeat()
+        if beat is None or self.lost is not None:
+            return
+        self._write_first(*beat)
+        self._beat = call_at(trio.current_time() + self._interval, self._tick)
 
     def _write_first(self, data: bytes, binary: bool) -> None:
         """Write a frame without waiting: at once if the socket takes it, else first in line."""
