@@ -150,10 +150,16 @@ class Driver:
     async def _connect_forever(self) -> None:
         attempt = 0
         first = True
+        # The default transport needs no nursery of its own (see _run_connection); its
+        # connections are served from this frame, one coroutine fewer per idle connection.
+        direct = self._factory is connect_sansio
         while True:
             lost: ConnectionClosed | None = None
             try:
-                lost = await self._run_connection(first)
+                if direct:
+                    lost = await self._open_and_serve(None, first)
+                else:
+                    lost = await self._run_connection(first)
             except RealtimeConnectionError as exc:
                 if first or exc.status_code in FATAL_STATUSES:
                     raise
@@ -201,7 +207,8 @@ class Driver:
         self._runtime.rate_limited(None, reason, rate_limit_of(reason) or "joins")
 
     async def _run_connection(self, first: bool) -> ConnectionClosed | None:
-        """Open one connection and serve it until it ends; return why it ended.
+        """Open one connection of a transport factory other than the default one and serve
+        it until it ends; return why it ended.
 
         Two nurseries: the outer one holds whatever the transport runs for itself (trio-websocket
         has its own reader task), the inner one our writer and the join loops, with this task
@@ -209,10 +216,8 @@ class Driver:
         Losing the connection cancels only the inner one, so the transport can still perform
         its closing handshake before the outer one is cancelled. The default transport runs no
         task of its own, so it gets no outer nursery (a nursery and its cancel scope less per
-        connection).
+        connection): :meth:`_connect_forever` calls :meth:`_open_and_serve` for it directly.
         """
-        if self._factory is connect_sansio:
-            return await self._open_and_serve(None, first)
         connect_error: RealtimeConnectionError | None = None
         lost: ConnectionClosed | None = None
         async with trio.open_nursery() as transport_nursery:
@@ -246,6 +251,7 @@ class Driver:
             raise RealtimeConnectionError(
                 f"no connection to {self._endpoint.redacted} within {self._connect_timeout} s"
             )
+        del connect_scope  # this frame lasts as long as the connection
         connection: Connection | None = None
         try:
             async with trio.open_nursery() as nursery:
