@@ -641,7 +641,10 @@ async def open_realtime(
     try:
         async with trio.open_nursery() as nursery:
             try:
-                await nursery.start(driver.run)
+                nursery.start_soon(driver.run)
+                await driver.opened.wait()
+                if driver.start_error is not None:
+                    raise driver.start_error
                 # Connected: from now on a cancellation of the caller's scopes reaches only the
                 # body, whose exit then leaves the channels and closes with 1000 while the
                 # reader and writer still run; only the exit stops them. Unless the

@@ -117,9 +117,10 @@ class Driver:
         runtime.emit = self.emit
         self.closing = False
         self.run_done: Waiter[None] = Waiter()
-        # Until the first connection is open: then started() and dropped (it holds the
-        # nursery that open_realtime started this task in).
-        self._task_status: trio.TaskStatus[None] | None = None
+        # Set when the first connection is open, or when run() ended before that, with the
+        # error that ended it in start_error (see run).
+        self.opened: Waiter[None] = Waiter()
+        self.start_error: Exception | None = None
         # Shielded once the first connection is open (open_realtime); only the exit cancels it.
         self.run_scope = trio.CancelScope()
         self._opened_at = 0.0
@@ -137,15 +138,24 @@ class Driver:
 
     # -- the connection loop -----------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Connect, serve and reconnect until cancelled or given up; started once connected."""
-        self._task_status = task_status
-        del task_status
+    async def run(self) -> None:
+        """Connect, serve and reconnect until cancelled or given up.
+
+        :attr:`opened` is set once the first connection is open. An error before that (the
+        first connection failed) is not raised here but kept in :attr:`start_error` for the
+        task that waits for ``opened`` to raise, as ``nursery.start`` would; this spares
+        every client the temporary nursery ``nursery.start`` costs.
+        """
         try:
             with self.run_scope:
                 await self._connect_forever()
+        except Exception as exc:
+            if self.opened.done:
+                raise
+            self.start_error = exc
         finally:
             self.run_done.set(None)
+            self.opened.set(None)
 
     async def _connect_forever(self) -> None:
         attempt = 0
@@ -290,9 +300,8 @@ class Driver:
         logger.info("connected to %s", self._endpoint.redacted)
         self.emit(Connected(self._endpoint.redacted, reconnect=not first))
         self.connected.set(None)
-        if first and self._task_status is not None:
-            task_status, self._task_status = self._task_status, None
-            task_status.started()
+        if first:
+            self.opened.set(None)
         for channel in list(runtime.channels.values()):
             channel._connection_opened()
 
