@@ -196,7 +196,7 @@ class Channel:
         self._user_joins = 0
         self._awaiting_token = False  # the join loop waits for the token callable
         self._join_scope: trio.CancelScope | None = None
-        self._state_lot = trio.lowlevel.ParkingLot()
+        self._state_lot: trio.lowlevel.ParkingLot | None = None  # made when a task first waits
         self._waiting_pushes: list[_Ticket] = []  # at most MAX_WAITING_PUSHES
         self._in_flight: dict[str, Waiter[ReplyReceived]] = {}
         self._closed_error: RealtimeError | None = None
@@ -465,7 +465,7 @@ class Channel:
                 if self._closed_error is not None and not self._want_joined:
                     await trio.lowlevel.checkpoint()
                     raise fresh(self._closed_error) from self._closed_error
-                await self._state_lot.park()
+                await self._state_parking().park()
         text = f"no 'Subscribed to PostgreSQL' for {self.topic!r} within {timeout} s"
         retried = self._core.postgres_error if self._core.postgres == "waiting" else None
         if retried is not None:
@@ -504,9 +504,16 @@ class Channel:
             del runtime.channels[self.topic]
             runtime.session.remove_channel(self.topic)
 
+    def _state_parking(self) -> trio.lowlevel.ParkingLot:
+        """Where tasks wait for the channel's state to change."""
+        if self._state_lot is None:
+            self._state_lot = trio.lowlevel.ParkingLot()
+        return self._state_lot
+
     def _changed(self) -> None:
         """Wake every task that waits for the channel's state to change."""
-        self._state_lot.unpark_all()
+        if self._state_lot is not None:
+            self._state_lot.unpark_all()
 
     async def join(self) -> None:
         """Join the channel and wait for the server's reply (bounded by the client timeout).
@@ -1107,7 +1114,7 @@ class Channel:
                             if oldest is ticket:
                                 waiting = False
                                 continue
-                    await self._state_lot.park()
+                    await self._state_parking().park()
         finally:
             if waiting:
                 with contextlib.suppress(ValueError):

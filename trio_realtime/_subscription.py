@@ -138,7 +138,8 @@ class _Stream(Generic[T]):
         self._name = name
         self._capacity = buffer
         self._items: deque[T] = deque()
-        self._lot = trio.lowlevel.ParkingLot()
+        # Made when a consumer first waits: most subscriptions of a process are idle.
+        self._lot: trio.lowlevel.ParkingLot | None = None
         self._on_close = on_close
         self._delivered = 0
         self._dropped = 0
@@ -180,6 +181,8 @@ class _Stream(Generic[T]):
 
     async def _park(self) -> None:
         self._parked += 1
+        if self._lot is None:
+            self._lot = trio.lowlevel.ParkingLot()
         try:
             await self._lot.park()
         finally:
@@ -212,7 +215,8 @@ class _Stream(Generic[T]):
         self._ended = True
         self._fast = False
         self._end_error = error
-        self._lot.unpark_all()
+        if self._lot is not None:
+            self._lot.unpark_all()
 
     @property
     def ended(self) -> bool:
@@ -314,7 +318,8 @@ class _Stream(Generic[T]):
         self._closed = True
         self._fast = False
         self._items.clear()
-        self._lot.unpark_all()
+        if self._lot is not None:
+            self._lot.unpark_all()
         if self._on_close is not None:
             callback, self._on_close = self._on_close, None
             callback()
