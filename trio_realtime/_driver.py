@@ -294,9 +294,8 @@ class Driver:
                 partial(self._heartbeat, connection), self._heartbeat_interval
             )
         if runtime.token_source is not None:
-            connection.nursery.start_soon(
-                keep_fresh, runtime
-            )  # refreshes while channels are joined
+            # Refreshes the token while channels are joined.
+            connection.nursery.start_soon(keep_fresh, runtime)
         logger.info("connected to %s", self._endpoint.redacted)
         self.emit(Connected(self._endpoint.redacted, reconnect=not first))
         self.connected.set(None)
