@@ -196,3 +196,41 @@ async def test_se01_no_secret_in_reprs_or_errors(autojump_clock: trio.testing.Mo
         async with open_realtime(f"ftp://host/?apikey={APIKEY}", apikey=APIKEY):
             pass  # pragma: no cover
     assert SECRET_MARKER not in str(bad_url.value)
+
+
+async def test_bp01_async_for_takes_buffered_items_then_raises_the_overflow() -> None:
+    """BP-01 through ``async for`` (whose fast path takes buffered items without a call to
+    receive): every buffered item first, then SubscriptionOverflow with the count dropped;
+    after it, the items that came since, and the end stops the loop."""
+    from trio_realtime import SubscriptionOverflow
+    from trio_realtime._subscription import open_subscription
+
+    feed, subscription = open_subscription("x", buffer=3)
+    for n in range(5):
+        feed.put(n)
+    got: list[int] = []
+    with pytest.raises(SubscriptionOverflow) as overflow:
+        async for item in subscription:
+            got.append(item)
+    assert got == [0, 1, 2]
+    assert overflow.value.dropped == 2
+    feed.put(5)
+    feed.end()
+    assert [item async for item in subscription] == [5]
+
+
+async def test_bp01_async_for_is_a_cancellation_point_that_loses_nothing() -> None:
+    """``async for`` over buffered items is still a cancellation point per item, and a
+    cancelled iteration leaves the item it did not return in the buffer."""
+    from trio_realtime._subscription import open_subscription
+
+    feed, subscription = open_subscription("x", buffer=8)
+    for n in range(3):
+        feed.put(n)
+    got: list[int] = []
+    with trio.CancelScope() as scope:
+        async for item in subscription:
+            got.append(item)
+            scope.cancel()
+    assert got == [0]
+    assert subscription.receive_nowait() == 1

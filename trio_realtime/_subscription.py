@@ -419,6 +419,21 @@ class Subscription(trio.abc.ReceiveChannel[T], Generic[T]):
             return stream._items.popleft()
         return await stream.receive()
 
+    async def __anext__(self) -> T:
+        """The next item of ``async for``: :meth:`receive`, with the fast path inline.
+
+        SPEED: ``trio.abc.ReceiveChannel.__anext__`` awaits :meth:`receive`, one coroutine
+        more per item (``benchmarks/throughput.py`` measures ``async for``).
+        """
+        stream = self._stream
+        if stream._items and not stream._closed:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return stream._items.popleft()
+        try:
+            return await stream.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
     async def receive_batch(self, max_items: int | None = None) -> list[T]:
         """Wait for at least one item, then return every buffered item (up to ``max_items``).
 
@@ -523,6 +538,14 @@ class _ConvertingSubscription(Subscription[T]):
             await trio.lowlevel.checkpoint_if_cancelled()
             return self._take(self._raw.popleft())
         return self._take(await stream.receive())
+
+    async def __anext__(self) -> T:
+        """The next item of ``async for``, converted: :meth:`receive`, not the base class's
+        inline fast path, which would hand out raw items."""
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
     async def receive_batch(self, max_items: int | None = None) -> list[T]:
         """Wait for at least one item, then return the buffered items, converted.
