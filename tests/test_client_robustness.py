@@ -202,9 +202,11 @@ async def test_bp01_async_for_takes_buffered_items_then_raises_the_overflow() ->
     """BP-01 through ``async for`` (whose fast path takes buffered items without a call to
     receive): every buffered item first, then SubscriptionOverflow with the count dropped;
     after it, the items that came since, and the end stops the loop."""
-    from trio_realtime import SubscriptionOverflow
-    from trio_realtime._subscription import open_subscription
+    from trio_realtime import Subscription, SubscriptionOverflow
+    from trio_realtime._subscription import Feed, open_subscription
 
+    feed: Feed[int]
+    subscription: Subscription[int]
     feed, subscription = open_subscription("x", buffer=3)
     for n in range(5):
         feed.put(n)
@@ -215,15 +217,18 @@ async def test_bp01_async_for_takes_buffered_items_then_raises_the_overflow() ->
     assert got == [0, 1, 2]
     assert overflow.value.dropped == 2
     feed.put(5)
-    feed.end()
+    feed.end(None)
     assert [item async for item in subscription] == [5]
 
 
 async def test_bp01_async_for_is_a_cancellation_point_that_loses_nothing() -> None:
     """``async for`` over buffered items is still a cancellation point per item, and a
     cancelled iteration leaves the item it did not return in the buffer."""
-    from trio_realtime._subscription import open_subscription
+    from trio_realtime import Subscription
+    from trio_realtime._subscription import Feed, open_subscription
 
+    feed: Feed[int]
+    subscription: Subscription[int]
     feed, subscription = open_subscription("x", buffer=8)
     for n in range(3):
         feed.put(n)
