@@ -302,9 +302,7 @@ class Connection:
             return False
         self._frames.append(item)
         self._unwritten += 1
-        if not self._writing:
-            self._writing = True
-            self.nursery.start_soon(self._write_queued)
+        self._start_writer()
         return True
 
     async def push(
@@ -502,9 +500,7 @@ class Connection:
         queue = self._frames
         queue.insert(1 if queue and queue[0].rest else 0, item)  # never inside a begun frame
         self._unwritten += 1
-        if not self._writing:
-            self._writing = True
-            self.nursery.start_soon(self._write_queued)
+        self._start_writer()
 
     async def _write_queued(self) -> None:
         """The writer task: write what is queued, in batches, until nothing is; then end."""
@@ -554,6 +550,12 @@ class Connection:
                 del batch
         finally:
             self._writing = False
+
+    def _start_writer(self) -> None:
+        """Start the writer task for what was just queued, unless it runs already."""
+        if not self._writing:
+            self._writing = True
+            self.nursery.start_soon(self._write_queued)
 
     def _admit_blocked(self) -> None:
         """Move the senders waiting for room into the queue, as far as there is room."""
