@@ -22,7 +22,7 @@ from _realtime import connect_socket, task_count
 from conftest import APIKEY
 
 from trio_realtime import PushTimeout, open_realtime
-from trio_realtime._connection import YIELD_EVERY, Connection, NotWritten
+from trio_realtime._connection import YIELD_EVERY, Connection, NotWritten, Outgoing
 from trio_realtime._transport import (
     MemoryTransport,
     OutgoingMessage,
@@ -490,3 +490,58 @@ async def test_hb01_a_heartbeat_the_socket_took_in_part_is_finished_first(
         assert transport.batches == [[b"rest: -rest of HB"], [b"HB", b"x"]]
         assert connection.frames_sent == 3
         nursery.cancel_scope.cancel()
+
+
+async def test_hd_a_write_that_fails_at_once_loses_the_connection_and_raises() -> None:
+    """A join (or leave) written at once whose write fails raises ConnectionClosed from
+    send(), and the connection is lost for everything after it: a queued frame, a push and
+    the next heartbeat tick."""
+    from trio_realtime import ConnectionClosed
+
+    class _Broken(_Gated):
+        def can_send_nowait(self) -> bool:
+            return True
+
+        def send_nowait(self, messages: Sequence[OutgoingMessage]) -> bytes | None:
+            raise ConnectionClosed(1006, "connection lost while sending")
+
+    async with trio.open_nursery() as nursery:
+        connection, transport = _gated_connection(nursery, outgoing_buffer=8)
+        transport.__class__ = _Broken
+        with pytest.raises(ConnectionClosed, match="connection lost while sending"):
+            await connection.send(b"join", False)
+        assert connection.lost is not None
+        assert connection.lost.reason == "connection lost while sending"
+        with pytest.raises(ConnectionClosed):
+            await connection.send(b"leave", False)
+        with pytest.raises(ConnectionClosed):
+            await connection._queue(Outgoing(b"x", False))
+        assert transport.batches == []
+    connection.fail_pending()
+
+
+async def test_hb03_a_dead_connection_stops_its_heartbeat_ticks(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """HB-03 from the connection's side: once the heartbeat callback declares the connection
+    dead (it returns None), no tick follows, and the run's timer task ends."""
+    async with trio.open_nursery() as nursery:
+        connection, transport = _gated_connection(nursery, outgoing_buffer=8)
+        transport.gate.set()
+        before = task_count()
+        ticks: list[float] = []
+
+        def heartbeat() -> OutgoingMessage | None:
+            ticks.append(trio.current_time())
+            if len(ticks) == 2:
+                connection.lose(1006, "heartbeat timeout")
+                return None
+            return (b"HB", False)
+
+        connection.start_heartbeat(heartbeat, 5.0)
+        await trio.sleep(30)
+        assert ticks == [5.0, 10.0]
+        assert transport.batches == [[b"HB"]]
+        await trio.testing.wait_all_tasks_blocked()
+        assert task_count() == before
+    connection.fail_pending()
