@@ -545,3 +545,23 @@ async def test_hb03_a_dead_connection_stops_its_heartbeat_ticks(
         await trio.testing.wait_all_tasks_blocked()
         assert task_count() == before
     connection.fail_pending()
+
+
+async def test_hd_a_heartbeat_that_fails_drops_the_connection_visibly(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No connection is left without a heartbeat: one whose heartbeat raises is dropped (so
+    that it reconnects), with the error logged, at the tick's exact time."""
+    async with trio.open_nursery() as nursery:
+        connection, _transport = _gated_connection(nursery, outgoing_buffer=8)
+
+        def heartbeat() -> OutgoingMessage | None:
+            raise RuntimeError("broken encoder")
+
+        connection.start_heartbeat(heartbeat, 5.0)
+        await trio.sleep(6)  # the loss cancels the connection's nursery: this one
+    assert connection.lost is not None
+    assert connection.lost.reason == "the heartbeat failed"
+    assert trio.current_time() == 5.0
+    assert "broken encoder" in caplog.text
+    connection.fail_pending()

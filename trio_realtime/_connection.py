@@ -473,14 +473,23 @@ class Connection:
         self._beat = call_at(trio.current_time() + interval, self._tick)
 
     def _tick(self) -> None:
-        """One heartbeat (a timer callback; see :meth:`start_heartbeat`)."""
+        """One heartbeat (a timer callback; see :meth:`start_heartbeat`).
+
+        A heartbeat that fails with an unexpected error drops the connection (logged), so
+        that it is reconnected rather than left without a heartbeat.
+        """
         self._beat = None
         if self.lost is not None or self._heartbeat is None:
             return
-        beat = self._heartbeat()
-        if beat is None or self.lost is not None:
+        try:
+            beat = self._heartbeat()
+            if beat is None or self.lost is not None:
+                return
+            self._write_first(*beat)
+        except Exception:
+            logger.exception("the heartbeat failed; dropping the connection")
+            self.lose(CLOSE_ABNORMAL, "the heartbeat failed")
             return
-        self._write_first(*beat)
         self._beat = call_at(trio.current_time() + self._interval, self._tick)
 
     def _write_first(self, data: bytes, binary: bool) -> None:
