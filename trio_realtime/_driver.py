@@ -71,6 +71,7 @@ from ._transport import (
     CLOSE_ABNORMAL,
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
+    Message,
     Transport,
     TransportFactory,
     TransportOptions,
@@ -326,55 +327,62 @@ class Driver:
 
     async def _reader(self, connection: Connection) -> None:
         transport = connection.transport
-        vsn = self._runtime.settings.vsn
-        receive = self._runtime.session.receive
-        receive_broadcast = self._runtime.session.receive_broadcast_parts
-        channels = self._runtime.channels
-        route = self._route
+        handle = self._handle
         try:
             while True:
                 messages = await transport.receive_messages()
                 self.frames_received += len(messages)
-                debug = logger.isEnabledFor(logging.DEBUG)
-                for data in messages:
-                    try:
-                        parsed = parse_incoming(data, vsn)
-                    except ProtocolError as exc:
-                        self.malformed += 1
-                        logger.warning("skipping malformed frame (%s): %.120r", exc, data)
-                        continue
-                    if isinstance(parsed, tuple):
-                        # SPEED: a text broadcast, with no frame object (see parse_incoming).
-                        topic, payload = parsed[0], parsed[1]
-                        if debug:
-                            logger.debug("< %r", make_frame(topic, "broadcast", *parsed[1:]))
-                    else:
-                        if debug:
-                            logger.debug("< %r", parsed)
-                        topic = parsed.topic
-                        if parsed.event != "broadcast":
-                            try:
-                                events = receive(parsed)
-                                if events:
-                                    route(connection, topic, events)
-                            except Exception:
-                                # The reader's safety net: a bug in routing never ends the
-                                # connection.
-                                logger.exception("error while handling a frame on %s", topic)
-                            continue
-                        payload = parsed.payload  # a binary broadcast (vsn 2.0.0)
-                    # The flood case: one item and no event tuple (see Session.receive).
-                    try:
-                        item = receive_broadcast(topic, payload)
-                        if item is not None:
-                            channels[item.topic]._on_broadcast(item)
-                    except Exception:
-                        logger.exception("error while handling a frame on %s", topic)
+                handle(connection, messages)
+                # Nothing of the last message stays referenced while the reader waits (its
+                # frame, payload and events, for the life of an idle connection).
+                del messages
         except ConnectionClosed as exc:
             reason = exc.reason
             if exc.code == 1009 and not reason:
                 reason = "message too big"
             connection.lose(exc.code, reason)
+
+    def _handle(self, connection: Connection, messages: list[Message]) -> None:
+        """Parse one read's messages and hand each to the session core; route what comes back."""
+        runtime = self._runtime
+        vsn = runtime.settings.vsn
+        session = runtime.session
+        receive_broadcast = session.receive_broadcast_parts
+        channels = runtime.channels
+        debug = logger.isEnabledFor(logging.DEBUG)
+        for data in messages:
+            try:
+                parsed = parse_incoming(data, vsn)
+            except ProtocolError as exc:
+                self.malformed += 1
+                logger.warning("skipping malformed frame (%s): %.120r", exc, data)
+                continue
+            if isinstance(parsed, tuple):
+                # SPEED: a text broadcast, with no frame object (see parse_incoming).
+                topic, payload = parsed[0], parsed[1]
+                if debug:
+                    logger.debug("< %r", make_frame(topic, "broadcast", *parsed[1:]))
+            else:
+                if debug:
+                    logger.debug("< %r", parsed)
+                topic = parsed.topic
+                if parsed.event != "broadcast":
+                    try:
+                        events = session.receive(parsed)
+                        if events:
+                            self._route(connection, topic, events)
+                    except Exception:
+                        # The reader's safety net: a bug in routing never ends the connection.
+                        logger.exception("error while handling a frame on %s", topic)
+                    continue
+                payload = parsed.payload  # a binary broadcast (vsn 2.0.0)
+            # The flood case: one item and no event tuple (see Session.receive).
+            try:
+                item = receive_broadcast(topic, payload)
+                if item is not None:
+                    channels[item.topic]._on_broadcast(item)
+            except Exception:
+                logger.exception("error while handling a frame on %s", topic)
 
     def _route(self, connection: Connection, topic: str, events: Sequence[SessionEvent]) -> None:
         for event in events:
