@@ -29,8 +29,7 @@ redacted text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 if TYPE_CHECKING:
@@ -332,27 +331,6 @@ def fresh(error: E) -> E:
     copy.args = error.args
     copy.__dict__.update(error.__dict__)
     return copy
-
-
-ExceptionMap = Mapping[type[BaseException], Callable[[BaseException], "RealtimeError"]]
-"""Exception types of a dependency, each with what builds the library's exception for it."""
-
-
-@contextmanager
-def map_exceptions(mapping: ExceptionMap) -> Iterator[None]:
-    """Raise the library's exception for a dependency's, at a layer boundary.
-
-    The first entry of ``mapping`` that the exception is an instance of builds the
-    replacement, raised from the original; any other exception passes through unchanged. One
-    such mapping is defined per boundary (transport, HTTP), as httpcore does.
-    """
-    try:
-        yield
-    except BaseException as exc:
-        for source, make in mapping.items():
-            if isinstance(exc, source):
-                raise make(exc) from exc
-        raise
 
 
 def leaf_exceptions(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
