@@ -489,7 +489,8 @@ async def test_hb01_a_heartbeat_the_socket_took_in_part_is_finished_first(
         await trio.testing.wait_all_tasks_blocked()
         assert transport.batches == [[b"rest: -rest of HB"], [b"HB", b"x"]]
         assert connection.frames_sent == 3
-        nursery.cancel_scope.cancel()
+        connection.lose(1000, "")  # stops the heartbeat and the nursery
+    connection.fail_pending()
 
 
 async def test_hd_a_write_that_fails_at_once_loses_the_connection_and_raises() -> None:

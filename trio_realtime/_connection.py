@@ -267,7 +267,7 @@ class Connection:
         if self.lost is not None:
             await trio.lowlevel.checkpoint()
             raise ConnectionClosed(self.lost.code, self.lost.reason)
-        if not self._unwritten and self.transport.can_send_nowait():
+        if self.writable_now:
             await trio.lowlevel.checkpoint_if_cancelled()
             self._write_first(data, binary)
             if self.lost is not None:
@@ -439,8 +439,6 @@ class Connection:
     def fail_pending(self) -> None:
         """Fail every reply waiter and every frame not yet written. Call once, after loss."""
         lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
-        if self._beat is not None:
-            self._beat.cancel()
         blocked, self._blocked = self._blocked, []
         for _item, admitted in blocked:
             admitted.fail(ConnectionClosed(lost.code, lost.reason))
@@ -517,16 +515,11 @@ class Connection:
         transport = self.transport
         try:
             while queue and self.lost is None:
-                if queue[0].rest:
-                    batch = [queue.pop(0)]
-                else:
-                    end = min(len(queue), WRITE_BATCH)
-                    for index in range(1, end):
-                        if queue[index].rest:
-                            end = index
-                            break
-                    batch = queue[:end]
-                    del queue[:end]
+                # A rest is only ever first: it is queued when nothing else is, and nothing
+                # goes ahead of it (see _write_first).
+                end = 1 if queue[0].rest else WRITE_BATCH
+                batch = queue[:end]
+                del queue[:end]
                 self._admit_blocked()
                 try:
                     if batch[0].rest:
