@@ -13,10 +13,12 @@ from trio_realtime import (
     Disconnected,
     JoinError,
     RealtimeConnectionError,
+    Subscription,
     SubscriptionOverflow,
     backoff,
     open_realtime,
 )
+from trio_realtime._subscription import Feed, open_subscription
 from trio_realtime.protocol import access_token_frame, join_frame
 from trio_realtime.testing import serve_realtime
 
@@ -65,8 +67,6 @@ async def test_bp01_drop_oldest_and_drop_newest(autojump_clock: trio.testing.Moc
 
 def test_bp01_bad_subscription_options_are_refused() -> None:
     """BP-01: a buffer below 1 or an unknown policy is a clear error."""
-    from trio_realtime._subscription import open_subscription
-
     with pytest.raises(ValueError, match="buffer"):
         open_subscription("x", buffer=0)
     with pytest.raises(ValueError, match="overflow"):
@@ -198,18 +198,21 @@ async def test_se01_no_secret_in_reprs_or_errors(autojump_clock: trio.testing.Mo
     assert SECRET_MARKER not in str(bad_url.value)
 
 
+def _filled(buffer: int, count: int) -> tuple[Feed[int], Subscription[int]]:
+    """A subscription of ``buffer`` items whose feed has put 0, 1, ... ``count - 1``."""
+    feed: Feed[int]
+    subscription: Subscription[int]
+    feed, subscription = open_subscription("x", buffer=buffer)
+    for n in range(count):
+        feed.put(n)
+    return feed, subscription
+
+
 async def test_bp01_async_for_takes_buffered_items_then_raises_the_overflow() -> None:
     """BP-01 through ``async for`` (whose fast path takes buffered items without a call to
     receive): every buffered item first, then SubscriptionOverflow with the count dropped;
     after it, the items that came since, and the end stops the loop."""
-    from trio_realtime import Subscription, SubscriptionOverflow
-    from trio_realtime._subscription import Feed, open_subscription
-
-    feed: Feed[int]
-    subscription: Subscription[int]
-    feed, subscription = open_subscription("x", buffer=3)
-    for n in range(5):
-        feed.put(n)
+    feed, subscription = _filled(buffer=3, count=5)
     got: list[int] = []
     with pytest.raises(SubscriptionOverflow) as overflow:
         async for item in subscription:
@@ -224,14 +227,7 @@ async def test_bp01_async_for_takes_buffered_items_then_raises_the_overflow() ->
 async def test_bp01_async_for_is_a_cancellation_point_that_loses_nothing() -> None:
     """``async for`` over buffered items is still a cancellation point per item, and a
     cancelled iteration leaves the item it did not return in the buffer."""
-    from trio_realtime import Subscription
-    from trio_realtime._subscription import Feed, open_subscription
-
-    feed: Feed[int]
-    subscription: Subscription[int]
-    feed, subscription = open_subscription("x", buffer=8)
-    for n in range(3):
-        feed.put(n)
+    _feed, subscription = _filled(buffer=8, count=3)
     got: list[int] = []
     with trio.CancelScope() as scope:
         async for item in subscription:
