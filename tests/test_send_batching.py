@@ -493,8 +493,9 @@ async def test_hb01_a_heartbeat_the_socket_took_in_part_is_finished_first(
     connection.fail_pending()
 
 
-async def test_hd_a_write_that_fails_at_once_loses_the_connection_and_raises() -> None:
-    """A join (or leave) written at once whose write fails raises ConnectionClosed from
+async def test_hd01_a_write_that_fails_at_once_loses_the_connection_and_raises() -> None:
+    """HD-01 for frames written at once: a join (or leave) whose write fails raises
+    ConnectionClosed from
     send(), and the connection is lost for everything after it: a queued frame, a push and
     the next heartbeat tick."""
     from trio_realtime import ConnectionClosed

@@ -140,8 +140,8 @@ async def test_ps02_many_due_callbacks_let_other_tasks_run(
     assert trio.current_time() == 1.0
 
 
-async def test_hd_a_nan_deadline_is_refused() -> None:
-    """Bad input gets a clear error at the call, and no timer task is started for it."""
+async def test_hd08_a_nan_deadline_is_refused() -> None:
+    """HD-08: a NaN deadline gets a ValueError at the call, and no timer task is started."""
     before = task_count()
     with pytest.raises(ValueError, match="must be a number"):
         call_at(math.nan, lambda: None)
