@@ -171,7 +171,9 @@ class SansIOWebSocket(Transport):
         self._stream = stream
         self._protocol = protocol
         self._events: Sequence[object] = events
-        self._send_lock = trio.StrictFIFOLock()
+        # Made by the first write that has to wait (see _lock): most connections' writes
+        # never do, and a lock with its parking lot is about 340 bytes.
+        self._send_lock: trio.StrictFIFOLock | None = None
         self._close_timeout = close_timeout
         self._fragments: list[bytes] = []
         self._fragment_binary = False
@@ -198,6 +200,12 @@ class SansIOWebSocket(Transport):
             else None
         )
 
+    def _lock(self) -> trio.StrictFIFOLock:
+        lock = self._send_lock
+        if lock is None:
+            lock = self._send_lock = trio.StrictFIFOLock()
+        return lock
+
     @property
     def closed(self) -> bool:
         return self._released or self._protocol.state is not State.OPEN
@@ -215,7 +223,7 @@ class SansIOWebSocket(Transport):
         if not chunks:
             return
         data = b"".join(chunks)
-        async with self._send_lock:
+        async with self._lock():
             if data:
                 await self._stream.send_all(data)
             if chunks[-1] == SEND_EOF:
@@ -232,7 +240,7 @@ class SansIOWebSocket(Transport):
 
     async def send_messages(self, messages: Sequence[OutgoingMessage]) -> None:
         protocol = self._protocol
-        async with self._send_lock:
+        async with self._lock():
             if protocol.state is not State.OPEN or self._released:
                 raise self._close_error()
             framer = self._framer
@@ -256,7 +264,7 @@ class SansIOWebSocket(Transport):
     def can_send_nowait(self) -> bool:
         return (
             self._socket is not None
-            and not self._send_lock.locked()
+            and (self._send_lock is None or not self._send_lock.locked())
             and self._protocol.state is State.OPEN
             and not self._released
         )
@@ -288,7 +296,7 @@ class SansIOWebSocket(Transport):
             raise ConnectionClosed(CLOSE_ABNORMAL, "connection lost while sending") from None
         if sent == len(data):
             return b""
-        self._send_lock.acquire_nowait()
+        self._lock().acquire_nowait()
         return data[sent:]
 
     async def send_rest(self, data: bytes) -> None:
@@ -297,7 +305,7 @@ class SansIOWebSocket(Transport):
         except _STREAM_ERRORS:
             raise ConnectionClosed(CLOSE_ABNORMAL, "connection lost while sending") from None
         finally:
-            self._send_lock.release()
+            self._lock().release()
 
     def _take_messages(self) -> list[Message]:
         messages: list[Message] = []
