@@ -11,9 +11,13 @@ the RSS the connections added, per connection (after ``gc.collect()``), and what
 channel added on top, per connection; and the CPU the idle process used, in % of one core,
 over the idle window (heartbeats every 15 s on every connection).
 
-Each trio_realtime client is one ``open_realtime`` block in a task of its own, the way an
-application holds a connection. realtime-py holds ``AsyncRealtimeClient`` objects
-(``hb_interval=15``), realtime-js ``RealtimeClient`` objects (``heartbeatIntervalMs: 15000``).
+Each trio_realtime client is one ``open_realtime`` block. The ``trio_realtime`` row holds
+them as the other clients are held, without a task apiece: 64 tasks each enter their share
+of the blocks into an ``AsyncExitStack``, one after the other (64 connects, then 64 joins, in
+flight). The ``trio_realtime (task each)`` row gives every block a task of its own, the
+usual shape of an application with one task per connection; the difference between the rows
+is that task's cost. realtime-py holds ``AsyncRealtimeClient`` objects (``hb_interval=15``)
+in a list, realtime-js ``RealtimeClient`` objects (``heartbeatIntervalMs: 15000``).
 The ceiling row is a bare trio client (TCP, the websockets sans-I/O handshake, a ``phx_join``
 and its reply, then nothing), which shows how fast the peer itself accepts and joins.
 
@@ -54,6 +58,7 @@ from ._node import NodeRunner
 HEARTBEAT = 15
 CONCURRENCY = 64
 CONNECT_TIMEOUT = 60.0
+TASK_EACH = "trio_realtime (task each)"
 
 
 def raise_file_limit(count: int) -> None:
@@ -128,10 +133,15 @@ class _Gate:
 
 
 async def trio_realtime_connections(
-    port: int, *, count: int, idle_seconds: float, vsn: str, transport: str
+    port: int, *, count: int, idle_seconds: float, vsn: str, transport: str, task_each: bool
 ) -> JSON:
-    """``count`` open_realtime blocks, one task each; one joined channel each."""
-    from trio_realtime import open_realtime
+    """``count`` open_realtime blocks with one joined channel each.
+
+    Held by ``CONCURRENCY`` tasks, each with the blocks of its share entered in an
+    ``AsyncExitStack`` one after the other (as an application that keeps many clients without
+    a task apiece, like the other clients' lists), or with ``task_each`` one task per block.
+    """
+    from trio_realtime import RealtimeClient, open_realtime
     from trio_realtime.protocol import check_vsn
 
     limit = trio.CapacityLimiter(CONCURRENCY)
@@ -139,34 +149,53 @@ async def trio_realtime_connections(
     start_joining, stop = trio.Event(), trio.Event()
     subs: list[Any] = []
 
+    def client_block() -> contextlib.AbstractAsyncContextManager[RealtimeClient]:
+        return open_realtime(
+            f"http://127.0.0.1:{port}",
+            apikey="bench",
+            vsn=check_vsn(vsn),
+            transport=transport,
+            heartbeat_interval=HEARTBEAT,
+            # 64 handshakes in flight in a process holding thousands of connections: the
+            # default 10 s is too short on a loaded machine.
+            connect_timeout=CONNECT_TIMEOUT,
+        )
+
+    async def join(i: int, client: RealtimeClient) -> None:
+        channel = client.channel(f"conn-{i}")
+        subs.append(channel.broadcasts("msg"))
+        await channel.join()
+        joined.passed()
+
     async def hold(i: int) -> None:
         async with contextlib.AsyncExitStack() as stack:
             async with limit:
-                client = await stack.enter_async_context(
-                    open_realtime(
-                        f"http://127.0.0.1:{port}",
-                        apikey="bench",
-                        vsn=check_vsn(vsn),
-                        transport=transport,
-                        heartbeat_interval=HEARTBEAT,
-                        # 64 handshakes in flight in a process holding thousands of
-                        # connections: the default 10 s is too short on a loaded machine.
-                        connect_timeout=CONNECT_TIMEOUT,
-                    )
-                )
+                client = await stack.enter_async_context(client_block())
             connected.passed()
             await start_joining.wait()
             async with limit:
-                channel = client.channel(f"conn-{i}")
-                subs.append(channel.broadcasts("msg"))
-                await channel.join()
-            joined.passed()
+                await join(i, client)
+            await stop.wait()
+
+    async def hold_share(first: int) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            clients = []
+            for i in range(first, count, CONCURRENCY):
+                clients.append((i, await stack.enter_async_context(client_block())))
+                connected.passed()
+            await start_joining.wait()
+            for i, client in clients:
+                await join(i, client)
             await stop.wait()
 
     phases = _Phases(count)
     async with trio.open_nursery() as nursery:
-        for i in range(count):
-            nursery.start_soon(hold, i)
+        if task_each:
+            for i in range(count):
+                nursery.start_soon(hold, i)
+        else:
+            for first in range(min(CONCURRENCY, count)):
+                nursery.start_soon(hold_share, first)
         await connected.done.wait()
         phases.connected()
         start_joining.set()
@@ -231,7 +260,7 @@ async def raw_ceiling_connections(port: int, *, count: int, idle_seconds: float)
 class Case:
     """One row: a client and a number of connections."""
 
-    client: str  # ceiling, trio_realtime, realtime-py, realtime-js
+    client: str  # ceiling, trio_realtime, trio_realtime (task each), realtime-py, realtime-js
     count: int
 
     @property
@@ -261,7 +290,7 @@ def measure(
     log: Callable[[str], None],
 ) -> JSON:
     """Run every case ``repeats`` times, interleaved."""
-    clients = ["ceiling", "trio_realtime"]
+    clients = ["ceiling", "trio_realtime", TASK_EACH]
     if realtime_py_python is not None:
         clients.append("realtime-py")
     if node is not None:
@@ -283,7 +312,8 @@ def measure(
             args = [str(REALTIME_PY_WORKER), "connections", *common]
             args += ["--heartbeat", str(HEARTBEAT), "--timeout", str(timeout)]
             return run_worker(args, python=realtime_py_python, cpu=cpu, timeout=timeout)
-        args = ["-m", "benchmarks.connections", "worker", case.client, *common]
+        kind = "trio_realtime-task-each" if case.client == TASK_EACH else case.client
+        args = ["-m", "benchmarks.connections", "worker", kind, *common]
         return run_worker(args, cpu=cpu, timeout=timeout)
 
     runs, errors = interleaved(list(by_name), repeats, run, label="connections", log=log)
@@ -339,7 +369,7 @@ def report(results: JSON) -> str:
 
 def worker_main(argv: Sequence[str]) -> None:
     """``worker KIND --port P --count K [--idle-seconds W] [--vsn V] [--transport T]``."""
-    parser = worker_parser(kinds=["trio_realtime", "ceiling"])
+    parser = worker_parser(kinds=["trio_realtime", "trio_realtime-task-each", "ceiling"])
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
@@ -357,6 +387,7 @@ def worker_main(argv: Sequence[str]) -> None:
             idle_seconds=args.idle_seconds,
             vsn=args.vsn,
             transport=args.transport,
+            task_each=args.kind == "trio_realtime-task-each",
         )
 
     emit(trio.run(run))
