@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,7 +32,7 @@ from trio_realtime import (
 )
 from trio_realtime._transport import Transport, TransportOptions
 from trio_realtime._url import Endpoint, websocket_url
-from trio_realtime._ws_sansio import SansIOWebSocket
+from trio_realtime._ws_sansio import SansIOWebSocket, _ip_family
 from trio_realtime._ws_trio_websocket import run_trio_websocket
 from trio_realtime.testing import RealtimeServer, serve_realtime
 
@@ -274,3 +275,24 @@ async def test_close_timeout_option_reaches_the_transport(
         async with open_realtime(server.url, apikey=APIKEY, transport=factory, close_timeout=0.75):
             pass
     assert seen == [0.75]
+
+
+@pytest.mark.parametrize(
+    ("host", "family"),
+    [
+        ("127.0.0.1", "AF_INET"),
+        ("10.1.2.3", "AF_INET"),
+        ("::1", "AF_INET6"),
+        ("::ffff:1.2.3.4", "AF_INET6"),
+        ("2001:db8::5", "AF_INET6"),
+        ("localhost", None),
+        ("example.com", None),
+        ("1.2.3", None),
+        ("256.1.1.1", None),
+        ("fe80::1%eth0", None),
+    ],
+)
+def test_ip_literal_hosts_connect_without_a_name_lookup(host: str, family: str | None) -> None:
+    """An IP address is connected with one socket; anything else goes through the lookup."""
+    expected = getattr(socket, family) if family is not None else None
+    assert _ip_family(host) == expected
