@@ -125,6 +125,22 @@ def test_se01_endpoint_repr_and_redacted_form_hide_the_apikey() -> None:
 
 
 @pytest.mark.parametrize(
+    "url",
+    [
+        "https://ref.supabase.co",
+        "http://127.0.0.1:4000/socket?token=T0KEN&keep=a%20b",
+        f"wss://user:{KEY}@h:8443/realtime/v1/websocket?access_token=x&APIKEY=old&keep=<1>",
+        "ws://[::1]:4000/x/?vsn=2.0.0&log_level=info&e=",
+    ],
+)
+def test_se01_endpoint_redacted_form_is_redact_url_of_its_url(url: str) -> None:
+    """SE-01: the redacted form websocket_url builds from its parts is redact_url's."""
+    endpoint = websocket_url(url, apikey=KEY, vsn="1.0.0", log_level="debug")
+    assert endpoint.redacted == redact_url(endpoint.url)
+    assert KEY not in endpoint.redacted
+
+
+@pytest.mark.parametrize(
     ("url", "expected"),
     [
         (

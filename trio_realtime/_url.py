@@ -31,12 +31,14 @@ class Endpoint:
     host: str
     port: int
     resource: str
-    redacted: str = field(init=False, compare=False)
+    redacted: str = field(default="", compare=False)
     """The URL with every secret query parameter replaced by ``<redacted>`` (computed once:
-    every log line about the connection names it)."""
+    every log line about the connection names it). Given by :func:`websocket_url`, which
+    has the query's parts at hand; else computed from ``url``."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "redacted", redact_url(self.url))
+        if not self.redacted:
+            object.__setattr__(self, "redacted", redact_url(self.url))
 
     @property
     def secrets(self) -> list[str]:
@@ -161,7 +163,12 @@ def websocket_url(url: str, *, apikey: str, vsn: str, log_level: str | None = No
     query_text = urlencode(query)
     port = port_value if port_value is not None else (443 if secure else 80)
     full = urlunsplit((ws_scheme, parts.netloc, path, query_text, ""))
-    return Endpoint(full, secure, host, port, f"{path}?{query_text}")
+    # What redact_url(full) gives, from the parts at hand (the parse again was most of the
+    # cost of this function, paid by every client).
+    redacted = urlunsplit(
+        (ws_scheme, _redacted_netloc(parts.netloc), path, _redacted_query(query), "")
+    )
+    return Endpoint(full, secure, host, port, f"{path}?{query_text}", redacted)
 
 
 def redact_url(url: str) -> str:
@@ -170,17 +177,23 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return REDACTED
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = REDACTED + "@" + netloc.rpartition("@")[2]
+    netloc = _redacted_netloc(parts.netloc)
     if not parts.query:
         return urlunsplit((parts.scheme, netloc, parts.path, "", parts.fragment))
-    pairs = [
-        (k, REDACTED if k.lower() in _SECRET_PARAMS else v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    query = urlencode(pairs, safe="<>")
+    query = _redacted_query(parse_qsl(parts.query, keep_blank_values=True))
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _redacted_netloc(netloc: str) -> str:
+    if "@" in netloc:
+        return REDACTED + "@" + netloc.rpartition("@")[2]
+    return netloc
+
+
+def _redacted_query(pairs: list[tuple[str, str]]) -> str:
+    return urlencode(
+        [(k, REDACTED if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="<>"
+    )
 
 
 # Characters a key, a JWT or a URL-encoded value is made of: a secret is only a whole value when
