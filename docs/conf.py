@@ -59,6 +59,8 @@ nitpick_ignore_regex = [
     (r"py:class", r"(T|T_co|D|P|TypedDictT)"),
     # Sphinx splits some long expanded JSONValue unions in dataclass signatures at a comma.
     (r"py:class", r"dict\[str"),
+    # ... and a variadic tuple of a private class at its comma.
+    (r"py:class", r"tuple\[~?trio_realtime\._\w+\._\w+"),
 ]
 
 html_theme = "furo"

@@ -436,7 +436,7 @@ def test_close_forget_drops_bindings_and_presence() -> None:
     session.add_binding(TOPIC, postgres_binding())
     leaves = session.close(TOPIC, forget=True)
     assert [event.event for event in leaves] == ["leave", "sync"]
-    assert session.channel(TOPIC).bindings == []
+    assert session.channel(TOPIC).bindings == ()
     session.remove_channel(TOPIC)
     assert TOPIC not in session.channels
 
@@ -631,7 +631,7 @@ def test_close_forget_keeps_the_tracked_state_only_when_asked() -> None:
         session.close(TOPIC, forget=True, keep_tracked=keep)
         channel = session.channel(TOPIC)
         assert channel.tracked == ({"s": 1} if keep else None)
-        assert (channel.bindings, channel.postgres, channel.ever_joined) == ([], "none", False)
+        assert (channel.bindings, channel.postgres, channel.ever_joined) == ((), "none", False)
 
 
 def test_rs01_a_rejoin_tracks_the_accepted_state_again() -> None:

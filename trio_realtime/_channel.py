@@ -197,20 +197,23 @@ class Channel:
         self._awaiting_token = False  # the join loop waits for the token callable
         self._join_scope: trio.CancelScope | None = None
         self._state_lot: trio.lowlevel.ParkingLot | None = None  # made when a task first waits
-        self._waiting_pushes: list[_Ticket] = []  # at most MAX_WAITING_PUSHES
+        # At most MAX_WAITING_PUSHES; made by the first push that waits for the join.
+        self._waiting_pushes: list[_Ticket] | None = None
         self._in_flight: dict[str, Waiter[ReplyReceived]] = {}
         self._closed_error: RealtimeError | None = None
-        # Feeds of the subscriptions, by kind.
+        # Feeds of the subscriptions, by kind. A list is made by the first subscription of
+        # its kind: most channels have one or two kinds, and an empty list is an object the
+        # garbage collector scans for as long as the channel lives (empty dicts are not).
         self._broadcast_by_event: dict[str, list[Feed[Broadcast]]] = {}
-        self._broadcast_all: list[Feed[Broadcast]] = []
+        self._broadcast_all: list[Feed[Broadcast]] | None = None
         self._postgres: dict[BindingKey, list[Feed[PostgresChange]]] = {}
-        self._presence_feeds: list[Feed[PresenceEvent]] = []
-        self._system_feeds: list[Feed[SystemMessage]] = []
-        self._channel_event_feeds: list[Feed[ChannelEvent]] = []
+        self._presence_feeds: list[Feed[PresenceEvent]] | None = None
+        self._system_feeds: list[Feed[SystemMessage]] | None = None
+        self._channel_event_feeds: list[Feed[ChannelEvent]] | None = None
         # Unregistrations of subscriptions garbage-collected without close(), queued by their
-        # finalizers (any thread, any moment) and run before the next delivery.
-        # A list: an empty deque is ten times the size of an empty list.
-        self._abandoned: list[Callable[[], None]] = []
+        # finalizers (any thread, any moment) and run before the next delivery: the
+        # runtime's queue, shared by the client and its channels.
+        self._abandoned = runtime.abandoned
 
     def __repr__(self) -> str:
         return f"<Channel {self.topic!r} {self._core.state.value}>"
@@ -250,7 +253,7 @@ class Channel:
             join_ref=self._core.join_ref,
             subscriptions=len(feeds),
             dropped_items=sum(feed.dropped for feed in feeds),
-            waiting_pushes=len(self._waiting_pushes),
+            waiting_pushes=len(self._waiting_pushes or ()),
             pushes_in_flight=len(self._in_flight),
         )
 
@@ -330,6 +333,8 @@ class Channel:
                 f"decode must be a function of the payload, not {type(decode).__name__}"
             )
         if event is None:
+            if self._broadcast_all is None:
+                self._broadcast_all = []
             kind, registry = "broadcasts", self._broadcast_all
         else:
             check_text(event, "event")
@@ -404,6 +409,8 @@ class Channel:
         Enables presence for the channel; on a channel already joined without presence this
         rejoins so that the server sends the full presence state.
         """
+        if self._presence_feeds is None:
+            self._presence_feeds = []
         sub = self._subscription("presence", self._presence_feeds, buffer, overflow)
         self._enable_presence()
         return sub
@@ -419,6 +426,8 @@ class Channel:
         self, *, buffer: int = DEFAULT_BUFFER, overflow: Overflow = "error"
     ) -> Subscription[SystemMessage]:
         """Subscribe to the server's ``system`` messages for this channel."""
+        if self._system_feeds is None:
+            self._system_feeds = []
         return self._subscription("system", self._system_feeds, buffer, overflow)
 
     def channel_events(
@@ -429,6 +438,8 @@ class Channel:
         A :class:`ChannelJoined` with ``rejoin=True`` is the signal that events may have been
         missed while the channel was not joined: the place to fetch and catch up.
         """
+        if self._channel_event_feeds is None:
+            self._channel_event_feeds = []
         return self._subscription("channel events", self._channel_event_feeds, buffer, overflow)
 
     async def wait_postgres_ready(self) -> None:
@@ -844,10 +855,8 @@ class Channel:
         for feed in self._feeds():
             feed.end(error)
         self._broadcast_by_event.clear()
-        self._broadcast_all.clear()
-        self._presence_feeds.clear()
-        self._system_feeds.clear()
-        self._channel_event_feeds.clear()
+        self._broadcast_all = self._presence_feeds = None
+        self._system_feeds = self._channel_event_feeds = None
         self._postgres.clear()
         self._changed()
         self._unregister()
@@ -855,13 +864,13 @@ class Channel:
     def _feeds(self) -> list[Feed[Any]]:
         if self._abandoned:
             purge_abandoned(self._abandoned)
-        feeds: list[Feed[Any]] = [*self._broadcast_all, *self._presence_feeds]
+        feeds: list[Feed[Any]] = [*(self._broadcast_all or ()), *(self._presence_feeds or ())]
         for registry in self._broadcast_by_event.values():
             feeds.extend(registry)
         for postgres in self._postgres.values():
             feeds.extend(postgres)
-        feeds.extend(self._system_feeds)
-        feeds.extend(self._channel_event_feeds)
+        feeds.extend(self._system_feeds or ())
+        feeds.extend(self._channel_event_feeds or ())
         return feeds
 
     # -- driven by the client ---------------------------------------------------------------------
@@ -1082,6 +1091,9 @@ class Channel:
                     # not written: wait for the next connection below
         ticket = _Ticket()
         waiting = False
+        queue = self._waiting_pushes
+        if queue is None:
+            queue = self._waiting_pushes = []
         try:
             with trio.move_on_at(deadline):
                 while True:
@@ -1095,7 +1107,7 @@ class Channel:
                     connection = self._runtime.open_connection
                     if self._core.state is ChannelState.JOINED and connection is not None:
                         if waiting:
-                            self._waiting_pushes.remove(ticket)
+                            queue.remove(ticket)
                             waiting = False
                         if await self._push_once(
                             connection, build, ack=ack, what=what, check=check
@@ -1106,9 +1118,9 @@ class Channel:
                         if check is not None:
                             check()
                         waiting = True
-                        self._waiting_pushes.append(ticket)
-                        if len(self._waiting_pushes) > MAX_WAITING_PUSHES:
-                            oldest = self._waiting_pushes.pop(0)
+                        queue.append(ticket)
+                        if len(queue) > MAX_WAITING_PUSHES:
+                            oldest = queue.pop(0)
                             oldest.dropped = True
                             self._changed()
                             if oldest is ticket:
@@ -1118,7 +1130,7 @@ class Channel:
         finally:
             if waiting:
                 with contextlib.suppress(ValueError):
-                    self._waiting_pushes.remove(ticket)
+                    queue.remove(ticket)
         if not self._want_joined and self._core.state is ChannelState.CLOSED:
             raise PushTimeout(
                 f"{what} on {self.topic!r} not sent within {timeout} s: the channel was not "
@@ -1203,8 +1215,10 @@ class Channel:
         if feeds:
             for feed in feeds:
                 feed.put(item)
-        for feed in self._broadcast_all:
-            feed.put(item)
+        feeds = self._broadcast_all
+        if feeds:
+            for feed in feeds:
+                feed.put(item)
 
     def _on_event(self, event: SessionEvent) -> None:
         """Act on one event the session produced for this channel's topic."""
@@ -1213,7 +1227,7 @@ class Channel:
         if isinstance(event, Broadcast):
             self._on_broadcast(event)
         elif isinstance(event, PresenceChanged):
-            for presence_feed in self._presence_feeds:
+            for presence_feed in self._presence_feeds or ():
                 presence_feed.put(event.event)
         elif isinstance(event, PostgresChangeReceived):
             for key in event.bindings:
@@ -1227,7 +1241,7 @@ class Channel:
                 and rate_limit_of(message.message) is None  # logged when the channel closes
             ):
                 logger.warning("server error on %s: %s", self.topic, message.message)
-            for system_feed in self._system_feeds:
+            for system_feed in self._system_feeds or ():
                 system_feed.put(message)
         elif isinstance(event, PostgresFailed):
             if event.final:
@@ -1275,7 +1289,7 @@ class Channel:
     def _emit_channel_event(self, event: ChannelEvent) -> None:
         if self._abandoned:
             purge_abandoned(self._abandoned)
-        for feed in self._channel_event_feeds:
+        for feed in self._channel_event_feeds or ():
             feed.put(event)
 
 

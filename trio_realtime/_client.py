@@ -28,7 +28,7 @@ import logging
 import math
 import random
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -229,9 +229,9 @@ class RealtimeClient:
         self._driver = driver
         self._endpoint = endpoint
         self._closed = False
-        # Connection-event subscriptions garbage-collected without close().
-        # A list: an empty deque is ten times the size of an empty list.
-        self._abandoned: list[Callable[[], None]] = []
+        # Connection-event subscriptions garbage-collected without close() queue their
+        # unregistration in the runtime's queue, shared with the channels.
+        self._abandoned = runtime.abandoned
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
@@ -360,6 +360,8 @@ class RealtimeClient:
         """Subscribe to :class:`Connected`, :class:`Disconnected`, :class:`Reconnecting` and
         :class:`HeartbeatEvent` events, in the order they happen."""
         registry = self._driver.event_feeds
+        if registry is None:
+            registry = self._driver.event_feeds = []
 
         def unregister(feed: Feed[ConnectionEvent]) -> None:
             if feed in registry:
@@ -441,7 +443,7 @@ class RealtimeClient:
         purge_abandoned(self._abandoned)
         connection = runtime.connection
         frames_sent = driver.frames_sent_closed + (connection.frames_sent if connection else 0)
-        dropped = sum(feed.dropped for feed in driver.event_feeds)
+        dropped = sum(feed.dropped for feed in driver.event_feeds or ())
         channels = list(runtime.channels.values())
         for channel in channels:
             dropped += channel.statistics().dropped_items
@@ -468,7 +470,7 @@ class RealtimeClient:
         for channel in list(self._runtime.channels.values()):
             channel._close_quietly()
         self._closed = True
-        for feed in self._driver.event_feeds:
+        for feed in self._driver.event_feeds or ():
             feed.end(None)
 
 

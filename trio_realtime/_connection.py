@@ -165,9 +165,10 @@ class Connection:
         self.transport = transport
         self.nursery = nursery
         # The queue, in the order of the calls, at most outgoing_buffer frames (a heartbeat or
-        # a rest may go in above it); senders waiting for room, with what wakes them, in order.
+        # a rest may go in above it); senders waiting for room, with what wakes them, in order
+        # (a list made by the first sender that has to wait: most connections never fill).
         self._frames: list[Outgoing] = []
-        self._blocked: list[tuple[Outgoing, Waiter[None]]] = []
+        self._blocked: list[tuple[Outgoing, Waiter[None]]] | None = None
         self._outgoing_buffer = outgoing_buffer
         self._writing = False  # whether the writer task exists
         self.replies: dict[str, Waiter[ReplyReceived]] = {}
@@ -288,12 +289,15 @@ class Connection:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         entry = (item, Waiter[None]())
-        self._blocked.append(entry)
+        blocked = self._blocked
+        if blocked is None:
+            blocked = self._blocked = []
+        blocked.append(entry)
         try:
             await entry[1].wait()  # set once queued, failed when the connection is lost
         except BaseException:
             if not entry[1].done:
-                self._blocked.remove(entry)
+                blocked.remove(entry)
             raise
 
     def _queue_nowait(self, item: Outgoing) -> bool:
@@ -439,7 +443,7 @@ class Connection:
     def fail_pending(self) -> None:
         """Fail every reply waiter and every frame not yet written. Call once, after loss."""
         lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
-        blocked, self._blocked = self._blocked, []
+        blocked, self._blocked = self._blocked or (), None
         for _item, admitted in blocked:
             admitted.fail(ConnectionClosed(lost.code, lost.reason))
         queue = self._frames[:]

@@ -114,7 +114,8 @@ class Driver:
         self._close_timeout = close_timeout
         self._outgoing_buffer = outgoing_buffer
         self.connected: Waiter[None] = Waiter()
-        self.event_feeds: list[Feed[ConnectionEvent]] = []
+        # Made by the first connection_events() subscription: most clients have none.
+        self.event_feeds: list[Feed[ConnectionEvent]] | None = None
         runtime.emit = self.emit
         self.closing = False
         self.run_done: Waiter[None] = Waiter()
@@ -134,8 +135,10 @@ class Driver:
 
     def emit(self, event: ConnectionEvent) -> None:
         """Publish a connection event to every subscription."""
-        for feed in self.event_feeds:
-            feed.put(event)
+        feeds = self.event_feeds
+        if feeds:
+            for feed in feeds:
+                feed.put(event)
 
     # -- the connection loop -----------------------------------------------------------------------
 

@@ -147,15 +147,16 @@ class PresenceTracker:
         self._state: PresenceMap = {}
         self._synced_join_ref: str | None = None
         # A list, not a bounded deque: every channel has one, nearly always empty, and an
-        # empty deque is about ten times the size of an empty list.
-        self._pending: list[tuple[PresenceMap, PresenceMap]] = []
+        # empty deque is about ten times the size of an empty list. Made by the first diff
+        # that has to wait (an empty list is still an object the garbage collector scans).
+        self._pending: list[tuple[PresenceMap, PresenceMap]] | None = None
         self._max_pending = max_pending_diffs
         self.dropped_diffs = 0
 
     def __repr__(self) -> str:
         return (
             f"<PresenceTracker keys={len(self._state)} synced_join_ref={self._synced_join_ref!r}"
-            f" pending={len(self._pending)}>"
+            f" pending={self.pending_diffs}>"
         )
 
     @property
@@ -166,7 +167,7 @@ class PresenceTracker:
     @property
     def pending_diffs(self) -> int:
         """How many diffs wait for the state of the current join."""
-        return len(self._pending)
+        return len(self._pending or ())
 
     def snapshot(self) -> PresenceMap:
         """Return a deep copy of the state, ``{key: [meta, ...]}``."""
@@ -177,7 +178,7 @@ class PresenceTracker:
 
         Pending diffs are dropped, not applied.
         """
-        self._pending.clear()
+        self._pending = None
         return self.sync_state({}, None)
 
     def sync_state(self, raw_state: object, join_ref: str | None) -> list[PresenceEvent]:
@@ -213,7 +214,7 @@ class PresenceTracker:
         # members that stayed ahead of new ones, as realtime-js does, which can reorder metas).
         self._state = {key: [dict(meta) for meta in metas] for key, metas in new_state.items()}
         self._synced_join_ref = join_ref
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending or (), None
         for pending_joins, pending_leaves in pending:
             events.extend(self._apply(pending_joins, pending_leaves))
         events.append(self._sync_event())
@@ -233,9 +234,12 @@ class PresenceTracker:
         joins = transform_state(raw_diff.get("joins") or {})
         leaves = transform_state(raw_diff.get("leaves") or {})
         if self._synced_join_ref is None or self._synced_join_ref != join_ref:
-            self._pending.append((joins, leaves))
-            if len(self._pending) > self._max_pending:
-                del self._pending[0]  # the oldest: the state that follows supersedes it
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = []
+            pending.append((joins, leaves))
+            if len(pending) > self._max_pending:
+                del pending[0]  # the oldest: the state that follows supersedes it
                 self.dropped_diffs += 1
             return []
         events = self._apply(joins, leaves)

@@ -66,6 +66,11 @@ class Runtime:
         self.session = Session()
         self.connection: Connection | None = None
         self.channels: dict[str, Channel] = {}
+        # Unregistrations of the client's and its channels' subscriptions garbage-collected
+        # without close(), queued by their finalizers (any thread, any moment), run by
+        # whichever of them next delivers, counts or subscribes (purge_abandoned). One queue
+        # for them all: a list apiece would be one more object per channel to hold and scan.
+        self.abandoned: list[Callable[[], None]] = []
         # Rate limits: when one was last reached, and where connection events go.
         self.rate_limited_at: float | None = None
         self.emit: Callable[[ConnectionEvent], None] | None = None

@@ -155,7 +155,9 @@ class ChannelSession:
     postgres: PostgresReadiness = "none"
     postgres_error: str | None = None
     close_reason: str | None = None
-    bindings: list[_Binding] = field(default_factory=list)
+    # A tuple, replaced when a binding is added: most channels have none, and an empty list
+    # would be one more object per channel for the garbage collector to scan.
+    bindings: tuple[_Binding, ...] = ()
     presence: PresenceTracker = field(default_factory=PresenceTracker)
     replay: JSONObject | None = None
     tracked: JSONObject | None = None
@@ -284,7 +286,7 @@ class Session:
         key = binding_key(spec)
         if any(binding.key == key for binding in channel.bindings):
             return key, False
-        channel.bindings.append(_Binding(dict(spec), key))
+        channel.bindings = (*channel.bindings, _Binding(dict(spec), key))
         return key, channel.state in (ChannelState.JOINED, ChannelState.JOINING)
 
     def enable_presence(self, topic: str) -> bool:
@@ -421,7 +423,7 @@ class Session:
         if not forget:
             return []
         channel.ever_joined = False
-        channel.bindings.clear()
+        channel.bindings = ()
         channel.postgres = "none"
         if not keep_tracked:
             channel.tracked = None
@@ -729,7 +731,7 @@ class Session:
         return self._channels[topic].presence.snapshot()
 
 
-def _server_binding_ids(bindings: list[_Binding], response: JSONValue) -> list[int] | None:
+def _server_binding_ids(bindings: Sequence[_Binding], response: JSONValue) -> list[int] | None:
     """The server's id for each binding, in order, or ``None`` when they do not match."""
     server = response.get("postgres_changes") if isinstance(response, dict) else None
     entries = server if isinstance(server, list) else []

@@ -568,15 +568,17 @@ class Feed(Generic[T]):
     """The producer's end of a subscription: :meth:`put` and :meth:`end`; see the module
     docstring. Made by :func:`open_subscription`."""
 
-    __slots__ = ("end", "put", "stream")
+    __slots__ = ("put", "stream")
 
     def __init__(self, stream: _Stream[T]) -> None:
         self.stream = stream
-        # Bound methods stored once: put() is the reader's hot path, one call per item.
+        # A bound method stored once: put() is the reader's hot path, one call per item.
         self.put: Callable[[T], None] = stream._put
         """Add an item without blocking, applying the overflow policy when the buffer is full."""
-        self.end: Callable[[BaseException | None], None] = stream._end
+
+    def end(self, error: BaseException | None) -> None:
         """End the stream: after the buffered items, raise the error or ``EndOfChannel``."""
+        self.stream._end(error)
 
     def __repr__(self) -> str:
         return f"<Feed of {self.stream!r}>"

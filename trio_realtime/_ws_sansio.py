@@ -175,11 +175,13 @@ class SansIOWebSocket(Transport):
         # never do, and a lock with its parking lot is about 340 bytes.
         self._send_lock: trio.StrictFIFOLock | None = None
         self._close_timeout = close_timeout
-        self._fragments: list[bytes] = []
+        # Lists made when needed (a fragmented message, a frame cut short by a read): an
+        # empty list is an object the garbage collector scans for the connection's life.
+        self._fragments: list[bytes] | None = None
         self._fragment_binary = False
         self._released = False
         # A frame cut short by the read, as the reads' chunks (joined once, when complete).
-        self._chunks: list[bytes] = [bytes(pending)] if pending else []
+        self._chunks: list[bytes] | None = [bytes(pending)] if pending else None
         self._buffered = len(pending)
         self._needed = 0  # bytes the chunks must hold before the splitter can go on
         self._split_frames = split_frames
@@ -326,16 +328,17 @@ class SansIOWebSocket(Transport):
                 else:
                     self._fragments = [bytes(event.data)]
                     self._fragment_binary = opcode is _BINARY
-            elif opcode is _CONT:
+            elif opcode is _CONT and self._fragments is not None:
+                # (websockets fails the connection on a continuation with nothing to continue)
                 self._fragments.append(bytes(event.data))
                 if event.fin:
                     data = b"".join(self._fragments)
-                    self._fragments = []
+                    self._fragments = None
                     if self._fragment_binary:
                         append(data)
                     else:
                         self._append_text(messages, data)
-        self._events = []
+        self._events = ()
         return messages
 
     def _append_text(self, messages: list[Message], data: bytes | bytearray | memoryview) -> None:
@@ -422,7 +425,7 @@ class SansIOWebSocket(Transport):
             return self._split(data)
         if self._chunks:
             protocol.receive_data(b"".join(self._chunks))
-            self._chunks = []
+            self._chunks = None
             self._buffered = 0
         if data:
             protocol.receive_data(data)
@@ -456,13 +459,14 @@ class SansIOWebSocket(Transport):
         message arriving in many small reads stays linear in its size.
         """
         protocol = self._protocol
-        if self._chunks:
-            self._chunks.append(bytes(data))
+        chunks = self._chunks
+        if chunks:
+            chunks.append(bytes(data))
             self._buffered += len(data)
             if self._buffered < self._needed:
                 return []
-            buf = b"".join(self._chunks)
-            self._chunks = []
+            buf = b"".join(chunks)
+            self._chunks = None
             self._buffered = 0
         else:
             buf = bytes(data)
