@@ -330,12 +330,13 @@ class Driver:
 
     async def _reader(self, connection: Connection) -> None:
         transport = connection.transport
-        handle = self._handle
         try:
             while True:
                 messages = await transport.receive_messages()
                 self.frames_received += len(messages)
-                handle(connection, messages)
+                # Looked up per read, not kept in a local: a bound method the waiting frame
+                # held would be one more object per idle connection.
+                self._handle(connection, messages)
                 # Nothing of the last message stays referenced while the reader waits (its
                 # frame, payload and events, for the life of an idle connection).
                 del messages
