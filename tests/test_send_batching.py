@@ -332,6 +332,23 @@ async def test_rs07_a_waiter_wakes_every_task_and_survives_a_cancelled_one(
     assert errors[0] is not errors[1]
     assert all(e.reason == "gone" for e in errors)
 
+    # The first task to wait is the one cancelled: the later ones still get the value.
+    late: Waiter[int] = Waiter()
+    values: list[tuple[str, int]] = []
+
+    async def wait_late(name: str) -> None:
+        values.append((name, await late.wait()))
+
+    async with trio.open_nursery() as nursery:
+        with trio.move_on_after(1.0):
+            nursery.start_soon(wait_late, "second")
+            await late.wait()  # first in line, gives up at 3 s
+        nursery.start_soon(wait_late, "third")  # waits after the first gave up
+        await trio.testing.wait_all_tasks_blocked()
+        late.set(9)
+    assert sorted(values) == [("second", 9), ("third", 9)]
+    assert trio.current_time() == 3.0
+
 
 async def test_ps02_an_idle_connection_costs_no_task_of_its_own(
     autojump_clock: trio.testing.MockClock,

@@ -156,6 +156,33 @@ async def test_hd07_abandoned_connection_events_are_unregistered(
         kept.close()
 
 
+async def test_hd07_one_queue_for_the_client_and_its_channels(
+    autojump_clock: trio.testing.MockClock, puts: list[int]
+) -> None:
+    """HD-07: the client and its channels share one queue of unregistrations; whichever
+    delivers first runs them all, each removing its feed from its own channel, and a flood on
+    the other channel afterwards reaches only its live subscription."""
+    async with serve_realtime() as server, connect(server) as client:
+        quiet, busy = client.channel("quiet"), client.channel("busy")
+        kept_quiet, kept_busy = quiet.broadcasts(), busy.broadcasts()
+        await quiet.join()
+        await busy.join()
+        abandon(quiet, 50)
+        abandon_connection_events(client, 10)
+        await server.broadcast("busy", "e", {"n": 0})  # busy delivers first: its safe point
+        await settle()
+        assert client._runtime.abandoned == []
+        assert (quiet.statistics().subscriptions, busy.statistics().subscriptions) == (1, 1)
+        assert not client._driver.event_feeds
+        puts[0] = 0
+        for n in range(FLOOD):
+            await server.broadcast("quiet", "flood", {"n": n})
+        await settle()
+        assert puts[0] == FLOOD
+        assert [item.payload for item in drain(kept_quiet)] == [{"n": n} for n in range(FLOOD)]
+        assert [item.payload for item in drain(kept_busy)] == [{"n": 0}]
+
+
 def test_hd07_sync_subscription_dropped_in_another_thread() -> None:
     """HD-07: a blocking-interface subscription dropped in the caller's thread is collected
     there; its unregistration is queued for the client's trio thread, which runs it before

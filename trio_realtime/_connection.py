@@ -79,13 +79,16 @@ class Waiter(Generic[T]):
     to create and to set; this one parks its tasks with ``trio.lowlevel`` directly.
     """
 
-    __slots__ = ("_done", "_error", "_tasks", "_value")
+    __slots__ = ("_done", "_error", "_more", "_task", "_value")
 
     def __init__(self) -> None:
         self._done = False
         self._value: T | None = None
         self._error: BaseException | None = None
-        self._tasks: list[trio.lowlevel.Task] | None = None
+        # The waiting tasks: nearly always one (a push's reply), kept without a list or a
+        # closure; any others in a list.
+        self._task: trio.lowlevel.Task | None = None
+        self._more: list[trio.lowlevel.Task] | None = None
 
     @property
     def done(self) -> bool:
@@ -106,9 +109,12 @@ class Waiter(Generic[T]):
 
     def _finish(self) -> None:
         self._done = True
-        tasks, self._tasks = self._tasks, None
-        if tasks:
-            for task in tasks:
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+        more, self._more = self._more, None
+        if more:
+            for task in more:
                 trio.lowlevel.reschedule(task)
 
     async def wait(self) -> T:
@@ -119,22 +125,31 @@ class Waiter(Generic[T]):
         """
         if self._done:
             await trio.lowlevel.checkpoint()
+        elif self._task is None:
+            self._task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_first)
         else:
-            task = trio.lowlevel.current_task()
-            if self._tasks is None:
-                self._tasks = [task]
-            else:
-                self._tasks.append(task)
-
-            def abort(_: object) -> trio.lowlevel.Abort:
-                if self._tasks is not None:
-                    self._tasks.remove(task)
-                return trio.lowlevel.Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            await self._wait_more(trio.lowlevel.current_task())
         if self._error is not None:
             raise fresh(self._error) from self._error
         return self._value  # type: ignore[return-value]
+
+    def _abort_first(self, _: object) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def _wait_more(self, task: trio.lowlevel.Task) -> None:
+        more = self._more
+        if more is None:
+            more = self._more = []
+        more.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            if self._more is not None:
+                self._more.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 @dataclass(slots=True)

@@ -16,8 +16,10 @@ to be done with it (a subscription made for a side effect, such as ``presence_ev
 enabling presence, or one whose reader returned), and the subscription leaves nothing behind
 either way. That finalizer can run in any thread and between any two bytecodes, even while
 the reader loops over the very list of feeds, so it only appends to the owner's queue of
-abandoned feeds (a ``deque``, safe to append to from anywhere); the owner removes them from its
-lists before it next delivers anything, and before it counts or creates subscriptions.
+abandoned feeds (a list: one append is atomic, from any thread); the owner removes them from its
+lists before it next delivers anything, and before it counts or creates subscriptions. A client
+and its channels share one queue, so whichever of them comes first runs every unregistration
+queued (each removes its own feed from its own list).
 
 The reader task must never wait for a consumer: one stalled consumer would delay heartbeats and
 every other subscription. So the producer side, :meth:`Feed.put`, is synchronous. It
