@@ -43,10 +43,10 @@ after the buffered items.
 ``receive`` is always a cancellation point, but it yields to the scheduler only when it has to
 wait for an item. A full schedule point costs several microseconds, as much as parsing the
 frame, and there is a second reason: the reader puts a whole network read's worth of messages
-(hundreds) into the buffer in one step, so a consumer that yielded after every few items would
-get one short turn per reader step and fall behind until its buffer overflowed. Draining the
-buffer before yielding keeps a consumer that can keep up, caught up; it cannot starve other
-tasks, because only the reader refills the buffer and it needs a turn to do so.
+(a hundred or more) into the buffer in one step, so a consumer that yielded after every few
+items would get one short turn per reader step and fall behind until its buffer overflowed.
+Draining the buffer before yielding keeps a consumer that can keep up, caught up; it cannot
+starve other tasks, because only the reader refills the buffer and it needs a turn to do so.
 :meth:`Subscription.receive_batch` takes everything buffered in one call.
 
 A subscription may convert its items as they are received (``broadcasts(decode=...)``): the
