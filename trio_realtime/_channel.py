@@ -1091,9 +1091,7 @@ class Channel:
                     # not written: wait for the next connection below
         ticket = _Ticket()
         waiting = False
-        queue = self._waiting_pushes
-        if queue is None:
-            queue = self._waiting_pushes = []
+        queue: list[_Ticket] | None = None  # the channel's, once this push waits in it
         try:
             with trio.move_on_at(deadline):
                 while True:
@@ -1107,6 +1105,7 @@ class Channel:
                     connection = self._runtime.open_connection
                     if self._core.state is ChannelState.JOINED and connection is not None:
                         if waiting:
+                            assert queue is not None
                             queue.remove(ticket)
                             waiting = False
                         if await self._push_once(
@@ -1118,6 +1117,9 @@ class Channel:
                         if check is not None:
                             check()
                         waiting = True
+                        queue = self._waiting_pushes
+                        if queue is None:  # the first push of the channel to wait
+                            queue = self._waiting_pushes = []
                         queue.append(ticket)
                         if len(queue) > MAX_WAITING_PUSHES:
                             oldest = queue.pop(0)
@@ -1128,7 +1130,7 @@ class Channel:
                                 continue
                     await self._state_parking().park()
         finally:
-            if waiting:
+            if waiting and queue is not None:
                 with contextlib.suppress(ValueError):
                     queue.remove(ticket)
         if not self._want_joined and self._core.state is ChannelState.CLOSED:
