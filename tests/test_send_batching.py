@@ -4,8 +4,10 @@ BC-04 and HD-01 from the push's side: acknowledged pushes made while others are 
 queued and written together in one transport write, in the order of the calls; their reply
 deadlines are kept by the connection (``PushTimeout`` at exactly the client timeout, no cancel
 scope per push); a queued push that was never written when the connection dropped is sent
-again after the reconnect, exactly once. A task that sends without ever waiting still lets
-the other tasks run (PS-01's sequential sender, as a behaviour).
+again after the reconnect, exactly once. Under load, the push that makes the queue hold half
+of the awaited replies writes the queue itself, a batch the socket took in part is finished
+before anything else, and a batch cut short fails every push in it. A task that sends without
+ever waiting still lets the other tasks run (PS-01's sequential sender, as a behaviour).
 """
 
 from __future__ import annotations
@@ -487,7 +489,12 @@ async def test_hb01_a_heartbeat_the_socket_took_in_part_is_finished_first(
         def can_send_nowait(self) -> bool:
             return True
 
+        full = False
+
         def send_nowait(self, messages: Sequence[OutgoingMessage]) -> bytes | None:
+            if self.full:
+                return None  # still full: the writer waits for it
+            self.full = True
             return b"-rest of " + messages[0][0]
 
         async def send_rest(self, data: bytes) -> None:
@@ -584,3 +591,198 @@ async def test_hd_a_heartbeat_that_fails_drops_the_connection_visibly(
     assert trio.current_time() == 5.0
     assert "broken encoder" in caplog.text
     connection.fail_pending()
+
+
+class _Socket(MemoryTransport):
+    """A transport that writes at once, like a socket with room (``send_nowait``), and records
+    each write with the task that made it. ``take`` is how much of the next write the socket
+    takes (all of it when ``None``); a write it takes in part holds the send lock until its
+    rest is written (``rest_gate``), as the default transport's does."""
+
+    batches: list[tuple[str, list[bytes]]]
+    take: int | None
+    rest_gate: trio.Event
+    lock: trio.StrictFIFOLock
+
+    def can_send_nowait(self) -> bool:
+        return not self.lock.locked()
+
+    def send_nowait(self, messages: Sequence[OutgoingMessage]) -> bytes | None:
+        if self.lock.locked():
+            return None
+        frames = [bytes(data) for data, _ in messages]
+        self.batches.append((trio.lowlevel.current_task().name, frames))
+        if self.take is None:
+            return b""
+        data = b"".join(frames)
+        self.lock.acquire_nowait()
+        rest, self.take = data[self.take :], None
+        return rest
+
+    async def send_rest(self, data: bytes) -> None:
+        try:
+            await self.rest_gate.wait()
+            self.batches.append(("rest", [data]))
+        finally:
+            self.lock.release()
+
+    async def send_messages(self, messages: Sequence[OutgoingMessage]) -> None:
+        async with self.lock:
+            await trio.lowlevel.checkpoint_if_cancelled()  # as trio's socket send does
+            self.batches.append(("send_messages", [bytes(data) for data, _ in messages]))
+
+
+def _socket_connection(
+    nursery: trio.Nursery, outgoing_buffer: int = 64
+) -> tuple[Connection, _Socket]:
+    client_end, _server_end = memory_transport_pair()
+    client_end.__class__ = _Socket
+    assert isinstance(client_end, _Socket)
+    client_end.batches, client_end.take = [], None
+    client_end.rest_gate, client_end.lock = trio.Event(), trio.StrictFIFOLock()
+    return Connection(client_end, nursery, outgoing_buffer=outgoing_buffer), client_end
+
+
+def _writers(batches: list[tuple[str, list[bytes]]]) -> list[tuple[str, list[bytes]]]:
+    """The batches, each with who wrote it: the ``writer`` task or a ``pusher`` (a pushing
+    task); a rest and a ``send_messages`` write are named so."""
+
+    def who(name: str) -> str:
+        if name.endswith("_write_queued"):
+            return "writer"
+        return name if name in ("rest", "send_messages") else "pusher"
+
+    return [(who(name), frames) for name, frames in batches]
+
+
+async def test_bc04_the_push_that_queues_half_the_awaited_replies_writes_them_itself() -> None:
+    """BC-04 at load: with 16 acknowledged pushes awaiting replies, pushes queue (no write)
+    until the queue holds half of them; the push that makes it 8 writes the 8 itself, at
+    once, in the order of the calls, before any other task runs (the server gets them while
+    the client makes the next ones). What is queued after goes with the writer task, which
+    then ends; every push's reply waiter is still waiting."""
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            connection, transport = _socket_connection(nursery)
+            before = task_count()
+            replies = [connection.expect_reply(str(n)) for n in range(16)]
+            for n in range(8):
+                await connection.push_acked(b"%d" % n, False, replies[n])
+                if n < 7:
+                    assert transport.batches == []
+            assert _writers(transport.batches) == [("pusher", [b"%d" % n for n in range(8)])]
+            assert connection.frames_sent == 8
+            for n in range(8, 11):
+                await connection.push_acked(b"%d" % n, False, replies[n])
+            assert len(transport.batches) == 1
+            await trio.testing.wait_all_tasks_blocked()
+            assert _writers(transport.batches)[1:] == [("writer", [b"8", b"9", b"10"])]
+            assert connection.frames_sent == 11
+            assert not any(reply.done for reply in replies)
+            assert task_count() == before  # the writer is gone
+            connection.lose(1000, "")
+        connection.fail_pending()
+
+
+async def test_bc04_a_batch_the_socket_took_in_part_is_finished_before_anything_else(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """BC-04 on a full socket: when the socket takes only part of the batch a push writes
+    itself, that push writes the rest (its call returns once it is written); a push queued
+    meanwhile waits for it and goes next, with the writer. The order on the wire is the
+    order of the calls, and no frame is cut by another."""
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            connection, transport = _socket_connection(nursery)
+            replies = [connection.expect_reply(str(n)) for n in range(8)]
+            transport.take = 2  # the socket takes "01" of the 4 frames "0123"
+            finished: list[float] = []
+
+            async def fourth() -> None:
+                for n in range(3):  # queued without a schedule point: the writer has not run
+                    await connection.push_acked(b"%d" % n, False, replies[n])
+                await connection.push_acked(b"3", False, replies[3], write_within=10.0)
+                finished.append(trio.current_time())
+
+            nursery.start_soon(fourth)
+            await trio.testing.wait_all_tasks_blocked()
+            assert finished == []  # it is writing the rest
+            await connection.push_acked(b"4", False, replies[4])
+            await trio.sleep(1.0)
+            transport.rest_gate.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert finished == [1.0]
+            assert _writers(transport.batches) == [
+                ("pusher", [b"0", b"1", b"2", b"3"]),
+                ("rest", [b"23"]),
+                ("send_messages", [b"4"]),
+            ]
+            assert connection.frames_sent == 5
+            assert connection.lost is None
+            connection.lose(1000, "")
+        connection.fail_pending()
+
+
+async def test_hd01_a_batch_rest_that_is_not_written_in_time_fails_the_whole_batch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """HD-01 for a batch a push writes itself: when the rest of it is not written within the
+    push's write bound (10 s here), the connection is dropped at exactly 10 s, and every
+    push of the batch fails with MaybeWritten (part of it reached the server). So does one
+    queued behind it, which the writer took and holds while the socket is busy: nothing is
+    written after the broken frame."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            connection, transport = _socket_connection(nursery)
+            replies = [connection.expect_reply(str(n)) for n in range(8)]
+            transport.take = 1
+            returned: list[float] = []
+
+            async def fourth() -> None:
+                for n in range(3):  # queued without a schedule point: the writer has not run
+                    await connection.push_acked(b"%d" % n, False, replies[n])
+                await connection.push_acked(b"3", False, replies[3], write_within=10.0)
+                returned.append(trio.current_time())
+
+            nursery.start_soon(fourth)
+            await trio.testing.wait_all_tasks_blocked()
+            await connection.push_acked(b"4", False, replies[4])
+            await trio.sleep(20.0)
+            assert returned == [10.0]
+            assert connection.lost is not None
+            assert connection.lost.reason == "a write did not complete in time"
+        connection.fail_pending()
+        errors: list[str] = []
+        for reply in replies[:5]:
+            try:
+                await reply.wait()
+            except Exception as exc:
+                errors.append(type(exc).__name__)
+        assert errors == ["MaybeWritten"] * 5
+        assert _writers(transport.batches) == [("pusher", [b"0", b"1", b"2", b"3"])]
+
+
+async def test_hd01_a_queued_batch_the_socket_refuses_is_sent_again_later() -> None:
+    """HD-01 for the writer: when the connection turns out to be lost as the writer writes a
+    batch at once (nothing of it was written), the queued acked pushes fail with NotWritten,
+    so the channel sends them again on the next connection."""
+    from trio_realtime import ConnectionClosed
+
+    class _Refusing(_Socket):
+        def send_nowait(self, messages: Sequence[OutgoingMessage]) -> bytes | None:
+            raise ConnectionClosed(1006, "connection lost while sending")
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            connection, transport = _socket_connection(nursery)
+            transport.__class__ = _Refusing
+            replies = [connection.expect_reply(str(n)) for n in range(8)]
+            for n in range(2):
+                await connection.push_acked(b"%d" % n, False, replies[n])
+            await trio.testing.wait_all_tasks_blocked()
+            assert connection.lost is not None
+            assert connection.lost.reason == "connection lost while sending"
+        connection.fail_pending()
+        for reply in replies[:2]:
+            with pytest.raises(NotWritten):
+                await reply.wait()

@@ -902,10 +902,11 @@ class Channel:
         asked, or raises. When nothing else is being written, the calling task writes the
         frame itself, at once if the socket takes it (no other task involved); otherwise it
         is queued, and waits for the connection's writer task (which exists while frames are
-        queued) to write it. An acknowledged push made while
-        others wait for their replies is queued for the writer, which sends every push queued
-        meanwhile in one write; it waits for its reply, and one that was still queued when the
-        connection dropped is sent again on the next one. Always a cancellation point; a push
+        queued) to write it. An acknowledged push made while others wait for their replies is
+        queued, and the pushes queued meanwhile go in one write: the writer's, or that of the
+        push that makes the queue hold half of the awaited replies (so the server has one half
+        while the client makes the other); it waits for its reply, and one that was still
+        queued when the connection dropped is sent again on the next one. Always a cancellation point; a push
         written at once yields to other tasks once in 16 pushes (a full schedule point costs
         as much as the push), and whenever it waits. A write under way
         is not cut short by cancelling the caller (half a frame would break the connection);

@@ -24,10 +24,12 @@ own: its heartbeat is a callback of the run's one timer (:mod:`._timers`), which
 heartbeat frame at once when the socket takes it, or puts it at the head of the queue.
 
 An acknowledged push made while other replies are awaited goes the other way
-(:meth:`Connection.push_acked`): it is queued without waiting for its write, and the writer
-sends everything queued meanwhile in one write, so many concurrent acknowledged pushes cost a
-system call per batch rather than one each. Their reply deadlines are kept by one task per
-connection, not by a cancel scope per push (:meth:`Connection.expect_reply`).
+(:meth:`Connection.push_acked`): it is queued without waiting for its write, and everything
+queued meanwhile goes in one write, so many concurrent acknowledged pushes cost a system call
+per batch rather than one each. The writer writes what is left; the push that makes the queue
+hold half of the awaited replies writes the queue itself, so that the server works on one half
+while the client makes the other. Their reply deadlines are kept by one task per connection,
+not by a cancel scope per push (:meth:`Connection.expect_reply`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ WRITE_BATCH = 256
 
 YIELD_EVERY = 16
 """A push written at once by its caller yields to the scheduler once in this many pushes."""
+
+FLUSH_AT = 4
+"""The fewest queued frames an acknowledged push writes itself (see Connection.push_acked)."""
 
 
 class MaybeWritten(ConnectionClosed):
@@ -388,13 +393,18 @@ class Connection:
 
         ``reply`` is the push's registered reply waiter. When it is the only reply awaited and
         nothing is queued, the frame is written at once, as :meth:`push` does. Otherwise it is
-        queued without waiting for the write: the writer sends it in one batch with the others
-        queued meanwhile (one write for many concurrent pushes), and its fate reaches ``reply``,
-        which fails with :class:`MaybeWritten` when the write was cut short and with
-        :class:`NotWritten` when the connection was lost before it (it may then be sent again).
-        The queue's bound still applies: a full queue makes this wait. A write begun here is
-        bounded as in :meth:`push`; no schedule point follows it, since the caller waits for
-        the reply next.
+        queued without waiting for the write, and written in one batch with the others queued
+        meanwhile (one write for many concurrent pushes): by the writer, or by this task when
+        its frame makes the queue hold at least half of the pushes awaiting replies (and at
+        least :data:`FLUSH_AT`) and nothing is being written. The writer runs only after every
+        task woken with it has run, so a read of 64 replies would otherwise queue 64 pushes
+        before writing any, and the server would wait for the client, then the client for
+        the server; written in halves, one half reaches the server while the client makes the
+        other. Its fate reaches ``reply``, which fails with :class:`MaybeWritten` when the
+        write was cut short and with :class:`NotWritten` when the connection was lost before
+        it (it may then be sent again). The queue's bound still applies: a full queue makes
+        this wait. A write begun here is bounded as in :meth:`push`; no schedule point follows
+        it, since the caller waits for the reply next.
 
         Raises:
             ConnectionClosed: the frame was not written, since the connection is lost.
@@ -407,8 +417,88 @@ class Connection:
             item = Outgoing(data, binary, None, reply)
             if not self._queue_nowait(item):
                 await self._queue(item)  # a full queue: wait for room
+            elif (
+                (queued := len(self._frames)) >= FLUSH_AT
+                and 2 * queued >= len(self.replies)
+                and self.transport.can_send_nowait()
+            ):
+                await self._flush_here(write_within)
             return
         await self.push(data, binary, write_within=write_within, schedule=False)
+
+    async def _flush_here(self, within: float) -> None:
+        """Write the head of the queue from the calling task (see :meth:`push_acked`).
+
+        Nothing is being written (the caller checked), so the queue's order is the wire's. The
+        frames go at once as far as the socket takes them; the end of a batch it did not take
+        is written from here, before anything else can be, bounded like :meth:`push`'s own
+        write: cut short, every push of the batch fails with :class:`MaybeWritten` and the
+        connection is dropped.
+        """
+        sent = self._send_batch_nowait()
+        if sent is None or not sent[1]:
+            return
+        batch, rest = sent
+        code, reason = CLOSE_ABNORMAL, ""
+        try:
+            deadline = min(trio.current_time() + within, trio.current_effective_deadline())
+            with trio.CancelScope(shield=True, deadline=deadline) as scope:
+                await self.transport.send_rest(rest)
+        except ConnectionClosed as exc:
+            code, reason = exc.code, exc.reason or "connection lost while sending"
+        if scope.cancelled_caught:
+            reason = "a write did not complete in time"
+        if reason:
+            self._batch_failed(batch, code, reason)
+            self.lose(code, reason)
+        else:
+            self._batch_written(batch)
+
+    def _send_batch_nowait(self) -> tuple[list[Outgoing], bytes] | None:
+        """Write the head of the queue (not a rest) now, as far as the socket takes it.
+
+        ``None`` when the socket is busy: nothing was written. Otherwise the batch, taken off
+        the queue, and the end of it the socket did not take: ``b""`` when it took everything
+        (the batch is then done), or bytes that must be written next with
+        :meth:`Transport.send_rest`, whose lock is held until then. When the connection turns
+        out to be lost, nothing was written: the batch is empty, and the queue fails as not
+        written.
+        """
+        queue = self._frames
+        batch = queue[:WRITE_BATCH]
+        try:
+            rest = self.transport.send_nowait([(item.data, item.binary) for item in batch])
+        except ConnectionClosed as exc:
+            self.lose(exc.code, exc.reason)
+            return [], b""
+        if rest is None:
+            return None
+        del queue[: len(batch)]
+        if rest:
+            self._admit_blocked()
+        else:
+            self._batch_written(batch)
+        return batch, rest
+
+    def _batch_written(self, batch: list[Outgoing]) -> None:
+        """A batch taken off the queue is written: tell who waits, let waiting senders in."""
+        self._unwritten -= len(batch)
+        self.frames_sent += len(batch)
+        for item in batch:
+            if item.written is not None:
+                item.written.set(None)
+        self._admit_blocked()
+        if self._frames:
+            self._start_writer()
+
+    def _batch_failed(self, batch: list[Outgoing], code: int, reason: str) -> None:
+        """A batch taken off the queue was cut short: part of it may have reached the server."""
+        self._unwritten -= len(batch)
+        for item in batch:
+            if item.written is not None:
+                item.written.fail(MaybeWritten(code, reason))
+            elif item.reply is not None:
+                item.reply.fail(MaybeWritten(code, reason))
 
     async def _write_now(self, frames: bytes | Sequence[OutgoingMessage], within: float) -> None:
         """Write one push's frame (or what ``send_nowait`` left of it) from the calling task."""
@@ -529,20 +619,33 @@ class Connection:
         self._start_writer()
 
     async def _write_queued(self) -> None:
-        """The writer task: write what is queued, in batches, until nothing is; then end."""
+        """The writer task: write what is queued, in batches, until nothing is; then end.
+
+        A batch goes at once when the socket takes it: trio's ``send_all`` would hold the send
+        lock over a schedule point, and the pushes made meanwhile could not write themselves
+        (see :meth:`push_acked`).
+        """
         queue = self._frames
         transport = self.transport
         try:
             while queue and self.lost is None:
                 # A rest is only ever first: it is queued when nothing else is, and nothing
                 # goes ahead of it (see _write_first).
-                end = 1 if queue[0].rest else WRITE_BATCH
-                batch = queue[:end]
-                del queue[:end]
-                self._admit_blocked()
-                try:
+                rest: bytes | None = None
+                sent = None if queue[0].rest else self._send_batch_nowait()
+                if sent is not None:
+                    batch, rest = sent  # taken off the queue
+                    if not rest:
+                        continue  # all written, or nothing since the connection is lost
+                else:
+                    batch = queue[:1] if queue[0].rest else queue[:WRITE_BATCH]
                     if batch[0].rest:
-                        await transport.send_rest(batch[0].data)
+                        rest = batch[0].data
+                    del queue[: len(batch)]
+                    self._admit_blocked()
+                try:
+                    if rest is not None:
+                        await transport.send_rest(rest)
                     else:
                         await transport.send_messages([(i.data, i.binary) for i in batch])
                 except BaseException as exc:
@@ -553,21 +656,12 @@ class Connection:
                     else:
                         lost = self.lost or ConnectionClosed(CLOSE_ABNORMAL, "")
                         code, reason = lost.code, lost.reason or "connection lost while sending"
-                    for item in batch:
-                        if item.written is not None:
-                            item.written.fail(MaybeWritten(code, reason))
-                        elif item.reply is not None:
-                            item.reply.fail(MaybeWritten(code, reason))
+                    self._batch_failed(batch, code, reason)
                     if not isinstance(exc, ConnectionClosed):
                         raise
                     self.lose(code, reason)
                     return
-                finally:
-                    self._unwritten -= len(batch)
-                self.frames_sent += len(batch)
-                for item in batch:
-                    if item.written is not None:
-                        item.written.set(None)
+                self._batch_written(batch)
                 del batch
         finally:
             self._writing = False
