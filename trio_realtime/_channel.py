@@ -906,10 +906,10 @@ class Channel:
         queued, and the pushes queued meanwhile go in one write: the writer's, or that of the
         push that makes the queue hold half of the awaited replies (so the server has one half
         while the client makes the other); it waits for its reply, and one that was still
-        queued when the connection dropped is sent again on the next one. Always a cancellation point; a push
-        written at once yields to other tasks once in 16 pushes (a full schedule point costs
-        as much as the push), and whenever it waits. A write under way
-        is not cut short by cancelling the caller (half a frame would break the connection);
+        queued when the connection dropped is sent again on the next one. Always a
+        cancellation point; a push written at once yields to other tasks once in 16 pushes (a
+        full schedule point costs as much as the push), and whenever it waits. A write under
+        way is not cut short by cancelling the caller (half a frame would break the connection);
         the timeout does cut it, and then the connection is dropped and reconnected, since the
         server may have part of the frame; a push cut by a lost connection raises
         :class:`ConnectionClosed` at once. ``payload`` is any JSON value, or ``bytes`` under
@@ -1059,24 +1059,26 @@ class Channel:
         on the hot path of a push sent at once, which encodes the payload anyway."""
         self._check_joining(what)
         timeout = self._runtime.settings.timeout
-        deadline = trio.current_time() + timeout
+        started = trio.current_time()
+        deadline = started + timeout
         if self._core.state is ChannelState.JOINED:
             connection = self._runtime.open_connection
             # SPEED: a joined channel and a connection that takes the frame now: no cancel
             # scope. Unacknowledged, the frame is written here and now with no waiter;
             # acknowledged, the reply waiter's deadline is kept by the connection (see
-            # Connection.expect_reply). benchmarks/sends.py measures both.
+            # Connection.expect_reply), and the connection's push is the cancellation point
+            # (a cancelled push forgets its ref). benchmarks/sends.py measures both.
             if connection is not None and (
                 connection.writable_now if not ack else connection.has_room
             ):
-                await trio.lowlevel.checkpoint_if_cancelled()
                 try:
                     if ack:
                         if await self._push_once(
-                            connection, build, ack=True, what=what, check=check, timed=True
+                            connection, build, ack=True, what=what, check=check, since=started
                         ):
                             return
                     else:
+                        await trio.lowlevel.checkpoint_if_cancelled()
                         data, binary = self._encode(build(), check)
                         await connection.push(data, binary, write_within=timeout)
                         return
@@ -1149,25 +1151,27 @@ class Channel:
         ack: bool,
         what: str,
         check: Callable[[], None] | None = None,
-        timed: bool = False,
+        since: float | None = None,
     ) -> bool:
         """Send one push and wait for its ack; ``False`` when it was not written (retry).
 
-        ``timed``: the reply waiter fails with ``ReplyTimeout`` at the connection's reply
-        timeout (the caller has no cancel scope of its own)."""
+        ``since`` (when the push began): the reply waiter fails with ``ReplyTimeout`` at the
+        connection's reply timeout from then (the caller has no cancel scope of its own)."""
         frame = build()
         ref = frame.ref
         assert ref is not None
         session = self._runtime.session
         data, binary = self._encode(frame, check)
-        reply_waiter = connection.expect_reply(ref, timed=timed) if ack else None
+        reply_waiter = (
+            connection.expect_reply(ref, timed=since is not None, since=since) if ack else None
+        )
         if reply_waiter is not None:
             self._in_flight[ref] = reply_waiter
         try:
             try:
                 if reply_waiter is None:
                     await connection.push(data, binary)
-                elif timed:
+                elif since is not None:
                     timeout = self._runtime.settings.timeout
                     await connection.push_acked(data, binary, reply_waiter, write_within=timeout)
                 else:

@@ -207,7 +207,9 @@ class Connection:
         self._reply_deadlines: dict[str, float] = {}
         self._expiring = False
 
-    def expect_reply(self, ref: str, *, timed: bool = False) -> Waiter[ReplyReceived]:
+    def expect_reply(
+        self, ref: str, *, timed: bool = False, since: float | None = None
+    ) -> Waiter[ReplyReceived]:
         """Register interest in the reply to ``ref``; register before sending.
 
         The caller must :meth:`forget_reply` when it stops waiting, however it stops
@@ -218,7 +220,9 @@ class Connection:
         push). The deadlines are kept by one task, started when the first timed waiter is
         registered and ended when it wakes to find none left: it sleeps until the oldest
         deadline, fails what expired, and sleeps again, so a flood of pushes answered in time
-        costs it a wake-up per ``reply_timeout``, not one per push.
+        costs it a wake-up per ``reply_timeout``, not one per push. The timeout counts from
+        ``since`` when given: the time the caller's operation began, read with nothing run
+        since (so that deadlines stay in the order registered), else from now.
         """
         waiter: Waiter[ReplyReceived] = Waiter()
         if self.lost is not None:
@@ -226,7 +230,9 @@ class Connection:
             return waiter
         self.replies[ref] = waiter
         if timed:
-            self._reply_deadlines[ref] = trio.current_time() + self.reply_timeout
+            if since is None:
+                since = trio.current_time()
+            self._reply_deadlines[ref] = since + self.reply_timeout
             if not self._expiring:
                 self._expiring = True
                 self.nursery.start_soon(self._expire_replies)
