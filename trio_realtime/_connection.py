@@ -131,10 +131,24 @@ class Waiter(Generic[T]):
         if self._done:
             await trio.lowlevel.checkpoint()
         elif self._task is None:
-            self._task = trio.lowlevel.current_task()
-            await trio.lowlevel.wait_task_rescheduled(self._abort_first)
+            await trio.lowlevel.wait_task_rescheduled(self.hold(trio.lowlevel.current_task()))
         else:
             await self._wait_more(trio.lowlevel.current_task())
+        return self.result()
+
+    def hold(self, task: trio.lowlevel.Task) -> Callable[[object], trio.lowlevel.Abort]:
+        """Make ``task`` the waiting task; return the abort function to park it with.
+
+        For a caller that parks itself, ``await trio.lowlevel.wait_task_rescheduled(
+        waiter.hold(task))``, and then takes :meth:`result`: what :meth:`wait` does, one
+        coroutine level closer to the task (see ``Channel.send_broadcast``). Only while the
+        result is not done and no other task waits.
+        """
+        self._task = task
+        return self._abort_first
+
+    def result(self) -> T:
+        """The value, or the error raised as in :meth:`wait`; only once done."""
         if self._error is not None:
             raise fresh(self._error) from self._error
         return self._value  # type: ignore[return-value]
