@@ -24,7 +24,8 @@ from _realtime import connect_socket, task_count
 from conftest import APIKEY
 
 from trio_realtime import PushTimeout, open_realtime
-from trio_realtime._connection import YIELD_EVERY, Connection, NotWritten, Outgoing
+from trio_realtime._connection import YIELD_EVERY, Connection, NotWritten, Outgoing, Waiter
+from trio_realtime._session import ReplyReceived
 from trio_realtime._transport import (
     MemoryTransport,
     OutgoingMessage,
@@ -684,6 +685,17 @@ async def test_bc04_the_push_that_queues_half_the_awaited_replies_writes_them_it
         connection.fail_pending()
 
 
+async def _four_pushes(
+    connection: Connection, replies: list[Waiter[ReplyReceived]], returned: list[float]
+) -> None:
+    """Four acked pushes from one task, the fourth writing the queue (half of 8 replies);
+    note when its call returned."""
+    for n in range(3):  # queued without a schedule point: the writer has not run
+        await connection.push_acked(b"%d" % n, False, replies[n])
+    await connection.push_acked(b"3", False, replies[3], write_within=10.0)
+    returned.append(trio.current_time())
+
+
 async def test_bc04_a_batch_the_socket_took_in_part_is_finished_before_anything_else(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -697,14 +709,7 @@ async def test_bc04_a_batch_the_socket_took_in_part_is_finished_before_anything_
             replies = [connection.expect_reply(str(n)) for n in range(8)]
             transport.take = 2  # the socket takes "01" of the 4 frames "0123"
             finished: list[float] = []
-
-            async def fourth() -> None:
-                for n in range(3):  # queued without a schedule point: the writer has not run
-                    await connection.push_acked(b"%d" % n, False, replies[n])
-                await connection.push_acked(b"3", False, replies[3], write_within=10.0)
-                finished.append(trio.current_time())
-
-            nursery.start_soon(fourth)
+            nursery.start_soon(_four_pushes, connection, replies, finished)
             await trio.testing.wait_all_tasks_blocked()
             assert finished == []  # it is writing the rest
             await connection.push_acked(b"4", False, replies[4])
@@ -737,14 +742,7 @@ async def test_hd01_a_batch_rest_that_is_not_written_in_time_fails_the_whole_bat
             replies = [connection.expect_reply(str(n)) for n in range(8)]
             transport.take = 1
             returned: list[float] = []
-
-            async def fourth() -> None:
-                for n in range(3):  # queued without a schedule point: the writer has not run
-                    await connection.push_acked(b"%d" % n, False, replies[n])
-                await connection.push_acked(b"3", False, replies[3], write_within=10.0)
-                returned.append(trio.current_time())
-
-            nursery.start_soon(fourth)
+            nursery.start_soon(_four_pushes, connection, replies, returned)
             await trio.testing.wait_all_tasks_blocked()
             await connection.push_acked(b"4", False, replies[4])
             await trio.sleep(20.0)
