@@ -17,6 +17,7 @@ import dataclasses
 import json
 from typing import Any
 
+import pytest
 from _fuzzing import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,7 +29,9 @@ from trio_realtime.protocol import (
     ProtocolError,
     broadcast_frame,
     encode,
+    encode_broadcast_push,
     encode_server_frame,
+    encode_wire,
     parse_client_frame,
     parse_frame,
 )
@@ -290,6 +293,46 @@ def test_sr01_v1_broadcast_push_round_trips(
     data = encode(frame, V1)
     assert isinstance(data, str)
     assert parse_client_frame(data, V1) == (frame, False)
+
+
+BROADCAST_PARTS = st.tuples(
+    BINARY_REFS, BINARY_REFS, st.text(min_size=1, max_size=40), st.text(max_size=40)
+)
+
+
+@ROUND_TRIP
+@given(parts=BROADCAST_PARTS, payload=BROADCAST_PAYLOADS, vsn=VSNS)
+def test_sr01_sr05_broadcast_encoded_from_its_parts_is_the_frames_encoding(
+    parts: tuple[str | None, str | None, str, str], payload: Payload, vsn: str
+) -> None:
+    """SR-01, SR-05: encode_broadcast_push gives encode_wire's bytes for the broadcast frame,
+    or the same error (bytes under V1)."""
+    ref, join_ref, sub_topic, event = parts
+    topic = "realtime:" + sub_topic
+    frame = broadcast_frame(ref, join_ref, topic, event, payload)
+    error: str | None = None
+    try:
+        expected = encode_wire(frame, vsn)
+    except ProtocolError as exc:
+        error = str(exc)
+    if error is None:
+        assert encode_broadcast_push(ref, join_ref, topic, event, payload, vsn=vsn) == expected
+    else:
+        with pytest.raises(ProtocolError) as info:
+            encode_broadcast_push(ref, join_ref, topic, event, payload, vsn=vsn)
+        assert str(info.value) == error
+
+
+def test_sr05_broadcast_from_its_parts_refuses_what_encode_wire_refuses() -> None:
+    """SR-05: a field over 255 bytes under V2, and an unknown vsn, are refused alike."""
+    long_event = "e" * 256
+    frame = broadcast_frame("1", "1", "realtime:room", long_event, {})
+    for vsn in (V2, "3.0.0"):
+        with pytest.raises(ProtocolError) as expected:
+            encode_wire(frame, vsn)
+        with pytest.raises(ProtocolError) as info:
+            encode_broadcast_push("1", "1", "realtime:room", long_event, {}, vsn=vsn)
+        assert str(info.value) == str(expected.value)
 
 
 @st.composite

@@ -360,6 +360,23 @@ def test_push_with_ack_expects_its_reply_and_reports_an_error_status() -> None:
     assert session.receive(reply(track.ref or "")) == ()
 
 
+def test_broadcast_refs_are_the_broadcast_frames_refs() -> None:
+    """BR-03: broadcast_refs numbers a push as broadcast does, expecting its reply only with
+    ack, and refuses a channel that is not joined."""
+    session, _ = joined_session()
+    assert session.broadcast_refs(TOPIC, ack=True) == ("2", "1")
+    assert session.expecting_reply("2")
+    assert session.broadcast_refs(TOPIC, ack=False) == ("3", "1")
+    assert not session.expecting_reply("3")
+    assert session.broadcast(TOPIC, "e", 1, ack=False).ref == "4"
+    session.forget("2")
+    assert session.pending_replies == 0
+    session.add_channel("realtime:other")
+    with pytest.raises(ChannelStateError, match="'realtime:other' is closed: broadcast"):
+        session.broadcast_refs("realtime:other", ack=True)
+    assert session.pending_replies == 0
+
+
 def test_push_on_a_channel_that_is_not_joined_names_the_state() -> None:
     """RS-10: pushing on a channel never joined is refused, naming its state."""
     session = Session()

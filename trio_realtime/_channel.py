@@ -938,23 +938,16 @@ class Channel:
         session = runtime.session
         ack = self._options.broadcast_ack
         started = trio.current_time()
-
-        def check() -> None:
-            # Bytes are the serializer's business (binary under 2.0.0, ProtocolError under
-            # 1.0.0); anything else must be JSON.
-            if not isinstance(payload, bytes | bytearray | memoryview):
-                check_json(payload, "payload")
-
         connection = runtime.open_connection
         # SPEED: a joined channel and a connection that takes the frame now: the push is
-        # made here, with no cancel scope and no closure to build the frame. Unacknowledged,
-        # the frame is written here and now with no waiter; acknowledged, the reply waiter's
-        # deadline is kept by the connection (see Connection.expect_reply), the connection's
-        # push is the cancellation point (a cancelled push forgets its ref), and the push
-        # waits for its reply here: a waiting push is resumed and suspended through every
-        # coroutine it waits in, and the three levels of _push, _push_once and Waiter.wait
-        # were about a tenth of its CPU (64 acked senders: 17.6 -> 15.8 µs per push).
-        # Anything else goes to _push. benchmarks/sends.py measures both.
+        # made here, encoded from its parts (no frame, no closure), with no cancel scope.
+        # Unacknowledged, the frame is written here and now with no waiter; acknowledged,
+        # the reply waiter's deadline is kept by the connection (see Connection.expect_reply),
+        # the connection's push is the cancellation point (a cancelled push forgets its
+        # ref), and the push waits for its reply here: a waiting push is resumed and
+        # suspended through every coroutine it waits in, and the three levels of _push,
+        # _push_once and Waiter.wait were about a tenth of its CPU (64 acked senders: 17.6
+        # -> 15.8 µs per push). Anything else goes to _push. benchmarks/sends.py measures both.
         if (
             connection is not None
             and self._want_joined
@@ -962,16 +955,19 @@ class Channel:
             and (connection.has_room if ack else connection.writable_now)
         ):
             timeout = runtime.settings.timeout
+            topic = self.topic
             try:
                 if not ack:
                     await trio.lowlevel.checkpoint_if_cancelled()
-                    data, binary = self._encode(
-                        session.broadcast(self.topic, event, payload, ack=False), check
-                    )
+                    ref, join_ref = session.broadcast_refs(topic, ack=False)
+                    data, binary = self._encode_broadcast(ref, join_ref, event, payload)
                     await connection.push(data, binary, write_within=timeout)
                     return
-                frame = session.broadcast(self.topic, event, payload, ack=True)
-                ref, data, binary, waiter = self._expect_ack(connection, frame, check, started)
+                ref, join_ref = session.broadcast_refs(topic, ack=True)
+                data, binary = self._encode_broadcast(ref, join_ref, event, payload)
+                waiter = connection.expect_reply(ref, timed=True, since=started)
+                in_flight = self._in_flight
+                in_flight[ref] = waiter
                 try:
                     try:
                         await connection.push_acked(data, binary, waiter, write_within=timeout)
@@ -986,7 +982,10 @@ class Channel:
                         await trio.lowlevel.wait_task_rescheduled(waiter.hold(task))
                     reply = waiter.result()
                 finally:
-                    self._forget_ack(connection, ref)
+                    # _forget_ack, written out
+                    connection.forget_reply(ref)
+                    session.forget(ref)
+                    del in_flight[ref]
                 if not reply.ok:
                     self._refused(reply, f"broadcast {event!r}")
                 return
@@ -1003,6 +1002,9 @@ class Channel:
 
         def build() -> Frame:
             return session.broadcast(self.topic, event, payload, ack=ack)
+
+        def check() -> None:
+            _check_payload(payload)
 
         await self._push(build, ack=ack, what=f"broadcast {event!r}", check=check, started=started)
 
@@ -1237,6 +1239,18 @@ class Channel:
         self._runtime.session.forget(ref)
         del self._in_flight[ref]
 
+    def _encode_broadcast(
+        self, ref: str, join_ref: str, event: str, payload: Payload
+    ) -> tuple[bytes, bool]:
+        """Encode a broadcast push from its parts; on failure, forget its ref and raise the
+        error that names what cannot be sent."""
+        try:
+            return self._runtime.encode_broadcast(ref, join_ref, self.topic, event, payload)
+        except ProtocolError:
+            self._runtime.session.forget(ref)
+            _check_payload(payload)
+            raise
+
     def _refused(self, reply: ReplyReceived, what: str) -> NoReturn:
         raise PushError(f"server refused {what} on {self.topic!r}: {reply.reason}", reply.response)
 
@@ -1367,3 +1381,10 @@ def _select_list(select: object, table: str | None) -> list[JSONValue]:
 async def _send_quietly(connection: Connection, data: bytes, binary: bool) -> None:
     with contextlib.suppress(ConnectionClosed):
         await connection.send(data, binary)
+
+
+def _check_payload(payload: Payload) -> None:
+    """Raise for a broadcast payload that is not JSON: bytes are the serializer's business
+    (binary under 2.0.0, ProtocolError under 1.0.0)."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        check_json(payload, "payload")

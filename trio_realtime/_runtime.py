@@ -11,17 +11,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
 
 import trio
 
 from ._connection import Connection
 from ._events import ConnectionEvent, RateLimitReached
 from ._exceptions import ProtocolError, RateLimit, RealtimeError
-from ._frames import Frame
+from ._frames import BROADCAST, Frame, Payload, broadcast_frame
 from ._pacing import JoinPacer
 from ._rest import RestSender
-from ._serializer import encode_wire
+from ._serializer import encode_broadcast_push, encode_wire
 from ._session import Session
 from ._token_source import TokenKeeper, TokenSource
 
@@ -131,10 +131,25 @@ class Runtime:
             logger.debug("> %r", frame)
         data, binary = encode_wire(frame, self.settings.vsn)
         if len(data) > MAX_FRAME_SIZE:
-            raise ProtocolError(
-                f"{frame.event} on {frame.topic!r} is {len(data)} bytes encoded, over the "
-                f"server's limit of {MAX_FRAME_SIZE} bytes; it was not sent"
-            )
+            _too_large(frame.event, frame.topic, len(data))
+        return data, binary
+
+    def encode_broadcast(
+        self, ref: str, join_ref: str, topic: str, event: str, payload: Payload
+    ) -> tuple[bytes, bool]:
+        """:meth:`encode` for ``broadcast_frame(ref, join_ref, topic, event, payload)``, with
+        no frame built (see :func:`~trio_realtime.protocol.encode_broadcast_push`).
+
+        Raises:
+            ProtocolError: as :meth:`encode`.
+        """
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("> %r", broadcast_frame(ref, join_ref, topic, event, payload))
+        data, binary = encode_broadcast_push(
+            ref, join_ref, topic, event, payload, vsn=self.settings.vsn
+        )
+        if len(data) > MAX_FRAME_SIZE:
+            _too_large(BROADCAST, topic, len(data))
         return data, binary
 
     def rate_limited(self, topic: str | None, reason: str, limit: RateLimit) -> None:
@@ -175,3 +190,10 @@ class Runtime:
     async def refresh_token(self) -> None:
         """Ask the token callable for a token (bounded); keep the cached one if it fails."""
         await self.tokens.refresh_quietly()
+
+
+def _too_large(event: str, topic: str, size: int) -> NoReturn:
+    raise ProtocolError(
+        f"{event} on {topic!r} is {size} bytes encoded, over the server's limit of "
+        f"{MAX_FRAME_SIZE} bytes; it was not sent"
+    )

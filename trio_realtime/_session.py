@@ -447,9 +447,22 @@ class Session:
         Raises:
             ChannelStateError: when the channel is not joined.
         """
+        ref, join_ref = self.broadcast_refs(topic, ack=ack)
+        return broadcast_frame(ref, join_ref, topic, event, payload)
+
+    def broadcast_refs(self, topic: str, *, ack: bool) -> tuple[str, str]:
+        """:meth:`broadcast` without the frame: the push's ``(ref, join_ref)``, for a caller
+        that encodes it directly (:func:`~trio_realtime.protocol.encode_broadcast_push`).
+        With ``ack``, its reply is expected; :meth:`forget` the ref if it is not sent.
+
+        Raises:
+            ChannelStateError: when the channel is not joined.
+        """
         _, join_ref = self._require_joined(topic, "broadcast")
-        frame = broadcast_frame(next_ref(self._refs), join_ref, topic, event, payload)
-        return self._push(topic, frame, ack)
+        ref = next_ref(self._refs)
+        if ack:
+            self._pending[ref] = _Pending(topic, "push", None)
+        return ref, join_ref
 
     def track(self, topic: str, state: Mapping[str, JSONValue]) -> Frame:
         """Build a presence ``track`` push and expect its reply.

@@ -64,6 +64,7 @@ from ._serializer import BroadcastParts as BroadcastParts
 from ._serializer import EventKind as EventKind
 from ._serializer import check_vsn as check_vsn
 from ._serializer import encode as encode
+from ._serializer import encode_broadcast_push as encode_broadcast_push
 from ._serializer import encode_server_frame as encode_server_frame
 from ._serializer import encode_wire as encode_wire
 from ._serializer import event_kind as event_kind
@@ -142,6 +143,7 @@ __all__ = [
     "convert_cell",
     "convert_change_data",
     "encode",
+    "encode_broadcast_push",
     "encode_server_frame",
     "encode_wire",
     "event_kind",
