@@ -324,7 +324,8 @@ def test_sr01_sr05_broadcast_encoded_from_its_parts_is_the_frames_encoding(
 
 
 def test_sr05_broadcast_from_its_parts_refuses_what_encode_wire_refuses() -> None:
-    """SR-05: a field over 255 bytes under V2, and an unknown vsn, are refused alike."""
+    """SR-05: a field over 255 bytes under V2, and an unknown vsn, are refused alike; an event
+    that is not a string is encoded alike."""
     long_event = "e" * 256
     frame = broadcast_frame("1", "1", "realtime:room", long_event, {})
     for vsn in (V2, "3.0.0"):
@@ -333,6 +334,9 @@ def test_sr05_broadcast_from_its_parts_refuses_what_encode_wire_refuses() -> Non
         with pytest.raises(ProtocolError) as info:
             encode_broadcast_push("1", "1", "realtime:room", long_event, {}, vsn=vsn)
         assert str(info.value) == str(expected.value)
+    odd_event: Any = 5  # not a string, against the type: a text frame under 2.0.0
+    odd = encode_wire(broadcast_frame("1", "1", "realtime:room", odd_event, {}), V2)
+    assert encode_broadcast_push("1", "1", "realtime:room", odd_event, {}, vsn=V2) == odd
 
 
 @st.composite

@@ -40,6 +40,7 @@ from ._frames import (
     JSONObject,
     JSONValue,
     Payload,
+    broadcast_frame,
     make_frame,
 )
 
@@ -194,9 +195,11 @@ def encode_broadcast_push(
         if join_ref is not None:
             obj["join_ref"] = join_ref
         return _dump(obj), False
-    if vsn == VSN_2:
+    if vsn == VSN_2 and isinstance(event, str):
         return _user_broadcast_push(join_ref, ref, topic, event, payload), True
-    raise ProtocolError(f"unsupported vsn {vsn!r}")
+    # A user event that is not a string (the type says it is): as encode_wire does, a text
+    # frame under 2.0.0; and the same error for an unsupported vsn.
+    return encode_wire(broadcast_frame(ref, join_ref, topic, event, payload), vsn)
 
 
 def parse_frame(data: WireData, vsn: str = VSN_1) -> Frame:
