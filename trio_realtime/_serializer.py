@@ -141,15 +141,7 @@ def encode_wire(frame: Frame, vsn: str = VSN_1) -> tuple[bytes, bool]:
     This is the form WebSocket protocol objects take, without a decode and re-encode.
     """
     if vsn == VSN_1:
-        obj: JSONObject = {
-            "topic": frame.topic,
-            "event": frame.event,
-            "payload": frame.payload,  # type: ignore[dict-item]
-            "ref": frame.ref,
-        }
-        if frame.join_ref is not None:
-            obj["join_ref"] = frame.join_ref
-        return _dump(obj), False
+        return _v1_text(frame.topic, frame.event, frame.payload, frame.ref, frame.join_ref), False
     if vsn == VSN_2:
         payload = frame.payload
         if (
@@ -186,20 +178,28 @@ def encode_broadcast_push(
         ProtocolError: as :func:`encode_wire`.
     """
     if vsn == VSN_1:
-        obj: JSONObject = {
-            "topic": topic,
-            "event": BROADCAST,
-            "payload": {"type": BROADCAST, "event": event, "payload": payload},  # type: ignore[dict-item]
-            "ref": ref,
-        }
-        if join_ref is not None:
-            obj["join_ref"] = join_ref
-        return _dump(obj), False
+        body = {"type": BROADCAST, "event": event, "payload": payload}
+        return _v1_text(topic, BROADCAST, body, ref, join_ref), False  # type: ignore[arg-type]
     if vsn == VSN_2 and isinstance(event, str):
         return _user_broadcast_push(join_ref, ref, topic, event, payload), True
     # A user event that is not a string (the type says it is): as encode_wire does, a text
     # frame under 2.0.0; and the same error for an unsupported vsn.
     return encode_wire(broadcast_frame(ref, join_ref, topic, event, payload), vsn)
+
+
+def _v1_text(
+    topic: str, event: str, payload: Payload, ref: str | None, join_ref: str | None
+) -> bytes:
+    """A V1 frame's JSON object, with ``join_ref`` only when there is one."""
+    obj: JSONObject = {
+        "topic": topic,
+        "event": event,
+        "payload": payload,  # type: ignore[dict-item]
+        "ref": ref,
+    }
+    if join_ref is not None:
+        obj["join_ref"] = join_ref
+    return _dump(obj)
 
 
 def parse_frame(data: WireData, vsn: str = VSN_1) -> Frame:
