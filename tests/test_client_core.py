@@ -561,7 +561,7 @@ async def test_rc09_reconnect_refused_with_5xx_is_retried(
 
 
 async def test_push_error_on_status_error(autojump_clock: trio.testing.MockClock) -> None:
-    """BR-03: an acked push answered with ``status: error`` raises PushError carrying the
+    """BC-04: an acked push answered with ``status: error`` raises PushError carrying the
     server's response."""
     async with scripted() as (client, script):
         channel = client.channel("room", broadcast_ack=True)

@@ -305,7 +305,7 @@ BROADCAST_PARTS = st.tuples(
 def test_sr01_sr05_broadcast_encoded_from_its_parts_is_the_frames_encoding(
     parts: tuple[str | None, str | None, str, str], payload: Payload, vsn: str
 ) -> None:
-    """SR-01, SR-05: encode_broadcast_push gives encode_wire's bytes for the broadcast frame,
+    """SR-01, SR-05, BC-01: encode_broadcast_push gives encode_wire's bytes for the broadcast frame,
     or the same error (bytes under V1)."""
     ref, join_ref, sub_topic, event = parts
     topic = "realtime:" + sub_topic

@@ -323,7 +323,7 @@ def test_unknown_topics_events_and_malformed_payloads_are_counted() -> None:
 
 
 def test_broadcast_event() -> None:
-    """BR-01: a broadcast comes out as the public Broadcast item."""
+    """A broadcast comes out as the public Broadcast item."""
     session, _ = joined_session()
     payload: JSONObject = {
         "type": "broadcast",
@@ -340,7 +340,7 @@ def test_broadcast_event() -> None:
 
 
 def test_push_with_ack_expects_its_reply_and_reports_an_error_status() -> None:
-    """BR-03, CH-08: an acked push is answered by ref; status error comes out as such."""
+    """BC-04, CH-08: an acked push is answered by ref; status error comes out as such."""
     session, _ = joined_session()
     frame = session.broadcast(TOPIC, "e", {"a": 1}, ack=True)
     assert frame == Frame(
@@ -361,7 +361,7 @@ def test_push_with_ack_expects_its_reply_and_reports_an_error_status() -> None:
 
 
 def test_broadcast_refs_are_the_broadcast_frames_refs() -> None:
-    """BR-03: broadcast_refs numbers a push as broadcast does, expecting its reply only with
+    """BC-04: broadcast_refs numbers a push as broadcast does, expecting its reply only with
     ack, and refuses a channel that is not joined."""
     session, _ = joined_session()
     assert session.broadcast_refs(TOPIC, ack=True) == ("2", "1")
